@@ -1,0 +1,10 @@
+"""stream_fusion: real-time infrared + visible video fusion (see README.md)."""
+from pathlib import Path
+
+__version__ = "0.1.0"
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+ASSETS_DIR = PACKAGE_DIR / "assets"
+WEIGHTS_DIR = PACKAGE_DIR / "weights"
+DEMO_IR = ASSETS_DIR / "nato_camp" / "ir"
+DEMO_VIS = ASSETS_DIR / "nato_camp" / "vis"

@@ -1,0 +1,113 @@
+"""Plain-data configuration: YAML files of nested dicts, checked against the defaults they override.
+
+The defaults file is the schema: a key that is not in it is unknown, and a value must have the type of the default
+(``null`` defaults accept a string or a number). Errors name the dotted key, so ``engine.provder`` or
+``publish.format=3`` fail with a message that says exactly what to fix.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stream_fusion.errors import StreamFusionError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with one-line errors for a missing, unreadable or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise StreamFusionError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise StreamFusionError(f"malformed config {path}{where}: {getattr(error, 'problem', error)}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise StreamFusionError(f"cannot read config {path}: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise StreamFusionError(f"malformed config {path}: expected a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _check_type(key: str, default: Any, value: Any) -> Any:
+    if value is None or default is None:
+        if isinstance(value, (dict, list)):
+            raise StreamFusionError(f"config key '{key}' must be a single value, got {type(value).__name__}")
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, dict):
+        ok = isinstance(value, dict)
+    elif isinstance(default, list):
+        ok = isinstance(value, list)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise StreamFusionError(
+            f"config key '{key}' must be {type(default).__name__}, got {type(value).__name__} ({value!r})"
+        )
+    return value
+
+
+def merge(defaults: dict[str, Any], override: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A copy of ``defaults`` with ``override`` applied; unknown keys and wrong types are errors naming the key."""
+    result = copy.deepcopy(defaults)
+    for name, value in override.items():
+        key = f"{prefix}{name}"
+        if name not in defaults:
+            known = ", ".join(sorted(f"{prefix}{k}" for k in defaults))
+            raise StreamFusionError(f"unknown config key '{key}' (known: {known})")
+        default = defaults[name]
+        if isinstance(default, dict) and isinstance(value, dict):
+            result[name] = merge(default, value, prefix=f"{key}.")
+        else:
+            result[name] = _check_type(key, default, value)
+    return result
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"engine.provider=cpu"`` -> ``{"engine": {"provider": "cpu"}}``; the value is read as YAML (1, true, null)."""
+    if "=" not in text:
+        raise StreamFusionError(f"override '{text}' must look like key=value, e.g. engine.provider=cpu")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise StreamFusionError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError:
+        value = raw
+    nested: dict[str, Any] = {}
+    node = nested
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    defaults_path: str | Path = DEFAULT_CONFIG,
+) -> dict[str, Any]:
+    """Defaults, then the user's YAML file (if any), then ``key=value`` overrides, each checked against the defaults."""
+    config = load_yaml(defaults_path)
+    if path is not None:
+        config = merge(config, load_yaml(path))
+    for text in overrides or []:
+        config = merge(config, parse_override(text))
+    return config
