@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Fuse an infrared and a visible stream in real time and publish the result over ZeroMQ.
+
+With no arguments it replays the bundled demo clip (TNO Nato_camp) and publishes on tcp://127.0.0.1:5555:
+
+    python run_stream.py                                   # demo clip
+    python run_stream.py --ir 0 --vis 1                    # two cameras (live)
+    python run_stream.py --ir ir.mp4 --vis vis.mp4 --realtime --record fused.mp4
+    python -m stream_fusion.subscribe tcp://127.0.0.1:5555 # elsewhere: receive the fused frames
+
+Every key of configs/default.yaml can be set: with its own option below, with --config FILE, or with --set key=value.
+Ctrl-C or SIGTERM stops cleanly (recording finished, summary printed, exit 0); bad input exits 2 with one line.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+import cv2
+
+from stream_fusion import DEMO_IR, DEMO_VIS
+from stream_fusion.align import AlignmentMonitor, load_calibration
+from stream_fusion.capture import Source, open_source
+from stream_fusion.config import load_config, merge, parse_override
+from stream_fusion.display import Display
+from stream_fusion.engine import FusionEngine, create_engine
+from stream_fusion.errors import StreamFusionError, run_cli
+from stream_fusion.pipeline import Pipeline, Summary
+from stream_fusion.publish import Publisher
+from stream_fusion.record import Recorder, check_record_path
+from stream_fusion.sync import GridMatcher
+
+DEMO_FPS = 6.0  # the Nato_camp frames are ~0.1-0.3 s apart (see its ATTRIBUTION.md)
+SNAPSHOT_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+
+# (option, config key, argparse keywords): the common keys get their own option; --set reaches every key.
+OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--ir", "source.ir", {"metavar": "SRC", "help": "IR source: camera index, video file, image folder or URL"}),
+    ("--vis", "source.vis", {"metavar": "SRC", "help": "visible source (same kinds as --ir)"}),
+    ("--mode", "source.mode", {"choices": ["auto", "live", "replay"], "help": "auto: cameras/URLs live, files replay"}),
+    ("--realtime", "source.realtime", {"action": "store_const", "const": True, "help": "pace a replay at its fps"}),
+    ("--fps", "source.fps", {"type": float, "help": "pace of --realtime (needed for image folders)"}),
+    ("--loop", "source.loop", {"action": "store_const", "const": True, "help": "replay: start again at the end"}),
+    ("--tolerance-ms", "sync.tolerance_ms", {"type": float, "help": "live pairing tolerance (default half a frame)"}),
+    ("--model", "engine.model", {"help": "default | lite | base | classical | path/to/model.onnx"}),
+    ("--provider", "engine.provider", {"choices": ["auto", "tensorrt", "cuda", "cpu"], "help": "ONNX Runtime provider"}),
+    ("--align-policy", "align.policy", {"choices": ["warn", "correct", "drop"], "help": "on misalignment"}),
+    ("--calibration", "align.calibration", {"metavar": "YAML", "help": "IR -> visible warp from stream_fusion.calibrate"}),
+    ("--zmq", "publish.zmq", {"metavar": "ADDR", "help": "bind address, e.g. tcp://0.0.0.0:5555; none = off"}),
+    ("--zmq-format", "publish.format", {"choices": ["raw", "jpg"], "help": "raw array or JPEG"}),
+    ("--jpeg-quality", "publish.jpeg_quality", {"type": int, "help": "1-100, for --zmq-format jpg"}),
+    ("--wait-subscriber", "publish.wait_subscriber", {"type": float, "metavar": "S",
+                                                      "help": "wait up to S s for a subscriber before starting"}),
+    ("--no-display", "display.enabled", {"action": "store_const", "const": False, "help": "no window"}),
+    ("--record", "record", {"metavar": "OUT.mp4", "help": "write the fused stream to a video file"}),
+    ("--snapshot", "snapshot", {"metavar": "OUT.png", "help": "write the last IR | visible | fused mosaic"}),
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other bad input
+        raise StreamFusionError(f"{message} (see run_stream.py --help)")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = _Parser(description=__doc__.split("\n\n")[0], epilog="Defaults: configs/default.yaml.")
+    for flag, key, kwargs in OPTIONS:
+        parser.add_argument(flag, dest=key, default=None, **kwargs)
+    parser.add_argument("--config", metavar="YAML", help="YAML file overriding any subset of the defaults")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                        help="override any config key, e.g. --set pipeline.queue_size=8 (repeatable)")
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Defaults, then --config, then the named options, then --set: later wins, every step type-checked."""
+    config = load_config(args.config)
+    for _, key, _ in OPTIONS:
+        value = getattr(args, key)
+        if value is not None:
+            config = merge(config, _nested(key, value))
+    for text in args.overrides:
+        config = merge(config, parse_override(text))
+    return config
+
+
+def _nested(key: str, value: Any) -> dict[str, Any]:
+    node: dict[str, Any] = {}
+    root = node
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return root
+
+
+def open_sources(source_cfg: dict[str, Any]) -> tuple[Source, Source, bool]:
+    """The two sources (the demo clip when neither is given) and whether they are the demo."""
+    ir, vis = source_cfg["ir"], source_cfg["vis"]
+    if ir is None and vis is None:
+        return open_source(DEMO_IR, "ir"), open_source(DEMO_VIS, "vis"), True
+    if ir is None or vis is None:
+        raise StreamFusionError("give both --ir and --vis (or neither, for the bundled demo clip)")
+    ir_source = open_source(ir, "ir")
+    try:
+        return ir_source, open_source(vis, "vis"), False
+    except StreamFusionError:
+        ir_source.close()
+        raise
+
+
+def choose_mode(mode: str, ir: Source, vis: Source) -> bool:
+    """True for live. auto: live as soon as one source is a camera or URL (it cannot be paused to wait)."""
+    if mode not in ("auto", "live", "replay"):
+        raise StreamFusionError(f"source.mode must be auto, live or replay, got {mode!r}")
+    return ir.live or vis.live if mode == "auto" else mode == "live"
+
+
+def make_engine(engine_cfg: dict[str, Any], size: tuple[int, int] | None) -> FusionEngine:
+    """The fusion engine, warmed up at the stream's frame size when it is known."""
+    options = {"resolution": size} if size else {}
+    return create_engine(engine_cfg["model"], engine_cfg["provider"], **options)
+
+
+def check_snapshot_path(path: str) -> Path:
+    snapshot = Path(path).expanduser()
+    if snapshot.suffix.lower() not in SNAPSHOT_SUFFIXES:
+        raise StreamFusionError(f"cannot write snapshot {snapshot}: use one of {', '.join(sorted(SNAPSHOT_SUFFIXES))}")
+    if not snapshot.parent.is_dir():
+        raise StreamFusionError(f"cannot write snapshot {snapshot}: folder {snapshot.parent} does not exist")
+    return snapshot
+
+
+def print_status(line: str) -> None:
+    """The live one-line status: rewritten in place on a terminal, one line per period in a log."""
+    if sys.stderr.isatty():
+        print(f"\r{line[:200]}\033[K", end="", file=sys.stderr, flush=True)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname_lower)s: %(message)s"))
+    handler.addFilter(_lower_level)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+
+
+def _lower_level(record: logging.LogRecord) -> bool:
+    record.levelname_lower = record.levelname.lower()
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    cfg = build_config(parse_args(argv))
+    src, publish_cfg = cfg["source"], cfg["publish"]
+    record_path = check_record_path(cfg["record"]) if cfg["record"] else None
+    snapshot_path = check_snapshot_path(cfg["snapshot"]) if cfg["snapshot"] else None
+    calibration = load_calibration(cfg["align"]["calibration"]) if cfg["align"]["calibration"] else None
+    monitor = AlignmentMonitor.from_config(cfg["align"])
+    if src["fps"] is not None and src["fps"] <= 0:
+        raise StreamFusionError(f"source.fps must be positive, got {src['fps']}")
+
+    ir, vis, demo = open_sources(src)
+    live = choose_mode(src["mode"], ir, vis)
+    file_fps = src["fps"] or (DEMO_FPS if demo else None) or ir.fps or vis.fps
+    if src["realtime"] and not live and file_fps is None:
+        raise StreamFusionError("--realtime needs --fps N here: image folders carry no frame rate")
+    engine = make_engine(cfg["engine"], vis.size)
+
+    publisher = None
+    if publish_cfg["zmq"] and publish_cfg["zmq"].lower() != "none":
+        publisher = Publisher(publish_cfg["zmq"], publish_cfg["format"], publish_cfg["jpeg_quality"], publish_cfg["hwm"])
+    recorder = Recorder(record_path, file_fps or 25.0) if record_path else None
+    display = Display.open() if cfg["display"]["enabled"] else None
+    interval = cfg["pipeline"]["status_interval_s"]
+    pipeline = Pipeline(
+        ir, vis, engine, monitor,
+        live=live,
+        pace_fps=file_fps if src["realtime"] else None,
+        loop=src["loop"],
+        tolerance_s=cfg["sync"]["tolerance_ms"] / 1000.0 if cfg["sync"]["tolerance_ms"] else None,
+        queue_size=cfg["pipeline"]["queue_size"],
+        grid=GridMatcher(calibration),
+        publisher=publisher,
+        recorder=recorder,
+        display=display,
+        status=print_status if interval > 0 else None,
+        status_interval_s=interval if interval > 0 else 1.0,
+    )
+    where = f"publishing on {publisher.endpoint}" if publisher else "not publishing"
+    print(f"stream_fusion: IR {ir.description} + visible {vis.description} -> {engine.name} ({engine.provider}), "
+          f"{'live' if live else 'replay'}, {where}", file=sys.stderr, flush=True)
+    if publisher and publish_cfg["wait_subscriber"] > 0 and not publisher.wait_for_subscriber(
+        publish_cfg["wait_subscriber"]
+    ):
+        logging.getLogger("run_stream").warning(
+            "no subscriber within %.1f s: publishing anyway", publish_cfg["wait_subscriber"]
+        )
+
+    def on_signal(number: int, _frame: FrameType | None) -> None:
+        if pipeline.stop_event.is_set():  # a second Ctrl-C: the user wants out now
+            raise KeyboardInterrupt
+        pipeline.stop(signal.Signals(number).name)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = pipeline.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if publisher is not None:
+            publisher.close()
+    if interval > 0 and sys.stderr.isatty():
+        print(file=sys.stderr)
+    report(summary, publisher)
+    if snapshot_path is not None and pipeline.last is not None:
+        if not cv2.imwrite(str(snapshot_path), pipeline.snapshot(pipeline.last)):
+            raise StreamFusionError(f"cannot write snapshot {snapshot_path}")
+        print(f"snapshot: {snapshot_path}", file=sys.stderr)
+    if summary.error is not None:
+        raise summary.error
+    return 0
+
+
+def report(summary: Summary, publisher: Publisher | None) -> None:
+    lines = summary.lines()
+    if publisher is not None:
+        lines[-1] += f"; {publisher.unheard} frames published while nobody was subscribed"
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    run_cli(main)

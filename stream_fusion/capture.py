@@ -1,0 +1,246 @@
+"""Frame sources behind one interface, each read in its own thread.
+
+A source spec is what the user types after ``--ir`` / ``--vis``: a camera index (``0``), a URL OpenCV can open
+(``rtsp://...``, ``http://...``), a video file, or a folder of images (read in name order). Cameras and URLs are
+*live* (frames arrive whether or not we keep up), files and folders *replay* (we pull frames at our own pace).
+
+Every failure a user can cause (missing path, camera that does not open, undecodable or truncated file, unreadable
+image) is a ``StreamFusionError`` naming the source, raised at open time where possible so nothing starts on bad
+input, else at the frame where it happens, after every earlier frame has been handed on.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from stream_fusion.errors import StreamFusionError
+
+# OpenCV and FFmpeg print their own multi-line complaints for every failed open (camera probing, "moov atom not
+# found"); we report each failure once, in one line, so theirs are silenced.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp"}
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One grabbed image. ``t_mono`` (monotonic) pairs and times frames here; ``t_wall`` tells other machines."""
+
+    role: str  # "ir" | "vis"
+    index: int  # position in the source, counting on across --loop passes
+    image: np.ndarray
+    t_mono: float
+    t_wall: float
+
+
+@dataclass(frozen=True)
+class EndOfStream:
+    """Marker a capture thread queues after its last frame (never dropped by the live queue)."""
+
+    role: str
+    failed: bool = False  # the source broke: its error is reported, so no "different lengths" warning too
+
+
+class Source(Protocol):
+    """What every source offers the capture thread."""
+
+    role: str
+    description: str  # the spec as the user gave it, for messages and frame metadata
+    live: bool
+    fps: float | None  # None when the source does not say (image folders, some cameras)
+    length: int | None  # frames per pass; None for live sources
+    size: tuple[int, int] | None  # (width, height) when known before the first frame
+
+    def read(self) -> np.ndarray | None:
+        """The next frame, or None at the end of a replay source. Raises StreamFusionError on failure."""
+        ...
+
+    def restart(self) -> None:
+        """Go back to the first frame (for --loop)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class VideoSource:
+    """A camera index, a URL or a video file, read through ``cv2.VideoCapture``."""
+
+    def __init__(self, spec: str, role: str) -> None:
+        self.role = role
+        self.description = spec
+        self.kind = "camera" if spec.isdigit() else "stream" if "://" in spec else "video"
+        self.live = self.kind != "video"
+        self._target: int | str = int(spec) if self.kind == "camera" else spec
+        self._capture = self._open()
+        fps = self._capture.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if 0 < fps < 1000 else None
+        count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.length = count if self.kind == "video" and count > 0 else None
+        width, height = (int(self._capture.get(prop)) for prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
+        self.size = (width, height) if width > 0 and height > 0 else None
+        self._read = 0
+
+    def _open(self) -> cv2.VideoCapture:
+        capture = cv2.VideoCapture(self._target)
+        if capture.isOpened():
+            return capture
+        capture.release()
+        if self.kind == "camera":
+            raise StreamFusionError(f"cannot open {self.role} camera {self.description}: no such device, or it is busy")
+        if self.kind == "stream":
+            raise StreamFusionError(f"cannot open {self.role} stream {self.description}: unreachable or not a video")
+        raise StreamFusionError(
+            f"cannot open {self.role} video {self.description}: not a video OpenCV can decode (corrupt or truncated?)"
+        )
+
+    def read(self) -> np.ndarray | None:
+        ok, image = self._capture.read()
+        if ok and image is not None:
+            self._read += 1
+            return image
+        if self.live:
+            raise StreamFusionError(f"{self.role} {self.kind} {self.description} stopped delivering frames")
+        # Containers round their frame count; a shortfall of more than one frame means the file was cut or damaged.
+        if self.length is not None and self._read < self.length - 1:
+            raise StreamFusionError(
+                f"{self.role} video {self.description} ended after {self._read} of its {self.length} frames: "
+                "the file is truncated or corrupt"
+            )
+        return None
+
+    def restart(self) -> None:
+        self._capture.release()
+        self._capture = self._open()
+        self._read = 0
+
+    def close(self) -> None:
+        self._capture.release()
+
+
+class FolderSource:
+    """Images of a folder in name order: registered datasets and exported sequences come this way."""
+
+    live = False
+    fps = None
+
+    def __init__(self, folder: Path, role: str) -> None:
+        self.role = role
+        self.description = str(folder)
+        self._files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not self._files:
+            raise StreamFusionError(f"{role} folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        self.length = len(self._files)
+        self._next = 0
+        first = cv2.imread(str(self._files[0]), cv2.IMREAD_UNCHANGED)
+        self.size = (first.shape[1], first.shape[0]) if first is not None else None
+
+    def read(self) -> np.ndarray | None:
+        if self._next >= len(self._files):
+            return None
+        path = self._files[self._next]
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise StreamFusionError(f"cannot read {self.role} image {path}: missing, unreadable or not an image")
+        if image.dtype != np.uint8:
+            raise StreamFusionError(f"{self.role} image {path} is {image.dtype}; 8-bit images only")
+        if image.ndim == 3 and image.shape[2] == 4:
+            image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        self._next += 1
+        return image
+
+    def restart(self) -> None:
+        self._next = 0
+
+    def close(self) -> None:
+        pass
+
+
+def open_source(spec: str | int | Path, role: str) -> Source:
+    """Open what the user named: camera index, URL, image folder or video file."""
+    text = str(spec).strip()
+    if not text:
+        raise StreamFusionError(f"empty {role} source")
+    if text.isdigit() or "://" in text:
+        return VideoSource(text, role)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return FolderSource(path, role)
+    if path.is_file():
+        return VideoSource(str(path), role)
+    raise StreamFusionError(f"{role} source not found: {text} (expected a camera index, URL, video file or image folder)")
+
+
+class Queue(Protocol):
+    def put(self, item: object, droppable: bool = True) -> bool: ...
+
+
+class CaptureThread(threading.Thread):
+    """Reads one source into a queue until the end, an error, or ``stop``.
+
+    Replay pacing (``pace_fps``) schedules frame i at ``start + i / fps`` on a clock shared by both sources, so IR
+    and visible stay in step. ``limit`` caps each pass (both sources of a looped replay stop at the shorter).
+    A failure is kept in ``error`` and the stream ends normally, so frames already read still reach the sinks.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        out: Queue,
+        stop: threading.Event,
+        *,
+        pace_fps: float | None = None,
+        start: float | None = None,
+        limit: int | None = None,
+        loop: bool = False,
+    ) -> None:
+        super().__init__(name=f"capture-{source.role}", daemon=True)  # daemon: a camera read cannot be interrupted
+        self.source = source
+        self.out = out
+        self.stop_event = stop
+        self.pace_fps = pace_fps
+        self.start_time = start
+        self.limit = limit
+        self.loop = loop
+        self.frames = 0
+        self.error: StreamFusionError | None = None
+
+    def run(self) -> None:
+        try:
+            self._read_all()
+        except StreamFusionError as error:
+            self.error = error
+        except Exception as error:  # noqa: BLE001 - a decoder crash must end this stream, not hang the pipeline
+            self.error = StreamFusionError(f"{self.source.role} capture failed: {type(error).__name__}: {error}")
+        self.out.put(EndOfStream(self.source.role, failed=self.error is not None), droppable=False)
+
+    def _read_all(self) -> None:
+        start = self.start_time if self.start_time is not None else time.monotonic()
+        in_pass = 0
+        while not self.stop_event.is_set():
+            if self.pace_fps:
+                delay = start + self.frames / self.pace_fps - time.monotonic()
+                if delay > 0 and self.stop_event.wait(delay):
+                    return
+            image = None if self.limit is not None and in_pass >= self.limit else self.source.read()
+            if image is None:
+                if not self.loop or in_pass == 0:
+                    return
+                self.source.restart()
+                in_pass = 0
+                continue
+            frame = Frame(self.source.role, self.frames, image, time.monotonic(), time.time())
+            if not self.out.put(frame):
+                return
+            self.frames += 1
+            in_pass += 1

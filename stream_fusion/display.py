@@ -1,0 +1,95 @@
+"""The on-screen view: a mosaic IR | visible | fused with a heads-up line (fps, latency, alignment state).
+
+``make_mosaic`` is pure (also used for ``--snapshot``); ``Display`` owns the window. A machine without a display
+(a server, a container, ssh without X) gets one clear warning and no window, never a crash: Qt aborts the whole
+process when it cannot reach a display, so the check happens before any window is created.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+QUIT_KEYS = {ord("q"), ord("Q"), 27}  # q or Esc
+HUD_HEIGHT = 26
+WHITE = (255, 255, 255)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def to_bgr(image: np.ndarray) -> np.ndarray:
+    """3-channel view of a gray or colour frame, so the three tiles can sit side by side."""
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return image
+
+
+def _label(tile: np.ndarray, text: str) -> None:
+    cv2.putText(tile, text, (8, 20), FONT, 0.55, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(tile, text, (8, 20), FONT, 0.55, WHITE, 1, cv2.LINE_AA)
+
+
+def make_mosaic(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray, hud: str = "") -> np.ndarray:
+    """IR | visible | fused on the visible grid, each labelled, with ``hud`` on a strip underneath."""
+    height, width = vis.shape[:2]
+    tiles = []
+    for name, image in (("IR", ir), ("visible", vis), ("fused", fused)):
+        tile = to_bgr(image)
+        if tile.shape[:2] != (height, width):
+            tile = cv2.resize(tile, (width, height), interpolation=cv2.INTER_AREA)
+        tile = tile.copy()
+        _label(tile, name)
+        tiles.append(tile)
+    mosaic = np.hstack(tiles)
+    if not hud:
+        return mosaic
+    strip = np.zeros((HUD_HEIGHT, mosaic.shape[1], 3), np.uint8)
+    cv2.putText(strip, hud, (8, 18), FONT, 0.5, WHITE, 1, cv2.LINE_AA)
+    return np.vstack([mosaic, strip])
+
+
+def display_missing() -> str | None:
+    """Why no window can be shown here, or None when one can."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "no display found ($DISPLAY and $WAYLAND_DISPLAY are unset)"
+    return None
+
+
+class Display:
+    """One OpenCV window; ``show`` returns False once the user pressed q or Esc (or closed the window)."""
+
+    def __init__(self, title: str = "stream_fusion: IR | visible | fused") -> None:
+        self.title = title
+        self._opened = False
+
+    @classmethod
+    def open(cls, title: str = "stream_fusion: IR | visible | fused") -> Display | None:
+        """A display, or None with one warning saying why it is switched off."""
+        reason = display_missing()
+        if reason is None:
+            display = cls(title)
+            try:
+                cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+                display._opened = True
+                return display
+            except cv2.error as error:  # opencv-python-headless has no GUI at all
+                reason = f"OpenCV has no GUI support ({' '.join(str(error).split())[:80]})"
+        log.warning("%s: display switched off (use --no-display to skip it)", reason)
+        return None
+
+    def show(self, mosaic: np.ndarray) -> bool:
+        cv2.imshow(self.title, mosaic)
+        key = cv2.waitKey(1) & 0xFF
+        if key in QUIT_KEYS:
+            return False
+        return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1
+
+    def close(self) -> None:
+        if self._opened:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
+            self._opened = False

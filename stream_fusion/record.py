@@ -1,0 +1,52 @@
+"""``--record out.mp4``: the fused stream written to a video file.
+
+The writer opens on the first frame (its size is only known then) and is always released at the end, also after
+Ctrl-C or an error, so the file is finalised and playable.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stream_fusion.errors import StreamFusionError
+
+FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
+
+
+def check_record_path(path: str | Path) -> Path:
+    """Fail before the stream starts if the recording cannot be written there."""
+    path = Path(path).expanduser()
+    if path.suffix.lower() not in FOURCC:
+        raise StreamFusionError(f"cannot record to {path}: use one of {', '.join(sorted(FOURCC))}")
+    if not path.parent.is_dir():
+        raise StreamFusionError(f"cannot record to {path}: folder {path.parent} does not exist")
+    return path
+
+
+class Recorder:
+    """Writes BGR frames (gray frames are expanded) at a fixed rate."""
+
+    def __init__(self, path: str | Path, fps: float) -> None:
+        self.path = check_record_path(path)
+        self.fps = fps
+        self.frames = 0
+        self._writer: cv2.VideoWriter | None = None
+
+    def write(self, image: np.ndarray) -> None:
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        if self._writer is None:
+            height, width = image.shape[:2]
+            fourcc = cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()])
+            self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (width, height))
+            if not self._writer.isOpened():
+                raise StreamFusionError(f"cannot write video {self.path} (no encoder for {self.path.suffix}?)")
+        self._writer.write(image)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None

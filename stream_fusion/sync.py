@@ -1,0 +1,162 @@
+"""Pairing IR and visible frames into registered pairs.
+
+* Replay pairs by index: frame i of one file goes with frame i of the other. If one source ends first the stream
+  stops at the shorter, with a warning (pairing on would fuse unrelated frames).
+* Live pairs by the monotonic capture time taken at grab: two frames form a pair when they were grabbed within a
+  tolerance (default half the faster source's frame period, so every frame of the slower camera finds a partner);
+  a frame whose partner cannot come any more is dropped and counted as unmatched.
+
+Sizes: the fusion engines take registered pairs on one grid, so an IR frame of another size is resized to the
+visible frame's size (or warped there by a calibration), with one warning for the whole stream.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from stream_fusion.capture import EndOfStream, Frame
+
+log = logging.getLogger(__name__)
+
+ASSUMED_FPS = 30.0  # for the live tolerance when neither source reports its rate
+LIVE_BUFFER = 4  # frames per side waiting for a partner; older ones cannot be "latest" any more
+
+
+@dataclass
+class PairedFrame:
+    """One pair on its way through align -> fuse -> sinks; stages fill in the later fields."""
+
+    index: int
+    ir: Frame
+    vis: Frame
+    ir_image: np.ndarray  # the IR on the visible grid: what alignment and fusion see
+    t_paired: float  # monotonic
+    alignment: Any = None  # stream_fusion.align.Alignment once checked
+    fused: np.ndarray | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def t_captured(self) -> float:
+        """Monotonic grab time of the older input: latencies are counted from it, the conservative choice."""
+        return min(self.ir.t_mono, self.vis.t_mono)
+
+
+class Warp(Protocol):
+    def apply(self, ir: np.ndarray, size: tuple[int, int]) -> np.ndarray: ...
+
+
+class GridMatcher:
+    """Brings each IR frame onto the visible grid; warns once per stream when they differ in size."""
+
+    def __init__(self, calibration: Warp | None = None) -> None:
+        self.calibration = calibration
+        self.warned = False
+
+    def __call__(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+        height, width = vis.shape[:2]
+        if self.calibration is not None:
+            return self.calibration.apply(ir, (width, height))
+        if ir.shape[:2] == (height, width):
+            return ir
+        if not self.warned:
+            self.warned = True
+            log.warning(
+                "IR frames are %dx%d but visible frames are %dx%d: resizing IR to the visible grid "
+                "(without a calibration the fields of view are assumed to match)",
+                ir.shape[1], ir.shape[0], width, height,
+            )
+        shrink = ir.shape[0] > height
+        return cv2.resize(ir, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def default_tolerance(fps_ir: float | None, fps_vis: float | None) -> float:
+    """Half the frame period of the faster source (seconds)."""
+    rates = [fps for fps in (fps_ir, fps_vis) if fps]
+    return 0.5 / (max(rates) if rates else ASSUMED_FPS)
+
+
+class LivePairing:
+    """Matches frames by grab time; ``unmatched`` counts frames dropped for want of a partner."""
+
+    def __init__(self, tolerance_s: float) -> None:
+        self.tolerance_s = tolerance_s
+        self.unmatched = 0
+        self._waiting: dict[str, deque[Frame]] = {"ir": deque(), "vis": deque()}
+
+    def add(self, frame: Frame) -> list[tuple[Frame, Frame]]:
+        """Take one frame; return the (ir, vis) pairs it completes, oldest first."""
+        waiting = self._waiting[frame.role]
+        waiting.append(frame)
+        if len(waiting) > LIVE_BUFFER:
+            waiting.popleft()
+            self.unmatched += 1
+        pairs = []
+        ir_side, vis_side = self._waiting["ir"], self._waiting["vis"]
+        while ir_side and vis_side:
+            ir, vis = ir_side[0], vis_side[0]
+            gap = ir.t_mono - vis.t_mono
+            if abs(gap) <= self.tolerance_s:
+                pairs.append((ir_side.popleft(), vis_side.popleft()))
+            else:  # the older frame's partner would have to be older still: it will not come
+                (ir_side if gap < 0 else vis_side).popleft()
+                self.unmatched += 1
+        return pairs
+
+
+class Inbox(Protocol):
+    def get(self, timeout: float) -> Any: ...
+
+
+Emit = Callable[[PairedFrame], bool]
+
+
+def _next(inbox: Inbox, stop: threading.Event) -> Any:
+    while not stop.is_set():
+        try:
+            return inbox.get(timeout=0.1)
+        except queue.Empty:
+            continue
+    return None
+
+
+def pair_replay(ir_in: Inbox, vis_in: Inbox, emit: Emit, stop: threading.Event, grid: GridMatcher) -> int:
+    """Pair by index until either source ends (warning when the other had more); returns the pairs made."""
+    pairs = 0
+    while True:
+        ir, vis = _next(ir_in, stop), _next(vis_in, stop)
+        if ir is None or vis is None:
+            return pairs
+        ir_ended, vis_ended = isinstance(ir, EndOfStream), isinstance(vis, EndOfStream)
+        if ir_ended or vis_ended:
+            if ir_ended != vis_ended and not (ir if ir_ended else vis).failed:
+                shorter, longer = ("IR", "visible") if ir_ended else ("visible", "IR")
+                log.warning(
+                    "%s source ended after %d frames but the %s source has more: stopping at the shorter",
+                    shorter, pairs, longer,
+                )
+            return pairs
+        if not emit(PairedFrame(ir.index, ir, vis, grid(ir.image, vis.image), time.monotonic())):
+            return pairs
+        pairs += 1
+
+
+def pair_live(inbox: Inbox, emit: Emit, stop: threading.Event, grid: GridMatcher, matcher: LivePairing) -> int:
+    """Pair by grab time until either source ends; returns the pairs made."""
+    pairs = 0
+    while True:
+        item = _next(inbox, stop)
+        if item is None or isinstance(item, EndOfStream):
+            return pairs
+        for ir, vis in matcher.add(item):
+            if not emit(PairedFrame(pairs, ir, vis, grid(ir.image, vis.image), time.monotonic())):
+                return pairs
+            pairs += 1
