@@ -1,0 +1,192 @@
+"""Score a folder of fused images: ``python -m stream_fusion.evaluate --ir DIR --vis DIR --fused DIR [--out DIR]``.
+
+Works for any method's output, ours or another paper's: fused images are matched to the source pairs by file name
+(stem, any image extension) and scored on their gray / luma with :mod:`stream_fusion.metrics`. Writes
+``metrics.md`` (mean and per-pair Markdown tables), ``metrics.csv`` and ``grid.png`` (rows of IR | visible | fused)
+into ``--out`` (default: the fused folder).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from stream_fusion.engine import to_gray
+from stream_fusion.errors import StreamFusionError, run_cli
+from stream_fusion.fuse import list_images, load_pair, match_pairs, read_colour
+from stream_fusion.metrics import METRIC_NAMES, all_metrics
+
+Scores = dict[str, float]
+
+# What each column means, for the header of every table we write (higher is better for all nine).
+METRIC_NOTES = (
+    "EN entropy (bits), SD standard deviation, SF spatial frequency, AG average gradient (these four reward contrast "
+    "and noise alike); MI mutual information with IR + with visible (nats); SCD sum of correlations of differences; "
+    "VIF visual information fidelity, IR + visible; Qabf edge transfer (perfect = 0.975); SSIM IR + visible (L = 255). "
+    "Higher is better for all; judge mainly by VIF, Qabf, SSIM and MI."
+)
+
+
+def fused_paths(pairs: list[tuple[str, Path, Path]], fused_dir: Path) -> list[Path]:
+    """The fused image of every pair; a missing one is an error (a mean over fewer pairs would silently flatter)."""
+    fused = list_images(fused_dir, "fused")
+    missing = [name for name, _, _ in pairs if name not in fused]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise StreamFusionError(f"no fused image for {', '.join(missing[:3])}{more} in {fused_dir}")
+    return [fused[name] for name, _, _ in pairs]
+
+
+def load_triplet(name: str, ir_path: Path, vis_path: Path, fused_path: Path) -> tuple[np.ndarray, ...]:
+    """IR gray, visible as stored (gray or BGR) and fused as stored, all checked to one size."""
+    ir, vis = load_pair(name, ir_path, vis_path)
+    fused = read_colour(fused_path)
+    if fused.shape[:2] != vis.shape[:2]:
+        raise StreamFusionError(f"fused {fused_path.name} is {fused.shape[1]}x{fused.shape[0]} but its sources are "
+                                f"{vis.shape[1]}x{vis.shape[0]}")
+    return ir, vis, fused
+
+
+def score_pairs(
+    pairs: list[tuple[str, Path, Path]], fused: list[Path], progress: bool = True
+) -> list[tuple[str, Scores]]:
+    """Per-pair metrics of every fused image against its IR and visible sources (gray / luma)."""
+    rows = []
+    for (name, ir_path, vis_path), fused_path in tqdm(
+        list(zip(pairs, fused)), desc="evaluate", unit="pair", disable=not progress
+    ):
+        ir, vis, image = load_triplet(name, ir_path, vis_path, fused_path)
+        rows.append((name, all_metrics(to_gray(image), ir, to_gray(vis))))
+    return rows
+
+
+def score_folder(ir_dir: Path, vis_dir: Path, fused_dir: Path, progress: bool = True) -> list[tuple[str, Scores]]:
+    """Per-pair metrics, in name order, of a folder of fused images."""
+    pairs = match_pairs(ir_dir, vis_dir)
+    return score_pairs(pairs, fused_paths(pairs, fused_dir), progress)
+
+
+def mean_scores(rows: list[tuple[str, Scores]]) -> Scores:
+    """Mean of every metric over the pairs (the number papers report)."""
+    return {metric: float(np.mean([scores[metric] for _, scores in rows])) for metric in METRIC_NAMES}
+
+
+def markdown_table(rows: Sequence[tuple[str, Scores]], first_column: str = "pair") -> str:
+    """A Markdown table, one row per (label, scores), metrics to 2 decimals (3 for the 0..2 ranged ones)."""
+    digits = {"MI": 3, "SCD": 3, "VIF": 3, "Qabf": 3, "SSIM": 3}
+    lines = [f"| {first_column} | " + " | ".join(METRIC_NAMES) + " |", "|---" * (len(METRIC_NAMES) + 1) + "|"]
+    for label, scores in rows:
+        cells = [f"{scores[m]:.{digits.get(m, 2)}f}" for m in METRIC_NAMES]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[tuple[str, Scores]], path: Path) -> None:
+    """Per-pair rows then a ``mean`` row, full precision."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["name", *METRIC_NAMES])
+        for name, scores in [*rows, ("mean", mean_scores(rows))]:
+            writer.writerow([name, *(f"{scores[m]:.6f}" for m in METRIC_NAMES)])
+
+
+def _tile(image: np.ndarray, height: int) -> np.ndarray:
+    bgr = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    width = max(1, round(bgr.shape[1] * height / bgr.shape[0]))
+    return cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def _label(image: np.ndarray, text: str, origin: tuple[int, int], scale: float = 0.55) -> None:
+    """White text with a dark outline, legible on bright and dark images alike."""
+    for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+        cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
+
+
+def make_grid(rows: Sequence[tuple[str, Sequence[np.ndarray]]], headers: Sequence[str], height: int = 240) -> np.ndarray:
+    """One row per pair (its images side by side at a common height, the pair's name in the corner), a header
+    bar naming the columns on top. Rows of different widths are padded with black on the right."""
+    gap, bar = 4, 28
+    built, column_x = [], []
+    for name, images in rows:
+        tiles = [_tile(image, height) for image in images]
+        row = np.zeros((height, sum(t.shape[1] for t in tiles) + gap * (len(tiles) - 1), 3), np.uint8)
+        x, xs = 0, []
+        for tile in tiles:
+            row[:, x:x + tile.shape[1]] = tile
+            xs.append(x)
+            x += tile.shape[1] + gap
+        _label(row, name, (6, height - 8), 0.45)
+        built.append(row)
+        column_x.append(xs)
+    width = max(row.shape[1] for row in built)
+    canvas = np.zeros((bar + len(built) * (height + gap), width, 3), np.uint8)
+    for i, header in enumerate(headers):
+        _label(canvas, header, (column_x[0][i] + 6, bar - 9))
+    for i, row in enumerate(built):
+        y = bar + i * (height + gap)
+        canvas[y:y + height, :row.shape[1]] = row
+    return canvas
+
+
+def default_grid_names(names: Sequence[str], count: int = 4) -> list[str]:
+    """A few pairs spread evenly over the set."""
+    picks = np.linspace(0, len(names) - 1, min(count, len(names))).round().astype(int)
+    return [names[i] for i in dict.fromkeys(picks)]
+
+
+def parse_names(text: str | None, available: Sequence[str]) -> list[str]:
+    """``--grid a,b`` by stem (``a.png`` accepted too); unknown names are an error, not a silently shorter grid."""
+    if not text:
+        return default_grid_names(available)
+    names = [Path(part.strip()).stem for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in available]
+    if unknown or not names:
+        raise StreamFusionError(f"--grid names {', '.join(unknown) or '(none)'} are not pairs of this set "
+                                f"(e.g. {', '.join(available[:3])})")
+    return names
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m stream_fusion.evaluate",
+        description="Score fused images against their IR / visible sources (EN SD SF AG MI SCD VIF Qabf SSIM).",
+    )
+    parser.add_argument("--ir", type=Path, required=True, help="folder of infrared images")
+    parser.add_argument("--vis", type=Path, required=True, help="folder of visible images, same names")
+    parser.add_argument("--fused", type=Path, required=True, help="folder of fused images, same names")
+    parser.add_argument("--out", type=Path, help="where metrics.md, metrics.csv and grid.png go (default: --fused)")
+    parser.add_argument("--grid", help="comma-separated pair names for grid.png (default: 4 spread over the set)")
+    parser.add_argument("--label", help="method name for the tables and the grid (default: the fused folder name)")
+    args = parser.parse_args(argv)
+    out = args.out or args.fused
+    label = args.label or args.fused.resolve().name
+
+    pairs = match_pairs(args.ir, args.vis)
+    fused = fused_paths(pairs, args.fused)
+    grid_names = parse_names(args.grid, [name for name, _, _ in pairs])
+    rows = score_pairs(pairs, fused)
+    paths = {name: (ir_path, vis_path, fused_path) for (name, ir_path, vis_path), fused_path in zip(pairs, fused)}
+    grid = make_grid([(name, load_triplet(name, *paths[name])) for name in grid_names], ["IR", "visible", label])
+
+    out.mkdir(parents=True, exist_ok=True)
+    mean = mean_scores(rows)
+    (out / "metrics.md").write_text(
+        f"# Fusion metrics: {label}\n\n{len(rows)} pairs; IR `{args.ir}`, visible `{args.vis}`, fused `{args.fused}`."
+        f"\n\n{METRIC_NOTES}\n\n## Mean\n\n{markdown_table([(label, mean)], 'method')}\n\n"
+        f"## Per pair\n\n{markdown_table(rows)}\n"
+    )
+    write_csv(rows, out / "metrics.csv")
+    if not cv2.imwrite(str(out / "grid.png"), grid):
+        raise StreamFusionError(f"cannot write {out / 'grid.png'}")
+    print(markdown_table([(label, mean)], "method"))
+    print(f"{len(rows)} pairs -> {out / 'metrics.md'}, {out / 'metrics.csv'}, {out / 'grid.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,150 @@
+"""Batch fusion of two image folders: ``python -m stream_fusion.fuse --ir DIR --vis DIR --out DIR [--model M]``.
+
+Pairs are matched by file name (stem: ``a.png`` in ``--ir`` pairs with ``a.png`` or ``a.jpg`` in ``--vis``); each
+fused pair is written as ``<stem>.png`` in ``--out``. The visible image keeps its colour (gray in -> gray out, colour
+in -> colour out with the visible chroma); IR is read as gray. A pair whose IR size differs from the visible one
+gets its IR resized to the visible size with a warning, the same rule the live pipeline applies.
+
+``--model`` takes what the engine takes (``default``, ``lite``, ``base``, ``classical`` or a path to an .onnx file)
+plus the two evaluation baselines ``average`` and ``laplacian``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from stream_fusion.baselines import BASELINES
+from stream_fusion.engine import FusionEngine, to_gray
+from stream_fusion.errors import StreamFusionError, run_cli
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
+
+
+def list_images(folder: Path, role: str) -> dict[str, Path]:
+    """Image files of ``folder`` by stem; ``role`` ("IR", "visible", "fused") names the folder in errors."""
+    if not folder.is_dir():
+        raise StreamFusionError(f"{role} folder {folder} does not exist or is not a folder")
+    images: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        if path.stem in images:
+            raise StreamFusionError(f"{role} folder {folder} holds two images named {path.stem!r}: "
+                                    f"{images[path.stem].name} and {path.name}")
+        images[path.stem] = path
+    if not images:
+        raise StreamFusionError(f"{role} folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return images
+
+
+def _unmatched(names: set[str]) -> str:
+    shown = sorted(names)[:3]
+    return ", ".join(shown) + (f" and {len(names) - len(shown)} more" if len(names) > len(shown) else "")
+
+
+def match_pairs(ir_dir: Path, vis_dir: Path) -> list[tuple[str, Path, Path]]:
+    """(stem, IR path, visible path) for every name in both folders, sorted; any unpaired name is an error, since
+    silently skipping it would drop data from a batch or an evaluation."""
+    ir, vis = list_images(ir_dir, "IR"), list_images(vis_dir, "visible")
+    if ir.keys() != vis.keys():
+        missing_vis, missing_ir = ir.keys() - vis.keys(), vis.keys() - ir.keys()
+        parts = []
+        if missing_vis:
+            parts.append(f"no visible image for IR {_unmatched(missing_vis)}")
+        if missing_ir:
+            parts.append(f"no IR image for visible {_unmatched(missing_ir)}")
+        raise StreamFusionError(f"{ir_dir} and {vis_dir} do not pair up by name: {'; '.join(parts)}")
+    return [(name, ir[name], vis[name]) for name in sorted(ir)]
+
+
+def read_gray(path: Path) -> np.ndarray:
+    """An image as 8-bit gray (IR, or any image to be scored on its luma)."""
+    return to_gray(read_colour(path))
+
+
+def read_colour(path: Path) -> np.ndarray:
+    """An image as 8-bit gray (HxW) or BGR (HxWx3), keeping whether it was colour; alpha dropped, 16 bit scaled."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise StreamFusionError(f"cannot read image {path} (missing, unreadable or not an image)")
+    if image.dtype == np.uint16:
+        image = np.rint(image / 257.0).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise StreamFusionError(f"image {path} has {image.dtype} pixels; 8- or 16-bit images are supported")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+def load_pair(name: str, ir_path: Path, vis_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """IR as gray resized to the visible size if needed (with a warning), visible with its colour kept."""
+    ir, vis = read_gray(ir_path), read_colour(vis_path)
+    (h, w), (ih, iw) = vis.shape[:2], ir.shape
+    if (ih, iw) != (h, w):
+        log.warning("%s: IR %dx%d resized to the visible size %dx%d", name, iw, ih, w, h)
+        shrink = ih * iw > h * w
+        ir = cv2.resize(ir, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return ir, vis
+
+
+def load_engine(model: str, provider: str = "auto") -> FusionEngine:
+    """A baseline by name, else whatever the engine factory builds (shipped networks, classical, an .onnx path)."""
+    if model in BASELINES:
+        return BASELINES[model]()
+    from stream_fusion.engine import create_engine  # the ONNX engine loads onnxruntime: only when a network is asked
+
+    return create_engine(model, provider)
+
+
+def fuse_folder(
+    engine: FusionEngine, ir_dir: Path, vis_dir: Path, out_dir: Path, progress: bool = True
+) -> tuple[int, float]:
+    """Fuse every pair into ``out_dir/<stem>.png``; returns the pair count and the mean engine seconds per pair
+    (reading and writing excluded)."""
+    pairs = match_pairs(ir_dir, vis_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seconds = 0.0
+    for name, ir_path, vis_path in tqdm(pairs, desc=f"fuse {engine.name}", unit="pair", disable=not progress):
+        ir, vis = load_pair(name, ir_path, vis_path)
+        start = time.perf_counter()
+        fused = engine.fuse(ir, vis)
+        seconds += time.perf_counter() - start
+        target = out_dir / f"{name}.png"
+        if not cv2.imwrite(str(target), fused):
+            raise StreamFusionError(f"cannot write {target}")
+    return len(pairs), seconds / len(pairs)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m stream_fusion.fuse",
+        description="Fuse every IR / visible pair of two folders (matched by name) into one PNG per pair.",
+    )
+    parser.add_argument("--ir", type=Path, required=True, help="folder of infrared images")
+    parser.add_argument("--vis", type=Path, required=True, help="folder of visible images, same names")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the fused PNGs (created)")
+    parser.add_argument("--model", default="default",
+                        help="default | lite | base | classical | average | laplacian | path/to/model.onnx")
+    parser.add_argument("--provider", default="auto", choices=PROVIDERS, help="ONNX Runtime provider (default auto)")
+    args = parser.parse_args(argv)
+    engine = load_engine(args.model, args.provider)
+    count, per_pair = fuse_folder(engine, args.ir, args.vis, args.out)
+    print(f"fused {count} pairs with {engine.name} ({engine.provider}), {per_pair * 1000:.1f} ms per pair "
+          f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

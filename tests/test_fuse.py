@@ -1,0 +1,115 @@
+"""Batch fusion CLI on real pairs copied from ../shared/data (gray TNO and colour RoadScene)."""
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from stream_fusion import fuse
+from stream_fusion.baselines import AverageFusion, LaplacianFusion
+from stream_fusion.errors import StreamFusionError
+
+REPO = Path(__file__).resolve().parents[1]
+EVAL = REPO / ".." / "shared" / "data" / "eval"
+TNO = ["tno25_01", "tno25_07"]
+
+
+def _copy_pairs(root: Path) -> tuple[Path, Path, list[str]]:
+    """Two gray TNO pairs and two colour RoadScene pairs in fresh ir/ and vis/ folders."""
+    ir_dir, vis_dir = root / "ir", root / "vis"
+    ir_dir.mkdir(parents=True)
+    vis_dir.mkdir()
+    road = [p.stem for p in sorted((EVAL / "roadscene50" / "ir").glob("*.png"))[:2]]
+    for split, names in (("tno25", TNO), ("roadscene50", road)):
+        for name in names:
+            shutil.copy(EVAL / split / "ir" / f"{name}.png", ir_dir)
+            shutil.copy(EVAL / split / "vis" / f"{name}.png", vis_dir)
+    return ir_dir, vis_dir, TNO + road
+
+
+def test_fuse_writes_one_png_per_pair_keeping_colour(tmp_path: Path) -> None:
+    ir_dir, vis_dir, names = _copy_pairs(tmp_path)
+    out = tmp_path / "out"
+    assert fuse.main(["--ir", str(ir_dir), "--vis", str(vis_dir), "--out", str(out), "--model", "average"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.png" for n in names)
+    for name in names:
+        vis = cv2.imread(str(vis_dir / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        ir = cv2.imread(str(ir_dir / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+        fused = cv2.imread(str(out / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        assert fused.shape == vis.shape, name  # gray in -> gray out, colour in -> colour out
+        np.testing.assert_array_equal(fused, AverageFusion().fuse(ir, vis))
+    colour = names[-1]
+    vis = cv2.imread(str(vis_dir / f"{colour}.png"))
+    fused = cv2.imread(str(out / f"{colour}.png"))
+    # The visible chroma is kept: Cr/Cb of the output equal the input's up to 8-bit round trips.
+    chroma = cv2.cvtColor(fused, cv2.COLOR_BGR2YCrCb)[:, :, 1:].astype(int)
+    assert np.abs(chroma - cv2.cvtColor(vis, cv2.COLOR_BGR2YCrCb)[:, :, 1:]).mean() < 1.5
+
+
+def test_laplacian_model_by_name(tmp_path: Path) -> None:
+    ir_dir, vis_dir, names = _copy_pairs(tmp_path)
+    out = tmp_path / "out"
+    count, seconds = fuse.fuse_folder(fuse.load_engine("laplacian"), ir_dir, vis_dir, out, progress=False)
+    assert count == len(names) and seconds > 0
+    ir = cv2.imread(str(ir_dir / "tno25_01.png"), cv2.IMREAD_GRAYSCALE)
+    vis = cv2.imread(str(vis_dir / "tno25_01.png"), cv2.IMREAD_GRAYSCALE)
+    np.testing.assert_array_equal(cv2.imread(str(out / "tno25_01.png"), cv2.IMREAD_UNCHANGED),
+                                  LaplacianFusion().fuse(ir, vis))
+
+
+def test_laplacian_of_identical_sources_is_the_source() -> None:
+    vis = cv2.imread(str(EVAL / "tno25" / "vis" / "tno25_01.png"), cv2.IMREAD_GRAYSCALE)
+    np.testing.assert_array_equal(LaplacianFusion().fuse(vis, vis), vis)
+    odd = vis[:251, :333]
+    np.testing.assert_array_equal(LaplacianFusion().fuse(odd, odd), odd)
+
+
+def test_ir_of_other_size_is_resized_to_visible_with_warning(tmp_path: Path, caplog) -> None:
+    ir_dir, vis_dir = tmp_path / "ir", tmp_path / "vis"
+    ir_dir.mkdir()
+    vis_dir.mkdir()
+    ir = cv2.imread(str(EVAL / "tno25" / "ir" / "tno25_01.png"), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(ir_dir / "a.png"), cv2.resize(ir, (384, 288)))
+    # A visible JPEG pairs with the IR PNG by name.
+    cv2.imwrite(str(vis_dir / "a.jpg"), cv2.imread(str(EVAL / "tno25" / "vis" / "tno25_01.png")))
+    with caplog.at_level(logging.WARNING, logger="stream_fusion.fuse"):
+        fuse.fuse_folder(AverageFusion(), ir_dir, vis_dir, tmp_path / "out", progress=False)
+    assert "a: IR 384x288 resized to the visible size 768x576" in caplog.text
+    assert cv2.imread(str(tmp_path / "out" / "a.png"), cv2.IMREAD_UNCHANGED).shape[:2] == (576, 768)
+
+
+def test_unpaired_names_are_an_error(tmp_path: Path) -> None:
+    ir_dir, vis_dir, _ = _copy_pairs(tmp_path)
+    (vis_dir / "tno25_07.png").rename(vis_dir / "other.png")
+    with pytest.raises(StreamFusionError, match="no visible image for IR tno25_07; no IR image for visible other"):
+        fuse.match_pairs(ir_dir, vis_dir)
+
+
+def test_unreadable_image_and_missing_folder_are_errors(tmp_path: Path) -> None:
+    ir_dir, vis_dir, _ = _copy_pairs(tmp_path)
+    (ir_dir / "tno25_01.png").write_bytes(b"not a png")
+    with pytest.raises(StreamFusionError, match="cannot read image .*tno25_01.png"):
+        fuse.fuse_folder(AverageFusion(), ir_dir, vis_dir, tmp_path / "out", progress=False)
+    with pytest.raises(StreamFusionError, match="IR folder .*nowhere does not exist"):
+        fuse.match_pairs(tmp_path / "nowhere", vis_dir)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StreamFusionError, match="holds no images"):
+        fuse.match_pairs(tmp_path / "empty", vis_dir)
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
+    ir_dir, _, _ = _copy_pairs(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "stream_fusion.fuse", "--ir", str(ir_dir), "--vis", str(tmp_path / "missing"),
+         "--out", str(tmp_path / "out"), "--model", "average"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: visible folder {tmp_path / 'missing'} does not exist "
+                                                  "or is not a folder"]
