@@ -1,0 +1,185 @@
+"""The threaded pipeline in-process: lossless replay to a real ZeroMQ subscriber, bounded live latency with
+counted drops, source failure mid-stream, stop, recording and the display mosaic."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import zmq
+
+from stream_fusion import DEMO_IR, DEMO_VIS
+from stream_fusion.align import AlignmentMonitor
+from stream_fusion.capture import open_source
+from stream_fusion.display import Display, make_mosaic
+from stream_fusion.engine import ClassicalEngine
+from stream_fusion.pipeline import STAGES, Pipeline
+from stream_fusion.publish import Publisher
+from stream_fusion.record import Recorder
+
+
+class SlowEngine(ClassicalEngine):
+    """A fuser slower than the source: what a big network on a small box looks like."""
+
+    name = "slow"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+        time.sleep(self.seconds)
+        return super().fuse(ir, vis)
+
+
+def write_video(path: Path, frames: int, size: tuple[int, int] = (64, 48)) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 100, size)
+    for i in range(frames):
+        writer.write(np.full((size[1], size[0], 3), (i * 7) % 256, np.uint8))
+    writer.release()
+
+
+def test_demo_replay_delivers_every_pair_in_order_to_a_subscriber() -> None:
+    engine = ClassicalEngine()
+    publisher = Publisher("tcp://127.0.0.1:*", hwm=100)
+    context = zmq.Context.instance()
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(publisher.endpoint)
+    try:
+        assert publisher.wait_for_subscriber(10)
+        pipeline = Pipeline(open_source(DEMO_IR, "ir"), open_source(DEMO_VIS, "vis"), engine, AlignmentMonitor(),
+                            live=False, queue_size=2, publisher=publisher)
+        summary = pipeline.run()
+        received = []
+        while sub.poll(5000):
+            header, buffer = sub.recv_multipart()
+            received.append((json.loads(header), buffer))
+            if len(received) == 32:
+                break
+    finally:
+        publisher.close()
+        sub.close(linger=0)
+    assert summary.frames == 32 and summary.error is None and summary.published == 32
+    assert summary.drops == {"capture": 0, "unmatched": 0, "stages": 0, "alignment": 0, "publish": 0}
+    assert [h["meta"]["index"] for h, _ in received] == list(range(32))
+    header, buffer = received[5]
+    assert header["dtype"] == "uint8" and header["shape"] == [270, 360]
+    fused = np.frombuffer(buffer, np.uint8).reshape(270, 360)
+    ir = cv2.imread(str(sorted(DEMO_IR.iterdir())[5]), cv2.IMREAD_UNCHANGED)
+    vis = cv2.imread(str(sorted(DEMO_VIS.iterdir())[5]), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(fused, engine.fuse(ir, vis))  # policy warn: the IR reaches the engine untouched
+    meta = header["meta"]
+    assert set(meta) == {"index", "t_capture_ir", "t_capture_vis", "latency_ms", "alignment", "source", "engine",
+                         "provider"}
+    assert set(meta["latency_ms"]) == set(STAGES)
+    assert meta["latency_ms"]["total"] >= meta["latency_ms"]["fuse"] > 0
+    assert abs(meta["t_capture_ir"] - time.time()) < 60  # wall clock, usable on another machine
+    assert set(meta["alignment"]) == {"dx", "dy", "confidence", "status", "measured"}
+    assert meta["engine"] == "classical" and meta["source"]["ir"].endswith("ir")
+    assert sum(summary.alignment.values()) == 32
+
+
+def test_live_mode_keeps_latency_bounded_and_counts_drops(tmp_path: Path) -> None:
+    """100 frames arrive at 200 fps, fusion takes 30 ms: a lossless queue would make the last frame ~2.5 s old."""
+    write_video(tmp_path / "ir.avi", 100)
+    write_video(tmp_path / "vis.avi", 100)
+    pipeline = Pipeline(open_source(tmp_path / "ir.avi", "ir"), open_source(tmp_path / "vis.avi", "vis"),
+                        SlowEngine(0.03), AlignmentMonitor(), live=True, pace_fps=200.0, tolerance_s=0.004)
+    summary = pipeline.run()
+    assert summary.error is None
+    dropped = summary.drops["capture"] + summary.drops["unmatched"] + summary.drops["stages"]
+    assert 5 <= summary.frames < 60 and dropped > 30
+    assert summary.frames + dropped >= 95  # every frame is either fused or counted as dropped
+    median_total, p99_total = summary.latency_ms["total"]
+    assert p99_total < 600  # ~3 fuse times in flight at most, not a queue that grows with the stream
+
+
+def test_source_failure_mid_stream_delivers_what_came_before(tmp_path: Path) -> None:
+    writer = cv2.VideoWriter(str(tmp_path / "full.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    data = (tmp_path / "full.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])
+    write_video(tmp_path / "vis.avi", 20)
+    recorder = Recorder(tmp_path / "out.avi", 10)
+    pipeline = Pipeline(open_source(tmp_path / "cut.avi", "ir"), open_source(tmp_path / "vis.avi", "vis"),
+                        ClassicalEngine(), AlignmentMonitor(), live=False, recorder=recorder)
+    summary = pipeline.run()
+    assert summary.error is not None and "truncated or corrupt" in str(summary.error)
+    assert summary.stopped_by == "error"
+    delivered = int(str(summary.error).split("ended after ")[1].split()[0])
+    assert summary.frames == delivered == summary.recorded >= 3
+    check = cv2.VideoCapture(str(tmp_path / "out.avi"))
+    assert int(check.get(cv2.CAP_PROP_FRAME_COUNT)) == delivered
+
+
+def test_stop_ends_every_thread_and_finishes_the_recording(tmp_path: Path) -> None:
+    recorder = Recorder(tmp_path / "out.mp4", 6)
+    pipeline = Pipeline(open_source(DEMO_IR, "ir"), open_source(DEMO_VIS, "vis"), ClassicalEngine(),
+                        AlignmentMonitor(), live=False, loop=True, pace_fps=50.0, recorder=recorder)
+    threading.Timer(0.6, pipeline.stop, args=("test",)).start()
+    summary = pipeline.run()
+    assert summary.stopped_by == "test" and summary.error is None and summary.frames >= 3
+    assert not any(t.is_alive() for t in (*pipeline._threads, *pipeline._captures))
+    check = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    assert check.isOpened() and int(check.get(cv2.CAP_PROP_FRAME_COUNT)) == summary.recorded == summary.frames
+
+
+def test_looped_replay_continues_indices_across_passes() -> None:
+    seen: list[int] = []
+
+    class Collect:
+        sent = dropped = 0
+
+        def send(self, image: np.ndarray, meta: dict) -> bool:
+            seen.append(meta["index"])
+            if len(seen) == 70:
+                pipeline.stop("enough")
+            return True
+
+    pipeline = Pipeline(open_source(DEMO_IR, "ir"), open_source(DEMO_VIS, "vis"), ClassicalEngine(),
+                        AlignmentMonitor(), live=False, loop=True, publisher=Collect())
+    pipeline.run()
+    assert seen[:70] == list(range(70))
+
+
+def test_status_line_reports_fps_latency_and_drops() -> None:
+    lines: list[str] = []
+    pipeline = Pipeline(open_source(DEMO_IR, "ir"), open_source(DEMO_VIS, "vis"), ClassicalEngine(),
+                        AlignmentMonitor(), live=False, pace_fps=40.0, status=lines.append, status_interval_s=0.2)
+    summary = pipeline.run()
+    assert summary.frames == 32 and lines
+    assert all("fps | ms: pair" in line and "drops: capture 0" in line for line in lines)
+    text = "\n".join(summary.lines())
+    assert text.startswith("summary: 32 frames fused in") and "total" in text and "publish" not in summary.latency_ms
+
+
+def test_mosaic_puts_ir_visible_fused_side_by_side_with_a_hud() -> None:
+    ir = np.full((40, 50), 10, np.uint8)
+    vis = np.full((40, 50, 3), 20, np.uint8)
+    fused = np.full((40, 50), 30, np.uint8)
+    mosaic = make_mosaic(ir, vis, fused, "12.0 fps")
+    assert mosaic.shape == (40 + 26, 150, 3)
+    assert [int(mosaic[35, x, 0]) for x in (45, 95, 145)] == [10, 20, 30]  # below the labels
+    assert make_mosaic(ir, vis, fused).shape == (40, 150, 3)
+
+
+def test_display_switches_off_with_one_message_without_a_display(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr("sys.platform", "linux")
+    with caplog.at_level(logging.WARNING):
+        assert Display.open() is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "no display found ($DISPLAY and $WAYLAND_DISPLAY are unset): display switched off (use --no-display to skip it)"
+    ]

@@ -1,0 +1,127 @@
+"""Pairing: live by grab time within a tolerance, replay by index; size and length mismatches."""
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import pytest
+
+from stream_fusion.capture import EndOfStream, Frame
+from stream_fusion.queues import LatestQueue, LosslessQueue
+from stream_fusion.sync import GridMatcher, LivePairing, default_tolerance, pair_live, pair_replay
+
+
+def frame(role: str, index: int, t: float, shape: tuple[int, ...] = (4, 6)) -> Frame:
+    return Frame(role, index, np.full(shape, index, np.uint8), t, 1000.0 + t)
+
+
+def test_default_tolerance_is_half_the_faster_period() -> None:
+    assert default_tolerance(9.0, 30.0) == pytest.approx(1 / 60)
+    assert default_tolerance(None, 25.0) == pytest.approx(0.02)
+    assert default_tolerance(None, None) == pytest.approx(1 / 60)  # 30 fps assumed
+
+
+def test_live_pairs_by_grab_time_and_counts_the_unmatched() -> None:
+    pairing = LivePairing(tolerance_s=0.010)
+    # IR at 0, 33, 66, 100 ms; visible at 3, 52 (no IR within 10 ms), 69, 98 ms.
+    events = [frame("ir", 0, 0.000), frame("vis", 0, 0.003), frame("ir", 1, 0.033), frame("vis", 1, 0.052),
+              frame("ir", 2, 0.066), frame("vis", 2, 0.069), frame("vis", 3, 0.098), frame("ir", 3, 0.100)]
+    pairs = [(ir.index, vis.index) for event in events for ir, vis in pairing.add(event)]
+    assert pairs == [(0, 0), (2, 2), (3, 3)]
+    assert pairing.unmatched == 2  # IR 1 and visible 1
+
+
+def test_live_buffer_is_bounded_when_one_side_is_silent() -> None:
+    pairing = LivePairing(tolerance_s=0.010)
+    for i in range(10):
+        assert pairing.add(frame("ir", i, i * 0.033)) == []
+    assert pairing.unmatched == 6  # only the 4 newest wait for a partner
+    assert [(a.index, b.index) for a, b in pairing.add(frame("vis", 0, 9 * 0.033 + 0.002))] == [(9, 0)]
+    assert pairing.unmatched == 6 + 3
+
+
+def test_grid_matcher_resizes_ir_to_visible_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    grid = GridMatcher()
+    ir, vis = np.full((64, 80), 200, np.uint8), np.zeros((48, 60, 3), np.uint8)
+    with caplog.at_level(logging.WARNING):
+        outs = [grid(ir, vis) for _ in range(5)]
+    assert all(out.shape == (48, 60) and int(out[10, 10]) == 200 for out in outs)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["IR frames are 80x64 but visible frames are 60x48: resizing IR to the visible grid "
+                        "(without a calibration the fields of view are assumed to match)"]
+    same = np.zeros((48, 60), np.uint8)
+    assert grid(same, vis) is same  # no copy when the grids already match
+
+
+def test_grid_matcher_uses_the_calibration_warp() -> None:
+    class Doubling:
+        def apply(self, ir: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+            return np.full((size[1], size[0]), 2 * int(ir[0, 0]), np.uint8)
+
+    out = GridMatcher(Doubling())(np.full((10, 10), 7, np.uint8), np.zeros((6, 8), np.uint8))
+    assert out.shape == (6, 8) and int(out[0, 0]) == 14
+
+
+def run_replay(ir_count: int, vis_count: int, ir_failed: bool = False) -> list:
+    stop = threading.Event()
+    ir_q, vis_q = LosslessQueue(100, stop), LosslessQueue(100, stop)
+    for i in range(ir_count):
+        ir_q.put(frame("ir", i, i * 0.1))
+    for i in range(vis_count):
+        vis_q.put(frame("vis", i, i * 0.1 + 0.05, (2, 3)))
+    ir_q.put(EndOfStream("ir", failed=ir_failed), droppable=False)
+    vis_q.put(EndOfStream("vis"), droppable=False)
+    out: list = []
+    assert pair_replay(ir_q, vis_q, lambda p: out.append(p) is None, stop, GridMatcher()) == len(out)
+    return out
+
+
+def test_replay_pairs_by_index_and_stops_at_the_shorter(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        pairs = run_replay(ir_count=7, vis_count=5)
+    assert [(p.index, p.ir.index, p.vis.index) for p in pairs] == [(i, i, i) for i in range(5)]
+    assert all(p.ir_image.shape == (2, 3) and int(p.ir_image[0, 0]) == p.index for p in pairs)
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "visible source ended after 5 frames but the IR source has more: stopping at the shorter" in messages
+    assert len([m for m in messages if "stopping at the shorter" in m]) == 1
+
+
+def test_equal_lengths_and_failed_sources_do_not_warn_about_lengths(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        assert len(run_replay(4, 4)) == 4
+        assert len(run_replay(2, 4, ir_failed=True)) == 2  # the source's own error is reported instead
+    assert not [r for r in caplog.records if "stopping at the shorter" in r.getMessage()]
+
+
+def test_pair_live_runs_until_a_source_ends() -> None:
+    stop = threading.Event()
+    inbox = LatestQueue(16)
+    for i in range(3):
+        inbox.put(frame("ir", i, i * 0.04))
+        inbox.put(frame("vis", i, i * 0.04 + 0.001))
+    inbox.put(EndOfStream("vis"), droppable=False)
+    inbox.put(frame("ir", 3, 0.12))
+    out: list = []
+    made = pair_live(inbox, lambda p: out.append(p) is None, stop, GridMatcher(), LivePairing(0.01))
+    assert made == 3 and [p.index for p in out] == [0, 1, 2]
+    assert [(p.ir.index, p.vis.index) for p in out] == [(0, 0), (1, 1), (2, 2)]
+
+
+def test_latest_queue_drops_oldest_but_never_an_end_marker() -> None:
+    q = LatestQueue(2)
+    q.put(1)
+    q.put(EndOfStream("ir"), droppable=False)
+    q.put(2)
+    q.put(3)
+    assert q.dropped == 2
+    assert [q.get(0), q.get(0)] == [EndOfStream("ir"), 3]
+
+
+def test_lossless_queue_put_gives_up_only_on_stop() -> None:
+    stop = threading.Event()
+    q = LosslessQueue(1, stop)
+    assert q.put("a")
+    threading.Timer(0.2, stop.set).start()
+    assert q.put("b") is False  # blocked until stop, then refused, never silently queued over the bound
+    assert q.get(0) == "a" and len(q) == 0
