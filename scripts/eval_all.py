@@ -3,7 +3,8 @@
 Fuses the two standard test splits (``../shared/data/eval/tno25``, ``eval/roadscene50``) with the plain average, the
 Laplacian pyramid and our shipped networks (``lite``, ``base``: ``stream_fusion/weights/difffuse_*.onnx`` through
 the engine; skipped with a message while a file is absent), scores every output with ``stream_fusion.metrics``, and
-writes the tables, the quality-bar check and the grids into ``docs/``. Fused images and per-pair CSVs go under
+writes the tables, the quality-bar check and the grids into ``docs/`` (the results section of ``docs/evaluation.md``
+between its markers; the hand-written text around it is kept). Fused images and per-pair CSVs go under
 ``runs/eval/`` (git-ignored).
 """
 from __future__ import annotations
@@ -33,6 +34,8 @@ SETS = {
     "roadscene50": ["FLIR_00211", "FLIR_05893", "FLIR_07732", "FLIR_video_02829"],
 }
 LABELS = {"average": "plain average", "laplacian": "Laplacian pyramid", "lite": "ours (lite)", "base": "ours (base)"}
+RESULTS_BEGIN = "<!-- results: written by scripts/eval_all.py; edits between these markers are overwritten -->"
+RESULTS_END = "<!-- end of results -->"
 PAPER_TNO_FLOOR = {"VIF": 0.72, "Qabf": 0.52}  # DiffFuseNet's weakest ablation row on TNO (one-stage training)
 
 
@@ -110,6 +113,17 @@ def write_grid(split: str, engines: dict[str, FusionEngine], out: Path, target: 
     return " | ".join(["IR", "visible", *(LABELS[m] for m in columns)])
 
 
+def write_results(path: Path, text: str) -> None:
+    """Replace the generated results section of ``path``, keeping the hand-written text around it."""
+    existing = path.read_text() if path.exists() else ""
+    if RESULTS_BEGIN in existing and RESULTS_END in existing:
+        head, rest = existing.split(RESULTS_BEGIN, 1)
+        tail = rest.split(RESULTS_END, 1)[1]
+    else:
+        head, tail = existing + "\n" if existing else "", "\n"
+    path.write_text(f"{head}{RESULTS_BEGIN}\n{text}\n{RESULTS_END}{tail}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--provider", default="auto", help="ONNX Runtime provider for the networks (default auto)")
@@ -139,7 +153,7 @@ def main() -> int:
     elapsed = time.perf_counter() - started
     providers = ", ".join(f"{LABELS[m]}: {e.provider}" for m, e in engines.items() if m not in BASELINES)
     lines = [
-        "# Evaluation: our network against two classical baselines",
+        "## Results: our network against two classical baselines",
         "",
         f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by `python scripts/eval_all.py` "
         f"on a 2-core x86-64 CPU, no GPU ({cpu_name()}, shared with other jobs); the whole run took "
@@ -158,15 +172,15 @@ def main() -> int:
     if notes:
         lines += [f"- {note}" for note in notes] + [""]
     for split in SETS:
-        lines += [f"## {split}", "", markdown_table([(LABELS[m], s) for m, s in means[split].items()], "method"), ""]
+        lines += [f"### {split}", "", markdown_table([(LABELS[m], s) for m, s in means[split].items()], "method"), ""]
     lines += [
-        "## Quality bar (issue 3, item 9)",
+        "### Quality bar (issue 3, item 9)",
         "",
         "| check | set | value | required | verdict |",
         "|---|---|---|---|---|",
         *(f"| {' | '.join(row)} |" for row in quality_bar(means)),
         "",
-        "## Metric conventions",
+        "### Metric conventions",
         "",
         "`stream_fusion/metrics.py` reproduces the MMIF-CDDFuse evaluator's definitions (checked to 4 decimals against "
         "a run of that evaluator's scipy / scikit-learn / scikit-image code on real pairs; see `tests/test_metrics.py`"
@@ -177,7 +191,7 @@ def main() -> int:
         "way), so compare SSIM only within this table. Qabf uses Sobel with zero padding and the Xydeas-Petrovic "
         "constants; an image that keeps every edge perfectly scores 0.975.",
         "",
-        "## Time per pair",
+        "### Time per pair",
         "",
         "Engine time only (`FusionEngine.fuse`, including the luma/chroma split; file reading and writing excluded), "
         f"mean over each set, same machine and run{' (' + providers + ')' if providers else ''}.",
@@ -186,14 +200,14 @@ def main() -> int:
         "|---|" + "---|" * len(SETS),
         *(f"| {LABELS[m]} | " + " | ".join(f"{timing[m][s] * 1000:.1f}" for s in SETS) + " |" for m in engines),
         "",
-        "## Grids",
+        "### Grids",
         "",
     ]
     for split in SETS:
         lines += [f"`docs/grid_{split}.png`: {grids[split]}; pairs {', '.join(SETS[split])}.", "",
                   f"![{split}](grid_{split}.png)", ""]
     lines += [
-        "## Reproduce",
+        "### Reproduce",
         "",
         "```",
         "python scripts/eval_all.py                      # all of the above; fused images under runs/eval/",
@@ -204,7 +218,7 @@ def main() -> int:
         "```",
         "",
     ]
-    (args.docs / "evaluation.md").write_text("\n".join(lines))
+    write_results(args.docs / "evaluation.md", "\n".join(lines))
     print(f"wrote {args.docs / 'evaluation.md'} and the grids in {elapsed:.0f} s")
     return 0
 
