@@ -36,6 +36,10 @@ from stream_fusion.record import Recorder, check_record_path
 from stream_fusion.sync import GridMatcher
 
 DEMO_FPS = 6.0  # the Nato_camp frames are ~0.1-0.3 s apart (see its ATTRIBUTION.md)
+# Frames ZeroMQ may queue per subscriber. Live: 2, so a slow subscriber gets recent frames, not a backlog. Replay:
+# enough to absorb bursts (a replay runs as fast as the pipeline) so a subscriber that keeps up on average sees every
+# frame; the send still never blocks, a subscriber that falls further behind loses frames, counted.
+LIVE_HWM, REPLAY_HWM = 2, 64
 SNAPSHOT_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
 # (option, config key, argparse keywords): the common keys get their own option; --set reaches every key.
@@ -176,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
 
     publisher = None
     if publish_cfg["zmq"] and publish_cfg["zmq"].lower() != "none":
-        publisher = Publisher(publish_cfg["zmq"], publish_cfg["format"], publish_cfg["jpeg_quality"], publish_cfg["hwm"])
+        hwm = publish_cfg["hwm"] or (LIVE_HWM if live else REPLAY_HWM)
+        publisher = Publisher(publish_cfg["zmq"], publish_cfg["format"], publish_cfg["jpeg_quality"], hwm)
     recorder = Recorder(record_path, file_fps or 25.0) if record_path else None
     display = Display.open() if cfg["display"]["enabled"] else None
     interval = cfg["pipeline"]["status_interval_s"]
