@@ -1,0 +1,150 @@
+"""DiffFuseNet: feature-space diffusion fusion of an IR image and a visible luminance image.
+
+Order of the method (see ``docs/model.md`` and ``../shared/docs/method.md``):
+D²FE (shared shallow encoder; features treated as x_t at a fixed timestep and denoised deterministically;
+weight-map fusion of the two denoised features, projected to image space and added back to both images) ->
+EDFD (shared features from both, modality-specific features by subtraction) -> one-level Haar DWT ->
+invertible affine coupling of the sub-bands -> bidirectional cross-frequency attention -> inverse Haar -> decoder.
+
+The decoder predicts a residual on top of a per-pixel blend of the two enhanced images, blended by D²FE's weight map.
+Every residual branch starts at zero, so the untrained network is exactly the plain average of its inputs and short
+CPU training only has to learn improvements over it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stream_fusion.model.attention import CrossFrequencyAttention
+from stream_fusion.model.coupling import AffineCoupling
+from stream_fusion.model.denoiser import Denoiser
+from stream_fusion.model.haar import HaarDWT, HaarIDWT
+from stream_fusion.model.layers import SharedEncoder, norm, zero_init
+from stream_fusion.model.schedule import NoiseSchedule
+
+PRESET_KEYS = {
+    "name": str,
+    "channels": int,
+    "gn_groups": int,
+    "denoiser_width": int,
+    "time_dim": int,
+    "timesteps": int,
+    "beta_start": float,
+    "beta_end": float,
+    "t_infer": int,
+    "steps": int,
+    "coupling_blocks": int,
+    "coupling_hidden": int,
+    "coupling_clamp": float,
+    "attention_kernel": int,
+    "decoder_width": int,
+}
+
+
+class DiffFuseNet(nn.Module):
+    """``forward(ir, vis) -> fused``: N x 1 x H x W floats in 0..1 (vis = visible luma); H, W multiples of 4."""
+
+    size_multiple = 4  # two stride-2 levels in the denoiser; the Haar level needs 2 of them
+
+    def __init__(self, preset: dict[str, Any]) -> None:
+        super().__init__()
+        self.preset = dict(preset)
+        c, g = preset["channels"], preset["gn_groups"]
+        self.schedule = NoiseSchedule(preset["timesteps"], preset["beta_start"], preset["beta_end"])
+        self.inference_steps = self.schedule.inference_timesteps(preset["t_infer"], preset["steps"])
+        # D²FE
+        self.encoder = SharedEncoder(c, g)
+        self.denoiser = Denoiser(c, preset["denoiser_width"], preset["time_dim"], g)
+        self.weight_map = nn.Sequential(
+            nn.Conv2d(2 * c, c, 1), norm(c, g), nn.GELU(), zero_init(nn.Conv2d(c, 1, 1)), nn.Sigmoid()
+        )
+        self.project = zero_init(nn.Conv2d(c, 1, 3, padding=1))
+        # EDFD
+        self.shared = nn.Sequential(nn.Conv2d(2 * c, c, 1), norm(c, g), nn.GELU(), nn.Conv2d(c, c, 3, padding=1))
+        self.specific_vis = nn.Sequential(nn.Conv2d(c, c, 1), nn.GELU())
+        self.specific_ir = nn.Sequential(nn.Conv2d(c, c, 1), nn.GELU())
+        self.merge = nn.Conv2d(3 * c, c, 1)
+        # frequency split, refinement, attention
+        self.dwt = HaarDWT(c)
+        self.idwt = HaarIDWT(c)
+        self.coupling = nn.ModuleList(
+            AffineCoupling(c, preset["coupling_hidden"], preset["coupling_clamp"])
+            for _ in range(preset["coupling_blocks"])
+        )
+        self.attention = CrossFrequencyAttention(c, preset["attention_kernel"])
+        d = preset["decoder_width"]
+        self.decoder = nn.Sequential(nn.Conv2d(c, d, 3, padding=1), nn.GELU(), zero_init(nn.Conv2d(d, 1, 3, padding=1)))
+        # Stage I only: reconstructs each source from its denoised features so the encoder cannot collapse.
+        self.reconstruct = nn.Conv2d(c, 1, 3, padding=1)
+
+    def denoise(self, features: torch.Tensor) -> torch.Tensor:
+        """Deterministic reverse diffusion: the clean features are taken as x_t at ``t_infer`` (no noise drawn)."""
+        x = features
+        for t, t_prev in self.inference_steps:
+            eps = self.denoiser(x, x.new_full((1,), float(t)))
+            x = self.schedule.step(x, eps, t, t_prev)
+        return x
+
+    def fuse_features(
+        self, ir: torch.Tensor, vis: torch.Tensor, f_vis: torch.Tensor, f_ir: torch.Tensor
+    ) -> torch.Tensor:
+        """Everything after the denoiser: weight-map fusion + residual enhancement, EDFD, Haar path, decoder."""
+        w = self.weight_map(torch.cat([f_vis, f_ir], dim=1))
+        enhancement = self.project(w * f_vis + (1 - w) * f_ir)
+        vis_enh, ir_enh = vis + enhancement, ir + enhancement
+        common = self.shared(torch.cat([f_vis, f_ir], dim=1))
+        spec_vis = self.specific_vis(f_vis - common)
+        spec_ir = self.specific_ir(f_ir - common)
+        low, high = self.dwt(self.merge(torch.cat([common, spec_vis, spec_ir], dim=1)))
+        for block in self.coupling:
+            low, high = block(low, high)
+        low, high = self.attention(low, high)
+        residual = self.decoder(self.idwt(low, high))
+        return torch.clamp(w * vis_enh + (1 - w) * ir_enh + residual, 0.0, 1.0)
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        f_vis, f_ir = self.denoise(self.encoder(torch.cat([vis, ir], dim=0))).chunk(2, dim=0)
+        return self.fuse_features(ir, vis, f_vis, f_ir)
+
+    def training_losses(
+        self, ir: torch.Tensor, vis: torch.Tensor, stage: int, weights: dict[str, float] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Unsupervised losses of one batch. Stage 1: D²FE alone (diffusion + consistency + reconstruction);
+        stage 2: the whole net (fusion losses + the D²FE losses as a regulariser). ``weights`` override defaults."""
+        from stream_fusion.losses import DEFAULT_WEIGHTS, fusion_losses, ssim
+
+        wts = {**DEFAULT_WEIGHTS, **(weights or {})}
+        n = ir.shape[0]
+        sources = torch.cat([vis, ir], dim=0)
+        f0 = self.encoder(sources)
+        t = torch.randint(0, self.schedule.timesteps, (2 * n,), device=ir.device)
+        noise = torch.randn_like(f0)
+        eps = self.denoiser(self.schedule.add_noise(f0, noise, t), t)
+        losses = {
+            "diff_vis": F.mse_loss(eps[:n], noise[:n]),
+            "diff_ir": F.mse_loss(eps[n:], noise[n:]),
+        }
+        denoised = self.denoise(f0)
+        f_vis, f_ir = denoised.chunk(2, dim=0)
+        losses["consistency"] = F.l1_loss(f_vis, f_ir)
+        diffusion = losses["diff_vis"] + losses["diff_ir"]
+        if stage == 1:
+            rec = torch.sigmoid(self.reconstruct(denoised))
+            losses["reconstruction"] = F.l1_loss(rec, sources) + (1 - ssim(rec, sources))
+            losses["total"] = diffusion + wts["consistency_stage1"] * losses["consistency"] + losses["reconstruction"]
+        elif stage == 2:
+            fused = self.fuse_features(ir, vis, f_vis, f_ir)
+            losses.update(fusion_losses(fused, ir, vis))
+            losses["total"] = (
+                wts["intensity"] * losses["intensity"]
+                + wts["gradient"] * losses["gradient"]
+                + wts["ssim"] * losses["ssim"]
+                + wts["diffusion"] * diffusion
+                + wts["consistency"] * losses["consistency"]
+            )
+        else:
+            raise ValueError(f"stage must be 1 or 2, got {stage}")
+        return losses

@@ -1,0 +1,44 @@
+"""The network as a ``FusionEngine`` straight from a checkpoint, through torch (training side only).
+
+The runtime serves the ONNX export; this engine exists so training runs, tests and quick evaluations can fuse real
+frames with exactly the same colour handling and padding as the runtime, without exporting first.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stream_fusion.engine import check_pair, merge_luma, split_luma, to_gray
+from stream_fusion.model.checkpoint import load_checkpoint
+from stream_fusion.model.net import DiffFuseNet
+
+
+def fuse_tensors(model: DiffFuseNet, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+    """Any H x W: reflect-pad to the network's size multiple, fuse, crop back (reflect avoids dark borders)."""
+    h, w = ir.shape[-2:]
+    m = model.size_multiple
+    pad = (0, (-w) % m, 0, (-h) % m)
+    mode = "reflect" if pad[1] < w and pad[3] < h else "replicate"  # reflect needs the pad smaller than the image
+    with torch.no_grad():
+        fused = model(F.pad(ir, pad, mode=mode), F.pad(vis, pad, mode=mode))
+    return fused[..., :h, :w]
+
+
+class TorchEngine:
+    """Fuses uint8 frames with a checkpoint: IR with the visible luma, visible chroma put back (YCrCb)."""
+
+    provider = "torch-cpu"
+
+    def __init__(self, checkpoint: str | Path) -> None:
+        self.model, preset = load_checkpoint(checkpoint)
+        self.name = f"difffuse-{preset['name']}"
+
+    def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+        check_pair(ir, vis)
+        vis_y, chroma = split_luma(vis)
+        as_tensor = lambda x: torch.from_numpy(x.astype(np.float32) / 255.0)[None, None]  # noqa: E731
+        fused = fuse_tensors(self.model, as_tensor(to_gray(ir)), as_tensor(vis_y))[0, 0].numpy()
+        return merge_luma(np.clip(np.rint(fused * 255.0), 0, 255).astype(np.uint8), chroma)

@@ -1,0 +1,189 @@
+"""Train DiffFuseNet on folders of registered IR / visible pairs (two stages, unsupervised).
+
+    python -m stream_fusion.train --config configs/train.yaml [--preset lite|base] [--epochs N] [--out DIR] [--resume]
+
+Stage I trains the D²FE part (shared encoder + denoiser, plus a light reconstruction head that keeps the encoder
+from collapsing its features to make noise prediction trivial) on the diffusion, consistency and reconstruction
+losses. Stage II trains the whole network on the fusion losses with the D²FE losses kept as a regulariser.
+The run directory holds ``log.csv`` (per-epoch mean losses), ``last.pt`` (resume state, written every epoch) and
+``final.pt`` (the checkpoint to ship). Each epoch's randomness derives from (seed, epoch), so a resumed run makes the
+same crops as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from stream_fusion.config import CONFIG_DIR, load_config, merge, parse_override
+from stream_fusion.data import PairCrops
+from stream_fusion.errors import StreamFusionError, run_cli
+from stream_fusion.model import build_model, load_preset, save_checkpoint
+
+REPO_DIR = CONFIG_DIR.parent
+TRAIN_DEFAULTS = CONFIG_DIR / "train.yaml"
+
+
+def resolve(path: str) -> Path:
+    """Config paths are relative to the repository root, so the same YAML works from any directory."""
+    p = Path(path)
+    return p if p.is_absolute() else REPO_DIR / p
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def learning_rate(cfg: dict[str, Any], epoch: int, step: int, steps_per_epoch: int, stage1: int) -> float:
+    """Constant in Stage I; cosine from ``lr`` to ``lr_min`` over Stage II."""
+    if epoch < stage1:
+        return cfg["lr"]
+    total = max(1, (cfg["epochs"] - stage1) * steps_per_epoch)
+    done = (epoch - stage1) * steps_per_epoch + step
+    return cfg["lr_min"] + 0.5 * (cfg["lr"] - cfg["lr_min"]) * (1 + math.cos(math.pi * done / total))
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise StreamFusionError("device 'cuda' requested but torch sees no CUDA GPU (use device=auto or cpu)")
+    if name not in ("cpu", "cuda"):
+        raise StreamFusionError(f"device must be auto, cpu or cuda, got '{name}'")
+    return torch.device(name)
+
+
+def stage1_epochs(cfg: dict[str, Any]) -> int:
+    """At least one epoch of each stage when there are two or more."""
+    if cfg["epochs"] < 2:
+        return 0
+    return min(cfg["epochs"] - 1, max(1, round(cfg["epochs"] * cfg["stage1_fraction"])))
+
+
+def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> Path:
+    """Run (or resume) one training run; returns the path of its final checkpoint."""
+    if cfg["epochs"] < 1 or cfg["batch_size"] < 1 or cfg["crop"] < 16 or cfg["crop"] % 4:
+        raise StreamFusionError("epochs and batch_size must be >= 1 and crop a multiple of 4 that is >= 16")
+    out = resolve(cfg["out"])
+    device = pick_device(cfg["device"])
+    if cfg["threads"] > 0:
+        torch.set_num_threads(cfg["threads"])
+    preset = load_preset(cfg["preset"])
+    data = PairCrops(resolve(cfg["data"]), cfg["crop"])
+    torch.manual_seed(cfg["seed"])
+    model = build_model(preset).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    first_epoch, wall = 0, 0.0
+    state_path = out / "last.pt"
+    if resume:
+        if not state_path.is_file():
+            raise StreamFusionError(f"--resume: no {state_path} to resume from")
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        if state["preset"] != preset:
+            raise StreamFusionError(f"--resume: {state_path} was trained with a different preset")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        first_epoch, wall = state["epoch"], state["wall_s"]
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "log.csv"
+    stage1 = stage1_epochs(cfg)
+    steps_per_epoch = math.ceil(len(data) / cfg["batch_size"])
+    bar = tqdm(
+        total=cfg["epochs"] * steps_per_epoch, initial=first_epoch * steps_per_epoch, disable=not progress,
+        desc=f"train {preset['name']}", unit="it", dynamic_ncols=True,
+    )
+    model.train()
+    for epoch in range(first_epoch, cfg["epochs"]):
+        stage = 1 if epoch < stage1 else 2
+        rng = np.random.default_rng([cfg["seed"], epoch])
+        torch.manual_seed(cfg["seed"] * 100_003 + epoch)
+        sums: dict[str, float] = {}
+        start = time.time()
+        for step, indices in enumerate(data.epoch(cfg["batch_size"], rng)):
+            lr = learning_rate(cfg, epoch, step, steps_per_epoch, stage1)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            ir, vis = (x.to(device) for x in data.batch(indices, rng))
+            losses = model.training_losses(ir, vis, stage, cfg["loss"])
+            if not torch.isfinite(losses["total"]):
+                raise StreamFusionError(f"loss became {losses['total'].item()} at epoch {epoch + 1}: lower lr")
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            optimizer.step()
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + value.item() * len(indices)
+            bar.update(1)
+            bar.set_postfix(stage=stage, loss=f"{losses['total'].item():.4f}")
+        wall += time.time() - start
+        row = {"epoch": epoch + 1, "stage": stage, "lr": f"{lr:.3g}", "seconds": f"{wall:.1f}"}
+        row.update({name: f"{total / len(data):.5f}" for name, total in sorted(sums.items())})
+        write_log(log_path, row)
+        torch.save(
+            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "wall_s": wall,
+             "preset": preset},
+            state_path,
+        )
+    bar.close()
+    final = out / "final.pt"
+    meta = {
+        "epochs": cfg["epochs"], "stage1_epochs": stage1, "data": str(cfg["data"]), "pairs": len(data),
+        "git_commit": git_commit(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "wall_time_s": round(wall, 1), "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
+        "threads": torch.get_num_threads(), "config": cfg,
+    }
+    save_checkpoint(final, model.eval(), preset, meta)
+    return final
+
+
+def write_log(path: Path, row: dict[str, Any]) -> None:
+    """Append one epoch to the CSV log (header on first write; Stage II adds columns, so rewrite the header then)."""
+    rows = list(csv.DictReader(path.open())) if path.is_file() else []
+    rows = [r for r in rows if int(r["epoch"]) < row["epoch"]] + [row]
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[dict[str, Any], bool]:
+    parser = argparse.ArgumentParser(prog="python -m stream_fusion.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=str(TRAIN_DEFAULTS), help="training YAML (default: configs/train.yaml)")
+    parser.add_argument("--preset", help="model preset: lite or base")
+    parser.add_argument("--epochs", type=int, help="total epochs (Stage I + Stage II)")
+    parser.add_argument("--out", help="run directory")
+    parser.add_argument("--data", help="folder with ir/ and vis/ subfolders")
+    parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.set, defaults_path=TRAIN_DEFAULTS)
+    for key in ("preset", "epochs", "out", "data"):
+        if getattr(args, key) is not None:
+            cfg = merge(cfg, parse_override(f"{key}={getattr(args, key)}"))
+    if args.preset is not None and args.out is None and cfg["out"] == "runs/lite":
+        cfg["out"] = f"runs/{args.preset}"
+    return cfg, args.resume
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg, resume = parse_args(argv)
+    final = train(cfg, resume=resume)
+    print(f"final checkpoint: {final}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

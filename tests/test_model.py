@@ -1,0 +1,189 @@
+"""DiffFuseNet: exact Haar and coupling inverses, diffusion statistics, determinism, any-size fusion, checkpoints.
+
+Tiny widths keep every test well under a second; the shipped checkpoints are checked on real TNO data.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from stream_fusion import WEIGHTS_DIR
+from stream_fusion.errors import StreamFusionError
+from stream_fusion.model import build_model, load_checkpoint, load_preset, save_checkpoint
+from stream_fusion.model.coupling import AffineCoupling
+from stream_fusion.model.haar import HaarDWT, HaarIDWT
+from stream_fusion.model.schedule import NoiseSchedule
+from stream_fusion.model.torch_engine import TorchEngine, fuse_tensors
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+TINY = {
+    "name": "tiny", "channels": 4, "gn_groups": 2, "denoiser_width": 4, "time_dim": 8, "timesteps": 50,
+    "beta_start": 1e-4, "beta_end": 0.02, "t_infer": 10, "steps": 1, "coupling_blocks": 1, "coupling_hidden": 4,
+    "coupling_clamp": 2.0, "attention_kernel": 3, "decoder_width": 4,
+}
+
+
+def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every zero-initialised residual branch random weights, so tests exercise the whole network."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.abs().sum() == 0:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    return model
+
+
+def test_haar_round_trip_is_exact_and_bands_are_right() -> None:
+    x = torch.rand(2, 3, 8, 12, dtype=torch.float64).float()
+    dwt, idwt = HaarDWT(3), HaarIDWT(3)
+    low, high = dwt(x)
+    assert low.shape == (2, 3, 4, 6) and high.shape == (2, 9, 4, 6)
+    assert torch.allclose(idwt(low, high), x, atol=1e-6)
+    # orthonormal: energy is preserved, and a constant image has LL = 2 * value and no detail
+    assert torch.allclose(low.square().sum() + high.square().sum(), x.square().sum(), rtol=1e-5)
+    low_c, high_c = dwt(torch.full((1, 3, 4, 4), 0.25))
+    assert torch.allclose(low_c, torch.full_like(low_c, 0.5)) and high_c.abs().max() == 0
+    # a horizontal edge (rows differ) lands in LH, the first third of the high bands
+    edge = torch.zeros(1, 1, 4, 4)
+    edge[:, :, 0::2] = 1.0
+    _, high_e = HaarDWT(1)(edge)
+    assert high_e[:, 0].abs().min() == 1.0 and high_e[:, 1:].abs().max() == 0
+
+
+def test_coupling_inverse_reconstructs_its_input() -> None:
+    block = randomized(AffineCoupling(4, 8, clamp=2.0), seed=1)
+    z1, z2 = torch.randn(2, 4, 6, 6), torch.randn(2, 12, 6, 6)
+    y1, y2 = block(z1, z2)
+    assert (y1 - z1).abs().mean() > 0.01 and (y2 - z2).abs().mean() > 0.01  # it really transforms
+    r1, r2 = block.inverse(y1, y2)
+    assert torch.allclose(r1, z1, atol=1e-5) and torch.allclose(r2, z2, atol=1e-5)
+
+
+def test_untrained_coupling_is_identity() -> None:
+    z1, z2 = torch.randn(1, 4, 4, 4), torch.randn(1, 12, 4, 4)
+    y1, y2 = AffineCoupling(4, 8)(z1, z2)
+    assert torch.equal(y1, z1) and torch.equal(y2, z2)
+
+
+def test_schedule_values_and_forward_diffusion_statistics() -> None:
+    s = NoiseSchedule(50, 1e-4, 0.02)
+    assert math.isclose(float(s.betas[0]), 1e-4) and math.isclose(float(s.betas[-1]), 0.02)
+    abar = s.alphas_cumprod
+    assert bool((abar[1:] < abar[:-1]).all()) and math.isclose(float(abar[0]), 1 - 1e-4)
+    x0 = torch.full((20000, 1, 4, 4), 0.7)
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.randn(x0.shape, generator=gen)
+    for t in (0, 10, 49):
+        xt = s.add_noise(x0, noise, torch.full((x0.shape[0],), t))
+        mean, std = xt.mean().item(), xt.std().item()
+        assert abs(mean - math.sqrt(s.abar(t)) * 0.7) < 0.01
+        assert abs(std - math.sqrt(1 - s.abar(t))) < 0.01 * max(1.0, math.sqrt(1 - s.abar(t)) * 10)
+        # with the true noise, the deterministic estimate recovers x0
+        assert torch.allclose(s.predict_x0(xt, noise, t), x0, atol=1e-4)
+    assert s.inference_timesteps(10, 1) == [(10, -1)]
+    assert s.inference_timesteps(10, 2) == [(10, 5), (5, -1)]
+
+
+def test_untrained_network_is_the_plain_average() -> None:
+    model = build_model(TINY).eval()
+    ir, vis = torch.rand(1, 1, 16, 20), torch.rand(1, 1, 16, 20)
+    with torch.no_grad():
+        assert torch.allclose(model(ir, vis), (ir + vis) / 2, atol=1e-6)
+
+
+def test_inference_is_deterministic_and_in_range() -> None:
+    model = randomized(build_model(TINY)).eval()
+    ir, vis = torch.rand(2, 1, 24, 32), torch.rand(2, 1, 24, 32)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        a = model(ir, vis)
+        torch.manual_seed(2)
+        b = model(ir, vis)
+    assert torch.equal(a, b)
+    assert a.shape == (2, 1, 24, 32) and a.min() >= 0 and a.max() <= 1
+    assert (a - (ir + vis) / 2).abs().mean() > 1e-3  # the randomised branches change the output
+
+
+@pytest.mark.parametrize("size", [(17, 23), (5, 7), (32, 48)])
+def test_any_size_via_padding(size: tuple[int, int]) -> None:
+    model = randomized(build_model(TINY)).eval()
+    ir, vis = torch.rand(1, 1, *size), torch.rand(1, 1, *size)
+    fused = fuse_tensors(model, ir, vis)
+    assert fused.shape == (1, 1, *size)
+    assert torch.isfinite(fused).all()
+
+
+def test_presets_build_with_the_documented_structure() -> None:
+    for name in ("lite", "base"):
+        preset = load_preset(name)
+        model = build_model(name)
+        assert model.size_multiple == 4 and preset["steps"] == 1
+        assert model.encoder.body[0][0].out_channels == preset["channels"]
+    lite, base = build_model("lite"), build_model("base")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(lite) < count(base) / 4
+
+
+def test_bad_presets_are_one_line_errors() -> None:
+    with pytest.raises(StreamFusionError, match="unknown model preset 'huge'"):
+        build_model("huge")
+    with pytest.raises(StreamFusionError, match="missing key 'channels'"):
+        build_model({k: v for k, v in TINY.items() if k != "channels"})
+    with pytest.raises(StreamFusionError, match="'steps' must be int"):
+        build_model({**TINY, "steps": "one"})
+    with pytest.raises(StreamFusionError, match="unknown model preset key 'width'"):
+        build_model({**TINY, "width": 3})
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
+    model = randomized(build_model(TINY)).eval()
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, TINY, {"epochs": 3, "data": "test"})
+    loaded, preset = load_checkpoint(path)
+    assert preset == TINY and not loaded.training
+    ir, vis = torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(ir, vis), loaded(ir, vis))
+
+
+def test_bad_checkpoints_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(StreamFusionError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(StreamFusionError, match="not a readable checkpoint"):
+        load_checkpoint(garbage)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(StreamFusionError, match="not a stream_fusion DiffFuseNet checkpoint"):
+        load_checkpoint(foreign)
+    mismatched = tmp_path / "mismatched.pt"
+    save_checkpoint(mismatched, build_model(TINY), {**TINY, "channels": 8}, {})
+    with pytest.raises(StreamFusionError, match="does not match its preset"):
+        load_checkpoint(mismatched)
+
+
+def test_torch_engine_keeps_colour_and_gray(tmp_path: Path) -> None:
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, randomized(build_model(TINY)).eval(), TINY, {})
+    engine = TorchEngine(path)
+    rng = np.random.default_rng(0)
+    ir = rng.integers(0, 256, (31, 45), dtype=np.uint8)
+    gray = rng.integers(0, 256, (31, 45), dtype=np.uint8)
+    assert engine.fuse(ir, gray).shape == (31, 45)
+    ycrcb = np.dstack([gray, np.full_like(gray, 150), np.full_like(gray, 110)])  # a reddish scene
+    colour = cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR)
+    fused = engine.fuse(ir, colour)
+    assert fused.shape == (31, 45, 3) and fused.dtype == np.uint8
+    chroma_in = cv2.cvtColor(colour, cv2.COLOR_BGR2YCrCb)[:, :, 1:].astype(int)
+    out = cv2.cvtColor(fused, cv2.COLOR_BGR2YCrCb).astype(int)
+    in_gamut = (out[:, :, 0] > 40) & (out[:, :, 0] < 215)  # very dark / bright pixels clip chroma in BGR
+    assert in_gamut.sum() > 100
+    assert np.abs(out[:, :, 1:] - chroma_in)[in_gamut].mean() < 2  # visible chroma kept (up to BGR rounding)
+    assert np.abs(out[:, :, 1:] - chroma_in)[in_gamut].mean() < 2
