@@ -127,8 +127,10 @@ class Pipeline:
             ir_out = LosslessQueue(queue_size, self._capture_stop)
             vis_out = LosslessQueue(queue_size, self._capture_stop)
             self._inboxes = [ir_out, vis_out]
+        # Only files are paced: a camera or URL delivers at its own rate, and waiting on it would only add lag.
         self._captures = [
-            CaptureThread(source, out, self._capture_stop, pace_fps=pace_fps, start=start, limit=limit, loop=loop)
+            CaptureThread(source, out, self._capture_stop, pace_fps=None if source.live else pace_fps, start=start,
+                          limit=limit, loop=loop)
             for source, out in ((ir, ir_out), (vis, vis_out))
         ]
         stage_size = 1 if live else queue_size

@@ -206,3 +206,29 @@ def test_different_lengths_stop_at_the_shorter_with_a_warning(tmp_path: Path) ->
         result.stderr.splitlines()
     )
     assert "summary: 6 frames fused" in result.stdout
+
+
+def test_every_option_sets_a_config_key_and_set_reaches_every_key() -> None:
+    sys.path.insert(0, str(ROOT))
+    try:
+        import run_stream
+    finally:
+        sys.path.remove(str(ROOT))
+    from stream_fusion.config import DEFAULT_CONFIG, load_yaml
+
+    def leaves(node: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in node.items():
+            out.update(leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        return out
+
+    defaults = leaves(load_yaml(DEFAULT_CONFIG))
+    assert {key for _, key, _ in run_stream.OPTIONS} <= set(defaults)
+    samples = {bool: "true", int: "3", float: "0.5", str: "x"}
+    for key, value in defaults.items():
+        text = samples.get(type(value), "7")
+        config = run_stream.build_config(run_stream.parse_args(["--set", f"{key}={text}"]))
+        assert leaves(config)[key] not in (None, value) or text == "true"
+    config = run_stream.build_config(run_stream.parse_args(["--ir", "0", "--vis", "1", "--no-display", "--fps", "12",
+                                                            "--set", "source.fps=15"]))
+    assert (config["source"]["ir"], config["display"]["enabled"], config["source"]["fps"]) == ("0", False, 15.0)
