@@ -128,3 +128,51 @@ def test_cli_missing_fused_exits_2_with_one_line(dataset) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: no fused image for tno25_01 in {fused_dir}"]
+
+
+def _eval_all_module():
+    """scripts/eval_all.py is a script, not a package module: load it from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("eval_all", REPO / "scripts" / "eval_all.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quality_bar_verdicts() -> None:
+    eval_all = _eval_all_module()
+    flat = dict.fromkeys(metrics.METRIC_NAMES, 0.0)
+    means = {
+        "tno25": {
+            "average": {**flat, "VIF": 0.575, "Qabf": 0.358, "SSIM": 1.458},
+            "laplacian": {**flat, "VIF": 0.679, "Qabf": 0.544, "SSIM": 1.363},
+            "lite": {**flat, "VIF": 0.70, "Qabf": 0.50, "SSIM": 1.40},
+            "base": {**flat, "VIF": 0.73, "Qabf": 0.55, "SSIM": 1.30},
+        },
+        "roadscene50": {
+            "average": {**flat, "VIF": 0.572, "Qabf": 0.383, "SSIM": 1.478},
+            "laplacian": {**flat, "VIF": 0.674, "Qabf": 0.587, "SSIM": 1.391},
+        },
+    }
+    verdicts = {(check, split): verdict for check, split, _, _, verdict in eval_all.quality_bar(means)}
+    assert verdicts[("base VIF > both baselines", "tno25")] == "PASS"
+    assert verdicts[("base Qabf > both baselines", "tno25")] == "PASS"
+    assert verdicts[("base SSIM >= 0.92 x average", "tno25")] == "FAIL"  # 1.30 < 0.92 * 1.458
+    assert verdicts[("base VIF >= paper's weakest ablation", "tno25")] == "PASS"
+    assert verdicts[("lite VIF >= 0.95 x base", "tno25")] == "PASS"  # 0.70 >= 0.6935
+    assert verdicts[("lite Qabf >= 0.95 x base", "tno25")] == "FAIL"  # 0.50 < 0.5225
+    assert verdicts[("base VIF > both baselines", "roadscene50")] == "not run"
+    assert len(verdicts) == 12
+
+
+def test_results_section_is_replaced_and_hand_written_text_kept(tmp_path: Path) -> None:
+    eval_all = _eval_all_module()
+    doc = tmp_path / "evaluation.md"
+    doc.write_text("# Usage\n\nhand-written\n")
+    eval_all.write_results(doc, "first numbers")
+    eval_all.write_results(doc, "second numbers")
+    text = doc.read_text()
+    assert text.startswith("# Usage\n\nhand-written\n")
+    assert "second numbers" in text and "first numbers" not in text
+    assert text.count(eval_all.RESULTS_BEGIN) == 1 and text.count(eval_all.RESULTS_END) == 1
