@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 
 import cv2
@@ -52,10 +53,42 @@ def make_mosaic(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray, hud: str = "
     return np.vstack([mosaic, strip])
 
 
+def x_server_reachable(display: str) -> bool:
+    """Whether the X server named by a ``$DISPLAY`` value (``:0``, ``localhost:10.0``) accepts a connection.
+
+    Checked before any window exists because OpenCV's Qt (xcb only) aborts the process when it cannot connect.
+    """
+    host, _, rest = display.rpartition(":")
+    number = rest.split(".")[0]
+    if not number.isdigit():
+        return False
+    if host in ("", "unix"):
+        path = f"/tmp/.X11-unix/X{number}"
+        for address in (path, "\0" + path):  # the file socket, then Linux's abstract one
+            try:
+                with socket.socket(socket.AF_UNIX) as probe:
+                    probe.settimeout(0.5)
+                    probe.connect(address)
+                    return True
+            except OSError:
+                continue
+        return False
+    try:
+        socket.create_connection((host, 6000 + int(number)), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
 def display_missing() -> str | None:
     """Why no window can be shown here, or None when one can."""
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return "no display found ($DISPLAY and $WAYLAND_DISPLAY are unset)"
+    if not sys.platform.startswith("linux"):
+        return None
+    display = os.environ.get("DISPLAY")
+    if not display:
+        return "no display found ($DISPLAY is unset)"
+    if not x_server_reachable(display):
+        return f"cannot connect to the X display {display!r}"
     return None
 
 

@@ -172,54 +172,22 @@ def test_mosaic_puts_ir_visible_fused_side_by_side_with_a_hud() -> None:
     assert make_mosaic(ir, vis, fused).shape == (40, 150, 3)
 
 
+@pytest.mark.parametrize(
+    ("display", "reason"),
+    [(None, "no display found ($DISPLAY is unset)"), (":987", "cannot connect to the X display ':987'"),
+     ("127.0.0.1:987.0", "cannot connect to the X display '127.0.0.1:987.0'")],
+)
 def test_display_switches_off_with_one_message_without_a_display(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, display: str | None, reason: str
 ) -> None:
-    monkeypatch.delenv("DISPLAY", raising=False)
-    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    # Qt would abort the whole process on an unreachable display: the check must catch it before any window.
+    if display is None:
+        monkeypatch.delenv("DISPLAY", raising=False)
+    else:
+        monkeypatch.setenv("DISPLAY", display)
     monkeypatch.setattr("sys.platform", "linux")
     with caplog.at_level(logging.WARNING):
         assert Display.open() is None
     assert [r.getMessage() for r in caplog.records] == [
-        "no display found ($DISPLAY and $WAYLAND_DISPLAY are unset): display switched off (use --no-display to skip it)"
+        f"{reason}: display switched off (use --no-display to skip it)"
     ]
-
-
-def test_live_with_a_slow_subscriber_sheds_frames_at_the_publisher_not_in_the_pipeline(tmp_path: Path) -> None:
-    """150 frames of 320x256 colour at 100 fps; the subscriber takes 50 ms per frame."""
-    write_video(tmp_path / "ir.avi", 150, size=(320, 256))
-    write_video(tmp_path / "vis.avi", 150, size=(320, 256))
-    publisher = Publisher("tcp://127.0.0.1:*", hwm=2)
-    sub = zmq.Context.instance().socket(zmq.SUB)
-    sub.setsockopt(zmq.RCVHWM, 1)
-    sub.setsockopt(zmq.RCVBUF, 64 * 1024)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.connect(publisher.endpoint)
-    received: list[int] = []
-    done = threading.Event()
-
-    def slow_reader() -> None:
-        while not done.is_set():
-            if sub.poll(100):
-                received.append(json.loads(sub.recv_multipart()[0])["meta"]["index"])
-                time.sleep(0.05)
-
-    reader = threading.Thread(target=slow_reader, daemon=True)
-    try:
-        assert publisher.wait_for_subscriber(10)
-        reader.start()
-        pipeline = Pipeline(open_source(tmp_path / "ir.avi", "ir"), open_source(tmp_path / "vis.avi", "vis"),
-                            ClassicalEngine(), AlignmentMonitor(), live=True, pace_fps=100.0, tolerance_s=0.004,
-                            publisher=publisher)
-        summary = pipeline.run()
-    finally:
-        done.set()
-        reader.join(5)
-        publisher.close(linger_s=0)
-        sub.close(linger=0)
-    assert summary.error is None
-    assert summary.drops["publish"] > 20 and summary.drops["publish"] == publisher.dropped
-    assert summary.published + summary.drops["publish"] == summary.frames  # every fused frame: sent or counted
-    assert len(received) < summary.published and received == sorted(received)
-    # The subscriber does not slow the pipeline: its capture-to-publish latency stays that of the stages alone.
-    assert summary.latency_ms["total"][1] < 500
