@@ -1,0 +1,235 @@
+"""The per-frame alignment check on real registered pairs, its hysteresis, and the warn / correct / drop policies.
+
+The eval pairs are "registered" only to a few pixels: several TNO pairs are visibly off (tno25_01 by ~10 px
+vertically). So the check is judged against an independent reference, translation-only ECC on gradient maps at up to
+384 px wide (a different algorithm at twice the resolution): pairs are registered with it before shifts are injected,
+and a flag on an unshifted pair counts as a false alarm only when the reference finds the pair aligned.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from stream_fusion.align import Alignment, AlignmentMonitor, ShiftEstimator, gradient_map, shift_image
+from stream_fusion.config import load_config
+from stream_fusion.errors import StreamFusionError
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+EVAL = [DATA / "eval" / "tno25", DATA / "eval" / "roadscene50"]
+
+# 3 px in eight directions, and larger shifts in four.
+SHIFTS_3PX = [(3, 0), (-3, 0), (0, 3), (0, -3), (2.13, 2.13), (-2.13, 2.13), (2.13, -2.13), (-2.13, -2.13)]
+SHIFTS_LARGE = [(5, 0), (0, -5), (-10, 0), (0, 10), (14.2, 14.2), (-20, 0)]
+
+
+def load_pair(folder: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    ir = cv2.imread(str(folder / "ir" / name), cv2.IMREAD_GRAYSCALE)
+    vis = cv2.imread(str(folder / "vis" / name), cv2.IMREAD_GRAYSCALE)
+    assert ir is not None and vis is not None, f"missing eval pair {folder.name}/{name}"
+    return ir, vis
+
+
+@lru_cache(maxsize=None)
+def eval_pairs() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    pairs = [(path.stem, *load_pair(folder, path.name)) for folder in EVAL for path in sorted((folder / "ir").glob("*.png"))]
+    assert len(pairs) == 75
+    return pairs
+
+
+def reference_shift(ir: np.ndarray, vis: np.ndarray) -> tuple[float, float] | None:
+    """Shift registering the IR by translation-only ECC at up to 384 px wide; None where ECC does not converge."""
+    h, w = vis.shape
+    width = min(384, w)
+    size, scale = (width, round(h * width / w)), w / width
+    dx, dy, _ = ShiftEstimator().measure(ir, vis)
+    warp = np.float32([[1, 0, -dx / scale], [0, 1, -dy / scale]])
+    try:
+        _, warp = cv2.findTransformECC(
+            gradient_map(vis, size, 1.2, 4.8), gradient_map(ir, size, 1.2, 4.8), warp,
+            cv2.MOTION_TRANSLATION, (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-5), None, 5,
+        )
+    except cv2.error:
+        return None
+    return -float(warp[0, 2]) * scale, -float(warp[1, 2]) * scale
+
+
+def verdict(ir: np.ndarray, vis: np.ndarray) -> Alignment:
+    """One measurement's status: a fresh monitor with no hysteresis."""
+    return AlignmentMonitor(hysteresis=1, every_n=1).process(ir, vis)[1]
+
+
+@lru_cache(maxsize=None)
+def survey() -> dict[str, dict]:
+    """Per eval pair: the reference offset, and the check's verdicts on the raw, registered and shifted pairs."""
+    results = {}
+    for name, ir, vis in eval_pairs():
+        reference = reference_shift(ir, vis)
+        registered = shift_image(ir, *reference, min_shift=0) if reference else ir
+        results[name] = {
+            "reference": float(np.hypot(*reference)) if reference else None,
+            "raw": verdict(ir, vis),
+            "registered": verdict(registered, vis),
+            "shift3": [verdict(shift_image(registered, dx, dy, 0), vis) for dx, dy in SHIFTS_3PX],
+            "large": [verdict(shift_image(registered, dx, dy, 0), vis) for dx, dy in SHIFTS_LARGE],
+        }
+    return results
+
+
+def test_flags_on_unshifted_pairs_are_real_misregistrations():
+    """Of the 75 unshifted eval pairs, the check flags only pairs the reference also finds >= 2 px off, except three
+    named pairs where the two methods disagree; and it does flag tno25_01, which is visibly ~10 px off."""
+    results = survey()
+    flagged = {name for name, r in results.items() if r["raw"].status == "misaligned"}
+    false_alarms = {name for name in flagged if results[name]["reference"] is None or results[name]["reference"] < 2.0}
+    assert "tno25_01" in flagged
+    assert results["tno25_07"]["raw"].status == "ok"  # the best-registered TNO pair (reference 0.4 px)
+    assert false_alarms <= {"FLIR_04722", "FLIR_07809", "FLIR_08058"}, false_alarms
+    confirmed = flagged - false_alarms
+    assert len(confirmed) >= 14  # 16 measured: the eval splits are registered to a few pixels only
+
+
+def _agreeing_pairs() -> dict[str, dict]:
+    """Pairs on which the check and the reference agree about the pair's own offset (< 2 px apart).
+
+    On the others (9 of 75: parallax, or structure only one sensor sees) two methods disagree by 2-6 px and neither
+    can be called right, so injected shifts there cannot be judged.
+    """
+    results = survey()
+    agreeing = {name: r for name, r in results.items() if r["registered"].status != "misaligned"}
+    assert len(agreeing) >= 66
+    return agreeing
+
+
+def test_shifts_of_5_to_20_px_are_always_flagged_or_unknown():
+    agreeing = _agreeing_pairs()
+    missed = [(name, a.as_dict()) for name, r in agreeing.items() for a in r["large"] if a.status == "ok"]
+    assert missed == []
+    unknown = {name for name, r in agreeing.items() if r["registered"].status == "unknown"}
+    # Smoke (tno25_02), a flat field (tno25_09), night scenes: too little shared structure to measure on.
+    assert len(unknown) <= 6, unknown
+    measurable = [a.status for name, r in agreeing.items() if name not in unknown for a in r["large"]]
+    assert measurable.count("misaligned") >= 0.98 * len(measurable)  # the rest: confidence dipped to "unknown"
+
+
+def test_shifts_of_3_px_are_flagged():
+    """3 px is 1 px on the check's grid: most of the 8 directions x 60 measurable pairs are flagged."""
+    agreeing = _agreeing_pairs()
+    verdicts = [a.status for r in agreeing.values() for a in r["shift3"] if r["registered"].status != "unknown"]
+    flagged = sum(status == "misaligned" for status in verdicts) / len(verdicts)
+    assert flagged >= 0.94, flagged
+
+
+def test_measured_shift_follows_injected_shift():
+    """The reported (dx, dy) is the shift that registers the IR: moving the IR by (+7, -4) adds (-7, +4)."""
+    ir, vis = load_pair(EVAL[0], "tno25_07.png")
+    estimator = ShiftEstimator()
+    dx0, dy0, _ = estimator.measure(ir, vis)
+    dx, dy, confidence = estimator.measure(shift_image(ir, 7, -4), vis)
+    assert dx - dx0 == pytest.approx(-7, abs=0.5)
+    assert dy - dy0 == pytest.approx(4, abs=0.5)
+    assert confidence > 0.5
+
+
+def demo_frames(count: int = 12) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Consecutive frames of the bundled clip, its IR registered with the reference shift of the first frame."""
+    from stream_fusion import DEMO_IR, DEMO_VIS
+
+    names = sorted(p.name for p in DEMO_IR.glob("*.png"))[:count]
+    frames = [(cv2.imread(str(DEMO_IR / n), 0), cv2.imread(str(DEMO_VIS / n), 0)) for n in names]
+    shift = reference_shift(*frames[0])
+    assert shift is not None and np.hypot(*shift) > 3  # the demo clip itself is ~4 px off horizontally
+    return [(shift_image(ir, *shift, min_shift=0), vis) for ir, vis in frames]
+
+
+def test_hysteresis_needs_k_consecutive_measurements_to_switch():
+    frames = demo_frames(12)
+    monitor = AlignmentMonitor(hysteresis=3, every_n=1)
+    statuses = [monitor.process(ir, vis)[1].status for ir, vis in frames[:4]]
+    assert statuses == ["unknown", "unknown", "ok", "ok"]
+    shifted = [monitor.process(shift_image(ir, 6, 0), vis)[1].status for ir, vis in frames[4:8]]
+    assert shifted == ["ok", "ok", "misaligned", "misaligned"]
+    # One good frame in a misaligned run does not clear the alarm; three do.
+    back = [monitor.process(ir, vis)[1].status for ir, vis in frames[8:12]]
+    assert back == ["misaligned", "misaligned", "ok", "ok"]
+
+
+def test_low_confidence_is_unknown_not_ok():
+    _, vis = demo_frames(1)[0]
+    noise = np.random.default_rng(0).integers(0, 256, vis.shape, dtype=np.uint8)
+    record = verdict(noise, vis)
+    assert record.status == "unknown"
+    assert record.confidence < 0.2
+
+
+def test_every_nth_pair_is_measured_and_others_reuse_the_estimate():
+    frames = demo_frames(7)
+    monitor = AlignmentMonitor(every_n=3, hysteresis=1)
+    records = [monitor.process(ir, vis)[1] for ir, vis in frames]
+    assert [r.measured for r in records] == [True, False, False, True, False, False, True]
+    assert records[1].dx == records[0].dx and records[2].status == records[0].status
+    assert records[3].dx != records[0].dx  # a new measurement on a new frame
+
+
+def test_policy_warn_returns_the_ir_untouched():
+    ir, vis = frames = demo_frames(1)[0]
+    out, record = AlignmentMonitor("warn", hysteresis=1).process(shift_image(ir, 8, 0), vis)
+    assert record.status == "misaligned"
+    assert out is not None and out.shape == ir.shape
+    assert np.array_equal(out, shift_image(ir, 8, 0))
+
+
+def test_policy_drop_drops_misaligned_pairs_only():
+    frames = demo_frames(4)
+    monitor = AlignmentMonitor("drop", hysteresis=1, every_n=1)
+    ir, vis = frames[0]
+    out, record = monitor.process(ir, vis)
+    assert record.status == "ok" and out is ir
+    out, record = monitor.process(shift_image(frames[1][0], 0, -7), frames[1][1])
+    assert record.status == "misaligned" and out is None
+
+
+def test_policy_correct_shifts_the_ir_back_with_a_smoothed_estimate():
+    frames = demo_frames(10)
+    monitor = AlignmentMonitor("correct", hysteresis=2, every_n=1, smoothing=0.5)
+    for ir, vis in frames:
+        moved = shift_image(ir, 6, -3, min_shift=0)
+        out, record = monitor.process(moved, vis)
+    assert record.status == "misaligned"  # the status describes the incoming pair; the fused IR is corrected
+    assert monitor.correction == pytest.approx((-6, 3), abs=1.0)
+    interior = (slice(20, -20), slice(20, -20))
+    error_before = np.abs(moved.astype(float) - ir)[interior].mean()
+    error_after = np.abs(out.astype(float) - ir)[interior].mean()
+    assert error_after < 0.35 * error_before
+
+
+def test_from_config_accepts_every_align_key_of_the_default_config():
+    config = load_config()
+    monitor = AlignmentMonitor.from_config(config["align"])
+    assert monitor.policy == config["align"]["policy"] == "warn"
+    assert monitor.every_n == config["align"]["every_n"]
+    assert monitor.estimator.width == config["align"]["width"]
+    known = {"policy", "calibration", "every_n", "threshold_px", "min_confidence", "hysteresis", "smoothing", "width"}
+    assert set(config["align"]) <= known
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [({"policy": "fix"}, "align.policy"), ({"every_n": 0}, "every_n"), ({"smoothing": 0.0}, "smoothing")],
+)
+def test_bad_settings_are_one_line_errors(settings, message):
+    with pytest.raises(StreamFusionError, match=message):
+        AlignmentMonitor.from_config(settings)
+
+
+def test_record_is_plain_data_for_metadata():
+    import json
+
+    ir, vis = demo_frames(1)[0]
+    record = verdict(ir, vis)
+    data = json.loads(json.dumps(record.as_dict()))
+    assert set(data) == {"dx", "dy", "confidence", "status", "measured"}
+    assert data["status"] == "ok" and data["measured"] is True
