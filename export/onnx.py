@@ -1,0 +1,352 @@
+"""Export a DiffFuseNet checkpoint to the ONNX file the runtime engine loads, and prove the file is right.
+
+    python -m export.onnx --checkpoint stream_fusion/weights/difffuse_lite.pt --out stream_fusion/weights/difffuse_lite.onnx
+    python -m export.onnx --random-init --preset lite --out /tmp/untrained.onnx    # tests / placeholders only
+
+The file has inputs ``ir``, ``vis`` and output ``fused`` (N x 1 x H x W float32, 0..1, batch/height/width dynamic),
+opset 18, constants folded, and metadata the engine needs (preset, size multiple...). The export fails, with one line
+saying why, unless: ``onnx.checker`` passes; the graph has no op that runtimes handle badly (ScatterND, loops,
+random ops, FFTs, data-dependent slicing) and no constant subgraph left unfolded; and ONNX Runtime matches PyTorch
+on real evaluation pairs within 1e-4 (fp32) / 1e-2 (fp16). On a machine where a GPU provider loads, it also lists
+every node that the GPU provider leaves to the CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import copy
+import hashlib
+import io
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import onnx
+import onnx.reference
+import onnxruntime as ort
+import torch
+from onnxscript import optimizer
+
+import stream_fusion
+from stream_fusion.engine import open_session, pad_to_multiple, split_luma
+from stream_fusion.errors import StreamFusionError, run_cli
+from stream_fusion.model import build_model, load_checkpoint
+from stream_fusion.model.checkpoint import read_checkpoint
+
+DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+OPSET = 18
+# ONNX Runtime 1.20 (the oldest the project supports) reads IR version 10; onnx 1.23 would write 14 by default.
+IR_VERSION = 10
+TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
+DYNAMIC_AXES = {name: {0: "batch", 2: "height", 3: "width"} for name in ("ir", "vis", "fused")}
+# Ops that are slow or unsupported on GPU runtimes, non-deterministic, or control flow: none belongs in this graph.
+FORBIDDEN_OPS = frozenset({
+    "ScatterND", "ScatterElements", "Scatter", "GatherND", "NonZero", "Loop", "If", "Scan",
+    "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli",
+    "DFT", "STFT", "Dropout",
+})
+
+
+def load_network(checkpoint: Path | None, preset: str | None) -> tuple[torch.nn.Module, dict[str, str]]:
+    """The network to export and the metadata that describes its weights (preset, version, training data)."""
+    if checkpoint is None:
+        model = build_model(preset or "lite").eval()
+        return model, {
+            "preset": model.preset["name"],
+            "model_version": f"{model.preset['name']}-random-init",
+            "training": "untrained placeholder (random init): replace with an exported trained checkpoint",
+        }
+    model, cfg = load_checkpoint(checkpoint)
+    if preset is not None and preset != cfg["name"]:
+        raise StreamFusionError(f"{checkpoint} holds the {cfg['name']} preset, not {preset}: drop --preset")
+    meta = read_checkpoint(checkpoint).get("meta", {})
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]
+    return model, {
+        "preset": cfg["name"],
+        "model_version": f"{cfg['name']}-{digest}",
+        "training": json.dumps(meta, sort_keys=True, default=str),
+    }
+
+
+class TwoPassGroupNorm(torch.nn.Module):
+    """``nn.GroupNorm`` written as plain reductions, swapped in for export only.
+
+    The exporter turns GroupNorm into InstanceNormalization over reshaped groups, whose ONNX Runtime CPU kernel
+    loses precision on full-resolution groups (~1M values with a large mean): 5e-4 away from PyTorch on a real
+    TNO frame, five times the parity budget. Two-pass statistics with short sums stay at float rounding, and
+    ReduceMean / Sub / Mul / Sqrt are native in every runtime (TensorRT included, also in fp16).
+    """
+
+    def __init__(self, norm: torch.nn.GroupNorm) -> None:
+        super().__init__()
+        self.groups, self.eps, self.affine = norm.num_groups, norm.eps, norm.affine
+        if norm.affine:
+            self.weight = torch.nn.Parameter(norm.weight.detach().clone().view(1, -1, 1, 1))
+            self.bias = torch.nn.Parameter(norm.bias.detach().clone().view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Rows first, then the row means: ORT sums a reduction in one float32 accumulator, and a ~1M-value sum
+        # drifts by 1e-4 relative; two short sums (<= 1280, <= C/G * H values) stay within float rounding.
+        grouped = x.reshape(x.shape[0], self.groups, -1, x.shape[3])
+        centred = grouped - grouped.mean(dim=3, keepdim=True).mean(dim=2, keepdim=True)
+        variance = (centred * centred).mean(dim=3, keepdim=True).mean(dim=2, keepdim=True)
+        y = (centred / torch.sqrt(variance + self.eps)).reshape(x.shape)
+        return y * self.weight + self.bias if self.affine else y
+
+
+def for_export(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` with export-friendly equivalents of its layers (the original stays untouched)."""
+    model = copy.deepcopy(model).eval()
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.GroupNorm):
+                setattr(module, child_name, TwoPassGroupNorm(child))
+    return model
+
+
+def export_model(model: torch.nn.Module, out: Path, *, fp16: bool = False, metadata: dict[str, str]) -> onnx.ModelProto:
+    """Trace ``model`` to ONNX, fold its constants, optionally convert to fp16, stamp metadata, check and save."""
+    multiple = int(getattr(model, "size_multiple", 1))
+    example = torch.rand(1, 1, 8 * multiple, 12 * multiple)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        # The TorchScript exporter: the dynamo one cannot trace the schedule's float() of a tensor (data-dependent).
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            for_export(model), (example, example.clone()), buffer, input_names=["ir", "vis"], output_names=["fused"],
+            opset_version=OPSET, dynamic_axes=DYNAMIC_AXES, do_constant_folding=True, dynamo=False,
+        )
+    # onnxscript warns about each multi-output node it leaves; fold_constants evaluates those right after.
+    logging.getLogger("onnxscript.optimizer").setLevel(logging.ERROR)
+    proto = fold_constants(optimizer.optimize(onnx.load_from_string(buffer.getvalue())))
+    if fp16:
+        proto = to_fp16(proto)
+    proto.ir_version = IR_VERSION
+    proto.producer_name = "stream_fusion export.onnx"
+    proto.doc_string = "DiffFuseNet infrared-visible fusion (stream_fusion): fused = net(ir, vis)"
+    props = {
+        "model_name": "DiffFuseNet",
+        "input_layout": "NCHW float32, 1 channel each: ir = infrared, vis = visible luma (Y of YCrCb, BT.601 as "
+        "OpenCV); output fused = fused luma, same layout",
+        "value_range": "0..1 (inputs and output)",
+        "size_multiple": str(multiple),
+        "precision": "fp16" if fp16 else "fp32",
+        "exported_by": f"stream_fusion {stream_fusion.__version__}, torch {torch.__version__}, onnx {onnx.__version__}",
+        **metadata,
+    }
+    onnx.helper.set_model_props(proto, props)
+    proto = onnx.shape_inference.infer_shapes(proto)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as error:
+        raise StreamFusionError(f"exported graph fails onnx.checker: {str(error).splitlines()[0]}") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(out))
+    return proto
+
+
+def fold_constants(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Evaluate every node whose inputs are all constants (onnxscript leaves multi-output ones such as the
+    timestep-embedding Split) and store its outputs as initializers: the runtime then never computes them."""
+    graph = proto.graph
+    constants = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
+    kept = []
+    for node in graph.node:
+        if node.op_type == "Constant" or (node.input and all(name in constants for name in node.input)):
+            single = onnx.helper.make_model(
+                onnx.helper.make_graph([node], "fold", [], [onnx.helper.make_tensor_value_info(o, 0, None)
+                                                              for o in node.output]),
+                opset_imports=proto.opset_import,
+            )
+            values = onnx.reference.ReferenceEvaluator(single).run(None, {k: constants[k] for k in node.input})
+            for name, value in zip(node.output, values):
+                constants[name] = np.asarray(value)
+                graph.initializer.append(onnx.numpy_helper.from_array(np.asarray(value), name))
+        else:
+            kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    used = {name for node in graph.node for name in node.input} | {value.name for value in graph.output}
+    live = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(live)
+    return proto
+
+
+def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """fp16 weights and activations with fp32 inputs/outputs (the engine feeds the same arrays either way).
+
+    Normalisation statistics stay fp32: variance over a whole frame overflows or loses precision in fp16.
+    """
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    blocked = list(DEFAULT_OP_BLOCK_LIST) + ["InstanceNormalization", "ReduceMean"]
+    converted = convert_float_to_float16(proto, keep_io_types=True, op_block_list=blocked)
+    topological_sort(converted.graph)  # the converter appends its input casts at the end of the node list
+    return converted
+
+
+def topological_sort(graph: onnx.GraphProto) -> None:
+    """Reorder ``graph.node`` so that every node comes after the producers of its inputs (checker requirement)."""
+    ready = {value.name for value in graph.input} | {init.name for init in graph.initializer} | {""}
+    consumers = collections.defaultdict(list)
+    waiting = {}
+    for index, node in enumerate(graph.node):
+        missing = {name for name in node.input if name not in ready}
+        waiting[index] = missing
+        for name in missing:
+            consumers[name].append(index)
+    queue = collections.deque(index for index, missing in waiting.items() if not missing)
+    order = []
+    while queue:
+        index = queue.popleft()
+        order.append(graph.node[index])
+        for name in graph.node[index].output:
+            for consumer in consumers.pop(name, []):
+                waiting[consumer].discard(name)
+                if not waiting[consumer]:
+                    queue.append(consumer)
+    if len(order) != len(graph.node):
+        raise StreamFusionError("fp16 conversion produced a graph with a cycle or a dangling input")
+    nodes = [onnx.NodeProto() for _ in order]
+    for copy, node in zip(nodes, order):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def graph_report(proto: onnx.ModelProto) -> tuple[collections.Counter[str], list[str]]:
+    """Op-type counts and the list of problems that make a graph bad for runtimes (empty when it is clean)."""
+    graph = proto.graph
+    ops = collections.Counter(node.op_type for node in graph.node)
+    problems = [f"{op} x{ops[op]}" for op in sorted(FORBIDDEN_OPS & set(ops))]
+    constants = {init.name for init in graph.initializer}
+    producers = {output: node for node in graph.node for output in node.output}
+
+    def data_dependent(name: str) -> bool:
+        """True when a value depends on tensor contents, not only on shapes (Shape outputs) and constants."""
+        if name in constants or name == "":
+            return False
+        node = producers.get(name)
+        if node is None:  # a graph input
+            return True
+        return node.op_type != "Shape" and any(data_dependent(source) for source in node.input)
+
+    for node in graph.node:
+        # Slices whose bounds come from shapes (splitting the shared-encoder batch) are resolved once per input
+        # size by every runtime; bounds computed from pixel values would be dynamic in the hot path.
+        if node.op_type == "Slice" and any(data_dependent(name) for name in node.input[1:]):
+            problems.append(f"data-dependent Slice {node.name}")
+        if node.input and all(name in constants for name in node.input):
+            problems.append(f"unfolded constant {node.op_type} {node.name}")
+    if opset(proto) < OPSET:
+        problems.append(f"opset {opset(proto)} < {OPSET}")
+    return ops, problems
+
+
+def opset(proto: onnx.ModelProto) -> int:
+    return next(entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx"))
+
+
+def eval_pairs(count: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``count`` real registered pairs from the evaluation splits (alternating TNO and RoadScene), as
+    ``(name, ir, visible luma)`` uint8 arrays."""
+    folders = [DATA_DIR / "eval" / "tno25", DATA_DIR / "eval" / "roadscene50"]
+    names = [sorted(p.name for p in (folder / "ir").glob("*.png")) for folder in folders]
+    if not any(names):
+        raise StreamFusionError(f"no evaluation pairs under {DATA_DIR.resolve() / 'eval'}: parity needs real data")
+    pairs = []
+    for k in range(count):
+        folder, listing = folders[k % 2], names[k % 2]
+        if not listing:
+            continue
+        name = listing[(k // 2) % len(listing)]
+        ir = cv2.imread(str(folder / "ir" / name), cv2.IMREAD_GRAYSCALE)
+        vis = cv2.imread(str(folder / "vis" / name), cv2.IMREAD_COLOR)
+        if ir is None or vis is None:
+            raise StreamFusionError(f"cannot read the pair {folder / '*' / name}")
+        pairs.append((f"{folder.name}/{name}", ir, split_luma(vis)[0]))
+    return pairs
+
+
+def parity(model: torch.nn.Module, path: Path, pairs: list[tuple[str, np.ndarray, np.ndarray]]) -> list[tuple[str, float]]:
+    """Max absolute difference, ONNX Runtime (CPU provider) against PyTorch, per pair, on 0..1 images padded to
+    the size multiple as the engine pads them."""
+    session, _ = open_session(path.read_bytes(), "cpu", padded_shape=None, cache_dir=Path("."), threads=None,
+                              device_id=0)
+    multiple = int(getattr(model, "size_multiple", 1))
+    results = []
+    for name, ir, vis in pairs:
+        frames = pad_to_multiple(np.stack([ir, vis])[:, None], multiple).astype(np.float32) / 255
+        with torch.no_grad():
+            expected = model(torch.from_numpy(frames[0:1]), torch.from_numpy(frames[1:2])).numpy()
+        got = session.run(None, {"ir": frames[0:1], "vis": frames[1:2]})[0]
+        results.append((name, float(np.abs(got - expected).max())))
+    return results
+
+
+def gpu_placement(path: Path) -> str:
+    """Which nodes a GPU provider leaves to the CPU, from one profiled run (ORT profiling names each node's
+    provider); on a machine with no working GPU provider, a line that says it was skipped and why."""
+    for provider in ("cuda",):
+        try:
+            session, _ = open_session(path.read_bytes(), provider, padded_shape=None, cache_dir=Path("."),
+                                      threads=None, device_id=0, profile=True)
+        except StreamFusionError as error:
+            return f"GPU placement check skipped: {str(error).split('; use ')[0]}"
+        frame = np.random.default_rng(0).random((1, 1, 64, 64), dtype=np.float32)
+        session.run(None, {"ir": frame, "vis": frame})
+        profile = Path(session.end_profiling())
+        events = json.loads(profile.read_text())
+        profile.unlink()
+        elsewhere = sorted({
+            f"{event['args']['op_name']} {event['name'].removesuffix('_kernel_time')} ({event['args']['provider']})"
+            for event in events
+            if event.get("cat") == "Node" and event["name"].endswith("_kernel_time")
+            and event["args"].get("provider") != "CUDAExecutionProvider"
+        })
+        if not elsewhere:
+            return f"GPU placement ({provider}): every node runs on the GPU"
+        return f"GPU placement ({provider}): {len(elsewhere)} node(s) elsewhere: " + "; ".join(elsewhere)
+    return "GPU placement check skipped"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="trained checkpoint (stream_fusion/weights/difffuse_*.pt)")
+    source.add_argument("--random-init", action="store_true",
+                        help="export an untrained network of --preset (tests and placeholders only; marked so)")
+    parser.add_argument("--out", type=Path, required=True, help="ONNX file to write")
+    parser.add_argument("--preset", choices=["lite", "base"], help="with --random-init: which network (default lite)")
+    parser.add_argument("--fp16", action="store_true", help="fp16 weights and activations, fp32 inputs/outputs")
+    parser.add_argument("--pairs", type=int, default=4, help="real evaluation pairs for the parity check (default 4)")
+    args = parser.parse_args(argv)
+    if args.out.suffix != ".onnx":
+        raise StreamFusionError(f"--out must name an .onnx file, got {args.out}")
+    model, metadata = load_network(args.checkpoint, args.preset)
+    proto = export_model(model, args.out, fp16=args.fp16, metadata=metadata)
+    ops, problems = graph_report(proto)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB, opset {opset(proto)}, {metadata['preset']}, "
+          f"{'fp16' if args.fp16 else 'fp32'}, size multiple {model.size_multiple})")
+    print("ops: " + ", ".join(f"{op} {n}" for op, n in sorted(ops.items())), flush=True)
+    if problems:
+        raise StreamFusionError(f"{args.out} is not runtime-clean: {'; '.join(problems)}")
+    precision = "fp16" if args.fp16 else "fp32"
+    worst = 0.0
+    for name, diff in parity(model, args.out, eval_pairs(args.pairs)):
+        print(f"parity {name}: max |onnxruntime - torch| = {diff:.2e}")
+        worst = max(worst, diff)
+    if worst > TOLERANCE[precision]:
+        raise StreamFusionError(f"parity failed: max abs diff {worst:.2e} > {TOLERANCE[precision]:g} ({precision})")
+    print(f"parity ok: max abs diff {worst:.2e} <= {TOLERANCE[precision]:g} ({precision})")
+    print(gpu_placement(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
