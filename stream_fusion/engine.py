@@ -7,14 +7,29 @@ The pipeline never knows which one it holds, so swapping the network in changes 
 Colour is handled here, once, for every engine: the network fuses luminance with IR, and the visible chroma (YCrCb)
 is put back afterwards, so a colour visible input gives a colour output and a gray one gives gray.
 
-This module must not import torch: deployment boxes run ONNX only.
+The network runs through ONNX Runtime (:class:`OnnxEngine`, made by :func:`create_engine`). This module must not
+import torch: deployment boxes run ONNX only.
 """
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import contextlib
+import io
+import logging
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
+import onnx
+import onnxruntime as ort
+
+from stream_fusion import WEIGHTS_DIR
+from stream_fusion.errors import StreamFusionError
 
 
 @runtime_checkable
@@ -87,3 +102,367 @@ class ClassicalEngine:
         fused = np.maximum(base_a, base_b) * 0.5 + (base_a + base_b) * 0.25 + detail
         y = np.clip(fused + 0.5, 0, 255).astype(np.uint8)
         return merge_luma(y, chroma)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The trained network through ONNX Runtime.
+
+PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+SHIPPED_MODELS = {"lite": WEIGHTS_DIR / "difffuse_lite.onnx", "base": WEIGHTS_DIR / "difffuse_base.onnx"}
+DEFAULT_MODEL = "lite"
+# Frame size used for warm-up (and the TensorRT shape profile) when the caller does not say: the common thermal
+# core resolution. Pass ``resolution=`` (or call :meth:`OnnxEngine.warmup`) with the real camera size.
+DEFAULT_RESOLUTION = (640, 512)
+REQUIRED_METADATA = ("model_name", "preset", "size_multiple")
+
+log = logging.getLogger(__name__)
+
+
+def create_engine(model: str | Path = "default", provider: str = "auto", **options: Any) -> FusionEngine:
+    """The engine for a ``--model`` / ``--provider`` pair, as the config and CLIs spell them.
+
+    ``model``: ``default`` (the shipped lite network), ``lite``, ``base``, ``classical`` or a path to an ``.onnx``
+    file. ``options`` go to :class:`OnnxEngine` (``resolution=(w, h)``, ``cache_dir``, ``threads``, ``device_id``,
+    ``warmup``); the classical engine takes none of them.
+    """
+    if provider not in ("auto", *PROVIDERS):
+        raise StreamFusionError(f"unknown provider {provider!r}: use auto, tensorrt, cuda or cpu")
+    name = str(model)
+    if name == "classical":
+        return ClassicalEngine()
+    if name == "default":
+        name = DEFAULT_MODEL
+    if name in SHIPPED_MODELS:
+        path = SHIPPED_MODELS[name]
+        if not path.is_file():
+            raise StreamFusionError(
+                f"the shipped {name} model {path} is missing: export it with python -m export.onnx "
+                f"--checkpoint stream_fusion/weights/difffuse_{name}.pt --out {path}, or use --model classical"
+            )
+        return OnnxEngine(path, provider, **options)
+    return OnnxEngine(Path(name), provider, **options)
+
+
+def pad_to_multiple(frames: np.ndarray, multiple: int) -> np.ndarray:
+    """Reflect-pad the last two axes up to a multiple of ``multiple`` (the network halves the size in its Haar
+    and U-Net stages). Reflection, not zeros: a black border would be a fake edge the network fuses as detail.
+    Returns the input itself when no padding is needed, so 640x512 and 1280x1024 frames are not copied."""
+    h, w = frames.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if ph == 0 and pw == 0:
+        return frames
+    return np.pad(frames, [(0, 0)] * (frames.ndim - 2) + [(0, ph), (0, pw)], mode="reflect")
+
+
+def read_model(path: Path) -> onnx.ModelProto:
+    """Load and validate a fusion model file: one clear error for a missing, foreign, corrupt or wrong model."""
+    if not path.is_file():
+        raise StreamFusionError(f"model file {path} does not exist")
+    if path.suffix == ".pt":
+        raise StreamFusionError(f"{path} is a PyTorch checkpoint: export it first with python -m export.onnx")
+    try:
+        proto = onnx.load(str(path))
+        onnx.checker.check_model(proto)
+    except Exception as error:  # protobuf DecodeError, onnx ValidationError, OSError: all mean "not a model"
+        raise StreamFusionError(f"{path} is not a valid ONNX model ({_first_line(error)})") from None
+    inputs = [value.name for value in proto.graph.input]
+    outputs = [value.name for value in proto.graph.output]
+    if sorted(inputs) != ["ir", "vis"] or outputs != ["fused"]:
+        raise StreamFusionError(
+            f"{path} is not a fusion model: it maps {', '.join(inputs)} -> {', '.join(outputs)}, expected ir, vis -> fused"
+        )
+    meta = model_metadata(proto)
+    missing = [key for key in REQUIRED_METADATA if key not in meta]
+    if missing:
+        raise StreamFusionError(
+            f"{path} lacks stream_fusion metadata ({', '.join(missing)}): export it with python -m export.onnx"
+        )
+    return proto
+
+
+def model_metadata(proto: onnx.ModelProto) -> dict[str, str]:
+    """The metadata_props written by ``export.onnx`` (model name and version, preset, layout, size multiple...)."""
+    return {prop.key: prop.value for prop in proto.metadata_props}
+
+
+def frame_graph(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The network wrapped so that it takes and returns 8-bit frames: ``uint8 -> /255 -> net -> clip -> *255 ->
+    round -> uint8``. Normalisation runs inside the session, on the GPU under a GPU provider, and only bytes
+    cross the bus (a quarter of float32). Padding and cropping stay on the host: a view or one small copy."""
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    graph = model.graph
+    make = onnx.helper.make_node
+    scale_in = onnx.numpy_helper.from_array(np.array(1 / 255, dtype=np.float32), "frame_scale_in")
+    scale_out = onnx.numpy_helper.from_array(np.array(255, dtype=np.float32), "frame_scale_out")
+    low = onnx.numpy_helper.from_array(np.array(0, dtype=np.float32), "frame_low")
+    high = onnx.numpy_helper.from_array(np.array(1, dtype=np.float32), "frame_high")
+    graph.initializer.extend([scale_in, scale_out, low, high])
+    pre = []
+    for value in graph.input:
+        value.type.tensor_type.elem_type = onnx.TensorProto.UINT8
+        source = value.name
+        for node in graph.node:
+            node.input[:] = [f"{source}_float" if name == source else name for name in node.input]
+        pre += [
+            make("Cast", [source], [f"{source}_cast"], to=onnx.TensorProto.FLOAT),
+            make("Mul", [f"{source}_cast", "frame_scale_in"], [f"{source}_float"]),
+        ]
+    for node in graph.node:
+        node.output[:] = ["fused_float" if name == "fused" else name for name in node.output]
+        node.input[:] = ["fused_float" if name == "fused" else name for name in node.input]
+    post = [
+        make("Clip", ["fused_float", "frame_low", "frame_high"], ["fused_clipped"]),
+        make("Mul", ["fused_clipped", "frame_scale_out"], ["fused_scaled"]),
+        make("Round", ["fused_scaled"], ["fused_rounded"]),
+        make("Cast", ["fused_rounded"], ["fused"], to=onnx.TensorProto.UINT8),
+    ]
+    graph.output[0].type.tensor_type.elem_type = onnx.TensorProto.UINT8
+    nodes = pre + list(graph.node) + post
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model
+
+
+class OnnxEngine:
+    """The trained network on ONNX Runtime: TensorRT, then CUDA, then CPU, whichever actually loads.
+
+    Where each step runs: grayscale/YCrCb split and chroma merge (OpenCV, host), reflect padding to the size
+    multiple and the crop back (numpy, host; a no-op at multiples such as 640x512), uint8 -> float normalisation,
+    the network, clipping and rounding back to uint8 (inside the ONNX Runtime session: on the GPU under TensorRT or
+    CUDA, whose input and output buffers live on the device and are reused from frame to frame).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        provider: str = "auto",
+        *,
+        resolution: tuple[int, int] | None = None,
+        cache_dir: str | Path | None = None,
+        threads: int | None = None,
+        device_id: int = 0,
+        warmup: bool = True,
+    ) -> None:
+        if provider not in ("auto", *PROVIDERS):
+            raise StreamFusionError(f"unknown provider {provider!r}: use auto, tensorrt, cuda or cpu")
+        self.path = Path(path)
+        proto = read_model(self.path)
+        self.metadata = model_metadata(proto)
+        self.size_multiple = int(self.metadata["size_multiple"])
+        self.preset = self.metadata["preset"]
+        self.precision = self.metadata.get("precision", "fp32")
+        self.name = f"{self.metadata['model_name']}-{self.preset}"
+        self.resolution = resolution
+        self.device_id = device_id
+        padded = None if resolution is None else self._padded_shape(resolution[1], resolution[0])
+        self.session, self.provider = open_session(
+            frame_graph(proto).SerializeToString(),
+            provider,
+            padded_shape=padded,
+            cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
+            threads=threads,
+            device_id=device_id,
+        )
+        self._device = _DeviceBuffers(self.session, device_id) if self.provider != "cpu" else None
+        if warmup:
+            self.warmup(*(resolution or DEFAULT_RESOLUTION))
+
+    def warmup(self, width: int, height: int) -> None:
+        """One run at the frame size to come: allocates buffers, picks kernels, builds a TensorRT engine, so the
+        first real frame is not the slow one."""
+        frame = np.zeros((height, width), np.uint8)
+        self.fuse(frame, frame)
+
+    def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+        check_pair(ir, vis)
+        vis_y, chroma = split_luma(vis)
+        h, w = vis_y.shape
+        frames = pad_to_multiple(np.stack([to_gray(ir), vis_y])[:, None], self.size_multiple)
+        fused = self.run(frames[0:1], frames[1:2])
+        return merge_luma(np.ascontiguousarray(fused[0, 0, :h, :w]), chroma)
+
+    def run(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+        """The session alone: ``N x 1 x H x W`` uint8 (H, W multiples of ``size_multiple``) -> same shape uint8."""
+        if self._device is not None:
+            return self._device.run(ir, vis)
+        return self.session.run(None, {"ir": ir, "vis": vis})[0]
+
+    def _padded_shape(self, height: int, width: int) -> tuple[int, int, int, int]:
+        m = self.size_multiple
+        return (1, 1, height + -height % m, width + -width % m)
+
+
+class _DeviceBuffers:
+    """GPU input and output buffers bound to the session once per frame size and reused from frame to frame: each
+    frame is one host-to-device copy per input into the same memory and one device-to-host copy of the output."""
+
+    def __init__(self, session: ort.InferenceSession, device_id: int) -> None:
+        self.session = session
+        self.device_id = device_id
+        self.shape: tuple[int, ...] | None = None
+
+    def _bind(self, shape: tuple[int, ...]) -> None:
+        def device_buffer() -> ort.OrtValue:
+            return ort.OrtValue.ortvalue_from_shape_and_type(shape, np.uint8, "cuda", self.device_id)
+
+        self.ir, self.vis, self.out = device_buffer(), device_buffer(), device_buffer()
+        self.binding = self.session.io_binding()
+        self.binding.bind_ortvalue_input("ir", self.ir)
+        self.binding.bind_ortvalue_input("vis", self.vis)
+        self.binding.bind_ortvalue_output("fused", self.out)
+        self.shape = shape
+
+    def run(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+        if ir.shape != self.shape:
+            self._bind(ir.shape)
+        self.ir.update_inplace(np.ascontiguousarray(ir))
+        self.vis.update_inplace(np.ascontiguousarray(vis))
+        self.session.run_with_iobinding(self.binding)
+        return self.binding.copy_outputs_to_cpu()[0]
+
+
+def default_cache_dir() -> Path:
+    """Where TensorRT keeps built engines and timing caches (minutes to build, so they must survive restarts)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "stream_fusion" / "tensorrt"
+
+
+def provider_options(
+    name: str, *, padded_shape: tuple[int, ...] | None, cache_dir: Path, device_id: int
+) -> dict[str, Any]:
+    """ONNX Runtime options per provider (names from the TensorRT / CUDA execution provider docs)."""
+    if name == "tensorrt":
+        options: dict[str, Any] = {
+            "device_id": device_id,
+            "trt_fp16_enable": True,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache_dir),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(cache_dir),
+        }
+        if padded_shape is not None:
+            # One profile for the configured frame size: without it TensorRT rebuilds an engine per new size.
+            dims = "x".join(map(str, padded_shape))
+            profile = f"ir:{dims},vis:{dims}"
+            options |= {"trt_profile_min_shapes": profile, "trt_profile_opt_shapes": profile,
+                        "trt_profile_max_shapes": profile}
+        return options
+    if name == "cuda":
+        # Exhaustive cuDNN search pays once, at warm-up, for the fastest convolution algorithm at the frame size.
+        return {"device_id": device_id, "cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": True}
+    return {}
+
+
+def open_session(
+    model: bytes,
+    provider: str,
+    *,
+    padded_shape: tuple[int, ...] | None,
+    cache_dir: Path,
+    threads: int | None,
+    device_id: int,
+    profile: bool = False,
+) -> tuple[ort.InferenceSession, str]:
+    """An ONNX Runtime session on the first provider that really loads, and that provider's short name.
+
+    onnxruntime-gpu lists TensorRT and CUDA as available even where their libraries are missing and then quietly
+    runs on the CPU after pages of log; here every GPU attempt's log is captured, the provider that actually runs is
+    read back from the session, and the outcome is one warning naming what failed and why. A forced provider that
+    does not load is a StreamFusionError.
+    """
+    available = ort.get_available_providers()
+    wanted = ["tensorrt", "cuda", "cpu"] if provider == "auto" else [provider]
+    options = ort.SessionOptions()
+    # EXTENDED, not ALL: ALL adds the CPU's NCHWc layout transform, whose reorders cost more than they save on
+    # this narrow network (lite at 640x512 on a 2-core CPU: 270 ms with ALL, 72 ms with EXTENDED).
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    if profile:  # export's GPU placement check: which provider ran each node
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tempfile.gettempdir()) / "stream_fusion_ort_profile")
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Whole-frame convolutions parallelise well: use every core this process may run on.
+    options.intra_op_num_threads = threads or usable_cores()
+    options.inter_op_num_threads = 1
+    failures: list[str] = []
+    for name in wanted:
+        if PROVIDERS[name] not in available:
+            failures.append(f"{name}: not in this onnxruntime build")
+            continue
+        chain = [(PROVIDERS[name], provider_options(name, padded_shape=padded_shape, cache_dir=cache_dir,
+                                                    device_id=device_id))]
+        if name == "tensorrt":
+            # Nodes TensorRT cannot take go to CUDA, not the CPU; CPU stays last for shape-only nodes.
+            chain.append((PROVIDERS["cuda"], provider_options("cuda", padded_shape=None, cache_dir=cache_dir,
+                                                              device_id=device_id)))
+        if name != "cpu":
+            chain.append((PROVIDERS["cpu"], {}))
+        if name == "tensorrt":
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        session, reason = _try_session(model, options, chain, gpu=name != "cpu")
+        if session is not None and session.get_providers()[0] == PROVIDERS[name]:
+            if failures:
+                log.warning("onnxruntime: %s unavailable; running on %s", "; ".join(failures), name.upper())
+            return session, name
+        failures.append(f"{name}: {reason}")
+    if provider == "auto":
+        raise StreamFusionError(f"no onnxruntime provider could load the model ({'; '.join(failures)})")
+    raise StreamFusionError(
+        f"provider {provider} is unavailable here ({failures[-1].split(': ', 1)[1]}); use --provider auto or cpu"
+    )
+
+
+def _try_session(
+    model: bytes, options: ort.SessionOptions, chain: list[tuple[str, dict[str, Any]]], *, gpu: bool
+) -> tuple[ort.InferenceSession | None, str]:
+    """Open one session without onnxruntime's own silent fallback; on failure, the reason in a few words."""
+    if not gpu:
+        try:
+            return ort.InferenceSession(model, options, providers=chain, enable_fallback=0), ""
+        except Exception as error:  # ORT raises its own Fail / InvalidGraph types
+            return None, _first_line(error)
+    captured: list[str] = []
+    with _capture_output(captured):
+        try:
+            if hasattr(ort, "preload_dlls"):
+                ort.preload_dlls()  # CUDA / cuDNN from the nvidia-* pip packages, where installed
+            session = ort.InferenceSession(model, options, providers=chain, enable_fallback=0)
+        except Exception as error:
+            session = None
+            captured.append(str(error))
+    text = "\n".join(captured)
+    if session is not None and session.get_providers()[0] == chain[0][0]:
+        return session, ""
+    match = re.search(r"with error: ([^\n]+)", text) or re.search(r"(Failed to create \w+)", text)
+    return None, match.group(1).strip() if match else _first_line(text or "its libraries did not load")
+
+
+@contextlib.contextmanager
+def _capture_output(sink: list[str]) -> Iterator[None]:
+    """Collect what native code writes to stdout/stderr (file descriptors 1 and 2), to summarise it instead."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    python_out = io.StringIO()
+    with tempfile.TemporaryFile() as buffer:
+        try:
+            for fd in saved:
+                os.dup2(buffer.fileno(), fd)
+            with contextlib.redirect_stdout(python_out):
+                yield
+        finally:
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
+            buffer.seek(0)
+            sink.append(buffer.read().decode(errors="replace") + python_out.getvalue())
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (a container's CPU set, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _first_line(error: object) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:300]
