@@ -34,6 +34,7 @@ from stream_fusion.sync import GridMatcher, LivePairing, PairedFrame, default_to
 STAGES = ("capture_to_pair", "align", "fuse", "total")  # the latencies every frame's metadata carries
 JOIN_BUDGET_S = 1.5  # of the 2 s a stop may take
 FPS_WINDOW = 30
+LIVE_INBOX = 8  # frames of both live sources waiting to be paired; the pairer is fast, so it rarely holds more than 2
 
 
 class Monitor(Protocol):
@@ -118,9 +119,8 @@ class Pipeline:
         limit = None
         if loop and ir.length and vis.length:
             limit = min(ir.length, vis.length)  # a looped replay must wrap both sources at the same frame
-        start = time.monotonic() + 0.05
         if live:
-            inbox = LatestQueue(2 * 4)
+            inbox = LatestQueue(LIVE_INBOX)
             ir_out, vis_out = inbox, inbox
             self._inboxes = [inbox]
         else:
@@ -129,8 +129,8 @@ class Pipeline:
             self._inboxes = [ir_out, vis_out]
         # Only files are paced: a camera or URL delivers at its own rate, and waiting on it would only add lag.
         self._captures = [
-            CaptureThread(source, out, self._capture_stop, pace_fps=None if source.live else pace_fps, start=start,
-                          limit=limit, loop=loop)
+            CaptureThread(source, out, self._capture_stop, pace_fps=None if source.live else pace_fps, limit=limit,
+                          loop=loop)
             for source, out in ((ir, ir_out), (vis, vis_out))
         ]
         stage_size = 1 if live else queue_size
@@ -284,6 +284,8 @@ class Pipeline:
         """Run to the end of the input, a stop or an error; always closes everything and returns the summary."""
         started = time.monotonic()
         next_status = started + self.status_interval_s
+        for capture in self._captures:  # one pacing clock for both sources, from now (not from construction)
+            capture.start_time = started + 0.05
         for thread in (*self._captures, *self._threads):
             thread.start()
         try:
