@@ -59,7 +59,7 @@ class Source(Protocol):
     description: str  # the spec as the user gave it, for messages and frame metadata
     live: bool
     fps: float | None  # None when the source does not say (image folders, some cameras)
-    length: int | None  # frames per pass; None for live sources
+    length: int | None  # frames per pass; None for cameras, endless streams and files that do not say
     size: tuple[int, int] | None  # (width, height) when known before the first frame
 
     def read(self) -> np.ndarray | None:
@@ -86,7 +86,8 @@ class VideoSource:
         fps = self._capture.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if 0 < fps < 1000 else None
         count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        self.length = count if self.kind == "video" and count > 0 else None
+        # A URL may be a finite file (HTTP): then it has a frame count and its end is an end, not a failure.
+        self.length = count if self.kind != "camera" and count > 0 else None
         width, height = (int(self._capture.get(prop)) for prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
         self.size = (width, height) if width > 0 and height > 0 else None
         self._read = 0
@@ -109,12 +110,14 @@ class VideoSource:
         if ok and image is not None:
             self._read += 1
             return image
-        if self.live:
-            raise StreamFusionError(f"{self.role} {self.kind} {self.description} stopped delivering frames")
+        if self.length is None:
+            if self.live:  # a camera or an endless stream has no end: it broke
+                raise StreamFusionError(f"{self.role} {self.kind} {self.description} stopped delivering frames")
+            return None
         # Containers round their frame count; a shortfall of more than one frame means the file was cut or damaged.
-        if self.length is not None and self._read < self.length - 1:
+        if self._read < self.length - 1:
             raise StreamFusionError(
-                f"{self.role} video {self.description} ended after {self._read} of its {self.length} frames: "
+                f"{self.role} {self.kind} {self.description} ended after {self._read} of its {self.length} frames: "
                 "the file is truncated or corrupt"
             )
         return None

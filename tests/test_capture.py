@@ -1,6 +1,8 @@
 """Sources and capture threads on real files written here: folders, videos, broken videos, bad specs."""
 from __future__ import annotations
 
+import functools
+import http.server
 import threading
 from pathlib import Path
 
@@ -150,3 +152,23 @@ def test_pacing_spaces_frames_by_the_frame_period(tmp_path: Path) -> None:
     times = [f.t_mono for f in items if isinstance(f, Frame)]
     # Frame i is released no earlier than i / fps after the start (a lower bound; no upper bound is asserted).
     assert all(b - a >= 0.045 for a, b in zip(times, times[1:]))
+
+
+def test_url_source_is_live_and_a_finite_http_file_ends_cleanly(tmp_path: Path) -> None:
+    write_video(tmp_path / "clip.avi", 9, fourcc="MJPG")
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        source = open_source(f"http://127.0.0.1:{server.server_address[1]}/clip.avi", "vis")
+        assert isinstance(source, VideoSource) and source.live and source.length == 9
+        items, thread = drain(source)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [item.index for item in items if isinstance(item, Frame)] == list(range(9))
+    assert thread.error is None and isinstance(items[-1], EndOfStream)
