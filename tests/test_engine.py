@@ -1,0 +1,183 @@
+"""The ONNX Runtime engine: same frames as the bare session, odd sizes, colour handling, clear errors, providers."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from export import onnx as export_onnx
+from stream_fusion import engine as engine_module
+from stream_fusion import fuse as fuse_cli
+from stream_fusion.engine import ClassicalEngine, FusionEngine, OnnxEngine, create_engine, split_luma
+from stream_fusion.errors import StreamFusionError
+from stream_fusion.model import build_model, load_preset
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+ROADSCENE = DATA / "eval" / "roadscene50"
+
+
+def tiny_network() -> torch.nn.Module:
+    """DiffFuseNet at a few channels with jittered weights (freshly initialised it is the average of its inputs)."""
+    cfg = {**load_preset("lite"), "name": "lite", "channels": 4, "gn_groups": 2, "denoiser_width": 4,
+           "time_dim": 8, "coupling_hidden": 4, "decoder_width": 4}
+    model = build_model(cfg).eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.2 * torch.randn(parameter.shape, generator=generator))
+    return model
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
+    model = tiny_network()
+    path = tmp_path_factory.mktemp("engine") / "tiny.onnx"
+    export_onnx.export_model(model, path, metadata={"preset": "lite", "model_version": "t", "training": "test"})
+    return model, path
+
+
+@pytest.fixture(scope="module")
+def engine(network) -> OnnxEngine:
+    return create_engine(network[1], "cpu", resolution=(96, 64))
+
+
+def real_pair(name: str = "FLIR_00211.png") -> tuple[np.ndarray, np.ndarray]:
+    ir = cv2.imread(str(ROADSCENE / "ir" / name), cv2.IMREAD_GRAYSCALE)
+    vis = cv2.imread(str(ROADSCENE / "vis" / name), cv2.IMREAD_COLOR)
+    assert ir is not None and vis is not None and vis.ndim == 3
+    return ir, vis
+
+
+def reference_fuse(path: Path, ir: np.ndarray, vis_y: np.ndarray, multiple: int = 4) -> np.ndarray:
+    """The bare float session with the engine's pre/post written out in numpy: pad, /255, run, crop, clip, round."""
+    h, w = ir.shape
+    frames = engine_module.pad_to_multiple(np.stack([ir, vis_y])[:, None], multiple)
+    x = frames.astype(np.float32) * np.float32(1 / 255)
+    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"ir": x[0:1], "vis": x[1:2]})[0]
+    return np.rint(np.clip(out[0, 0, :h, :w], 0, 1) * np.float32(255)).astype(np.uint8)
+
+
+def test_engine_equals_the_bare_session_with_the_same_pre_and_post(network, engine) -> None:
+    ir, vis = real_pair()
+    vis_y = split_luma(vis)[0]
+    fused = engine.fuse(ir, vis_y)
+    expected = reference_fuse(network[1], ir, vis_y)
+    assert fused.dtype == np.uint8 and fused.shape == ir.shape
+    assert np.abs(fused.astype(int) - expected).max() <= 1  # x/255 vs x*(1/255) may move a rounding by one level
+    assert (fused != expected).mean() < 1e-3
+    assert engine.provider == "cpu" and engine.name == "DiffFuseNet-lite" and isinstance(engine, FusionEngine)
+
+
+def test_odd_size_is_padded_and_cropped_and_matches_torch(network, engine) -> None:
+    model, _ = network
+    ir, vis = real_pair()
+    ir, vis_y = ir[:250, :333], split_luma(vis)[0][:250, :333].copy()
+    fused = engine.fuse(ir, vis_y)
+    assert fused.shape == (250, 333)
+    frames = engine_module.pad_to_multiple(np.stack([ir, vis_y])[:, None], 4).astype(np.float32) / 255
+    assert frames.shape[-2:] == (252, 336)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(frames[0:1]), torch.from_numpy(frames[1:2])).numpy()[0, 0, :250, :333]
+    assert np.abs(fused.astype(np.float32) - expected * 255).max() <= 0.5 + 255e-4
+
+
+def test_colour_in_colour_out_keeps_the_visible_chroma(engine) -> None:
+    ir, vis = real_pair()
+    fused = engine.fuse(ir, vis)
+    assert fused.shape == vis.shape and fused.dtype == np.uint8
+    fused_ycrcb = cv2.cvtColor(fused, cv2.COLOR_BGR2YCrCb).astype(int)
+    vis_ycrcb = cv2.cvtColor(vis, cv2.COLOR_BGR2YCrCb).astype(int)
+    assert np.abs(fused_ycrcb[..., 1:] - vis_ycrcb[..., 1:]).mean() < 1.5  # chroma survives the BGR round trip
+    luma = engine.fuse(ir, split_luma(vis)[0])
+    assert np.abs(fused_ycrcb[..., 0] - luma).mean() < 1.0  # and the luma is the gray fusion
+    assert np.abs(luma.astype(int) - vis_ycrcb[..., 0]).mean() > 2  # which is not just the visible luma
+
+
+def test_gray_in_gray_out_and_three_channel_ir_is_gray(engine) -> None:
+    ir, vis = real_pair()
+    vis_y = split_luma(vis)[0]
+    gray = engine.fuse(ir, vis_y)
+    assert gray.ndim == 2
+    np.testing.assert_array_equal(engine.fuse(cv2.cvtColor(ir, cv2.COLOR_GRAY2BGR), vis_y), gray)
+
+
+def test_1280x1024_through_the_session(engine) -> None:
+    frame = np.random.default_rng(0).integers(0, 256, (1, 1, 1024, 1280), dtype=np.uint8)
+    out = engine.run(frame, frame)
+    assert out.shape == (1, 1, 1024, 1280) and out.dtype == np.uint8 and out.std() > 1
+
+
+def test_fuse_cli_gives_the_engine_frames(network, engine, tmp_path: Path) -> None:
+    ir, vis = real_pair()
+    for kind, image in (("ir", ir), ("vis", vis)):
+        (tmp_path / kind).mkdir()
+        cv2.imwrite(str(tmp_path / kind / "pair.png"), image)
+    fuse_cli.fuse_folder(fuse_cli.load_engine(str(network[1]), "cpu"), tmp_path / "ir", tmp_path / "vis",
+                         tmp_path / "out", progress=False)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "out" / "pair.png"), cv2.IMREAD_UNCHANGED),
+                                  engine.fuse(ir, vis))
+
+
+def test_missing_corrupt_and_wrong_model_files_are_one_line_errors(tmp_path: Path, network) -> None:
+    with pytest.raises(StreamFusionError, match="does not exist"):
+        create_engine(tmp_path / "none.onnx")
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(network[1].read_bytes()[:5000])
+    with pytest.raises(StreamFusionError, match="not a valid ONNX model"):
+        create_engine(corrupt)
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"not really")
+    with pytest.raises(StreamFusionError, match="PyTorch checkpoint"):
+        create_engine(checkpoint)
+    h = onnx.helper
+    relu = h.make_model(h.make_graph([h.make_node("Relu", ["x"], ["y"])], "g",
+                                     [h.make_tensor_value_info("x", 1, [1])], [h.make_tensor_value_info("y", 1, [1])]),
+                        opset_imports=[h.make_opsetid("", 18)], ir_version=10)
+    onnx.save(relu, str(tmp_path / "relu.onnx"))
+    with pytest.raises(StreamFusionError, match="not a fusion model"):
+        create_engine(tmp_path / "relu.onnx")
+    bare = onnx.load(str(network[1]))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    with pytest.raises(StreamFusionError, match="lacks stream_fusion metadata"):
+        create_engine(tmp_path / "bare.onnx")
+
+
+def test_model_names_and_unknown_provider(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert isinstance(create_engine("classical"), ClassicalEngine)
+    with pytest.raises(StreamFusionError, match="unknown provider 'gpu'"):
+        create_engine("classical", "gpu")
+    monkeypatch.setitem(engine_module.SHIPPED_MODELS, "base", tmp_path / "difffuse_base.onnx")
+    with pytest.raises(StreamFusionError, match="shipped base model .* is missing: export it"):
+        create_engine("base")
+
+
+@pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
+def test_forcing_an_unavailable_gpu_provider_is_an_error(network, provider: str) -> None:
+    try:
+        engine = create_engine(network[1], provider, resolution=(64, 64))
+    except StreamFusionError as error:
+        assert f"provider {provider} is unavailable here" in str(error) and "\n" not in str(error)
+    else:  # a machine where it does load: then it must really be the one running
+        assert engine.provider == provider
+
+
+def test_auto_falls_back_to_cpu_with_one_warning_and_no_log_spam(network, caplog, capfd) -> None:
+    caplog.set_level(logging.WARNING, logger="stream_fusion.engine")
+    engine = create_engine(network[1], "auto", resolution=(64, 64))
+    out, err = capfd.readouterr()
+    if engine.provider != "cpu":
+        pytest.skip(f"a GPU provider ({engine.provider}) loads on this machine")
+    gpu_listed = {"TensorrtExecutionProvider", "CUDAExecutionProvider"} & set(ort.get_available_providers())
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "running on CPU" in warnings[0]
+    if gpu_listed:
+        assert "tensorrt:" in warnings[0] and "cuda:" in warnings[0]
+    assert "EP Error" not in out + err and "Failed to load library" not in out + err
