@@ -29,6 +29,16 @@ TINY = {
 }
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: thread start-up costs more than it saves, and the CI box is shared."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+
 def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give every zero-initialised residual branch random weights, so tests exercise the whole network."""
     gen = torch.Generator().manual_seed(seed)
