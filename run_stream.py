@@ -17,6 +17,8 @@ import argparse
 import logging
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -199,15 +201,6 @@ def main(argv: list[str] | None = None) -> int:
         status=print_status if interval > 0 else None,
         status_interval_s=interval if interval > 0 else 1.0,
     )
-    where = f"publishing on {publisher.endpoint}" if publisher else "not publishing"
-    print(f"stream_fusion: IR {ir.description} + visible {vis.description} -> {engine.name} ({engine.provider}), "
-          f"{'live' if live else 'replay'}, {where}", file=sys.stderr, flush=True)
-    if publisher and publish_cfg["wait_subscriber"] > 0 and not publisher.wait_for_subscriber(
-        publish_cfg["wait_subscriber"]
-    ):
-        logging.getLogger("run_stream").warning(
-            "no subscriber within %.1f s: publishing anyway", publish_cfg["wait_subscriber"]
-        )
 
     def on_signal(number: int, _frame: FrameType | None) -> None:
         if pipeline.stop_event.is_set():  # a second Ctrl-C: the user wants out now
@@ -216,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        where = f"publishing on {publisher.endpoint}" if publisher else "not publishing"
+        print(f"stream_fusion: IR {ir.description} + visible {vis.description} -> {engine.name} ({engine.provider}), "
+              f"{'live' if live else 'replay'}, {where}", file=sys.stderr, flush=True)
+        if publisher and publish_cfg["wait_subscriber"] > 0:
+            wait_for_subscriber(publisher, publish_cfg["wait_subscriber"], pipeline.stop_event)
         summary = pipeline.run()
     finally:
         for sig, handler in previous.items():
@@ -232,6 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     if summary.error is not None:
         raise summary.error
     return 0
+
+
+def wait_for_subscriber(publisher: Publisher, seconds: float, stop: threading.Event) -> None:
+    """Wait (interruptibly: Ctrl-C must not have to sit out the timeout) until a subscriber is there."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and time.monotonic() < deadline:
+        if publisher.wait_for_subscriber(min(0.2, max(0.0, deadline - time.monotonic()))):
+            return
+    if not stop.is_set():
+        logging.getLogger("run_stream").warning("no subscriber within %.1f s: publishing anyway", seconds)
 
 
 def report(summary: Summary, publisher: Publisher | None) -> None:

@@ -123,6 +123,19 @@ def test_signal_stops_cleanly_finishes_recording_and_prints_summary(tmp_path: Pa
     assert recorded >= 3 and frame_count(record) == recorded
 
 
+def test_sigterm_while_waiting_for_a_subscriber_exits_cleanly_at_once() -> None:
+    process = subprocess.Popen(command("--zmq", f"tcp://127.0.0.1:{free_port()}", "--wait-subscriber", "60"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment(), cwd=ROOT)
+    try:
+        assert process.stderr.readline().startswith("stream_fusion: IR ")  # handlers are installed: now waiting
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=10)  # far less than the 60 s wait
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert "summary: 0 frames fused" in out and "stopped by SIGTERM" in out
+
+
 @pytest.fixture(scope="module")
 def broken(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Bad inputs of every kind, written once for the error tests."""
