@@ -14,6 +14,7 @@ delivered) and is then reported; ``stop()`` (Ctrl-C, SIGTERM, q in the window) e
 from __future__ import annotations
 
 import collections
+import itertools
 import queue
 import threading
 import time
@@ -34,6 +35,7 @@ from stream_fusion.sync import GridMatcher, LivePairing, PairedFrame, default_to
 STAGES = ("capture_to_pair", "align", "fuse", "total")  # the latencies every frame's metadata carries
 JOIN_BUDGET_S = 1.5  # of the 2 s a stop may take
 FPS_WINDOW = 30
+LATENCY_HISTORY = 100_000  # frames of latency kept for the summary's median / p99 (about 1 h at 30 fps)
 LIVE_INBOX = 8  # frames of both live sources waiting to be paired; the pairer is fast, so it rarely holds more than 2
 
 
@@ -68,9 +70,10 @@ class Summary:
 
     def lines(self) -> list[str]:
         latency = ", ".join(f"{stage} {med:.1f}/{p99:.1f}" for stage, (med, p99) in self.latency_ms.items())
+        over = f" of the last {LATENCY_HISTORY} frames" if self.frames > LATENCY_HISTORY else ""
         return [
             f"summary: {self.frames} frames fused in {self.seconds:.2f} s ({self.fps:.1f} fps), stopped by {self.stopped_by}",
-            f"  latency ms (median/p99): {latency or 'n/a'}",
+            f"  latency ms (median/p99{over}): {latency or 'n/a'}",
             "  drops: " + ", ".join(f"{name} {count}" for name, count in self.drops.items()),
             "  alignment: " + (", ".join(f"{name} {count}" for name, count in sorted(self.alignment.items())) or "n/a"),
             f"  published {self.published}, recorded {self.recorded}",
@@ -145,7 +148,11 @@ class Pipeline:
                 target=self._stage, args=("fuse", self._fuse, self._aligned, self._fused), name="fuse", daemon=True
             ),
         ]
-        self._latencies: dict[str, list[float]] = {stage: [] for stage in (*STAGES, "publish")}
+        # Bounded so that a stream running for days does not grow memory: the summary covers the newest frames.
+        self._latencies: dict[str, collections.deque[float]] = {
+            stage: collections.deque(maxlen=LATENCY_HISTORY) for stage in (*STAGES, "publish")
+        }
+        self._frames = 0
         self._alignment_counts: collections.Counter[str] = collections.Counter()
         self._delivered: collections.deque[float] = collections.deque(maxlen=FPS_WINDOW)
 
@@ -233,6 +240,7 @@ class Pipeline:
             self.recorder.write(item.fused)
         for stage in STAGES:
             self._latencies[stage].append(item.latency_ms.get(stage, 0.0))
+        self._frames += 1
         self._alignment_counts[item.alignment.status] += 1
         self._delivered.append(now)
         self.last = item
@@ -268,13 +276,13 @@ class Pipeline:
 
     def status_line(self) -> str:
         def recent(stage: str) -> float:
-            values = self._latencies[stage][-FPS_WINDOW:]
+            values = list(itertools.islice(reversed(self._latencies[stage]), FPS_WINDOW))
             return float(np.median(values)) if values else 0.0
 
         state = self.last.alignment.status if self.last is not None else "-"
         drops = " ".join(f"{name} {count}" for name, count in self.drops().items())
         return (
-            f"{len(self._latencies['total'])} frames {self.current_fps():5.1f} fps | ms: pair {recent('capture_to_pair'):.1f} "
+            f"{self._frames} frames {self.current_fps():5.1f} fps | ms: pair {recent('capture_to_pair'):.1f} "
             f"align {recent('align'):.1f} fuse {recent('fuse'):.1f} total {recent('total'):.1f} | drops: {drops} | "
             f"align {state}"
         )
@@ -332,7 +340,7 @@ class Pipeline:
             if values
         }
         return Summary(
-            frames=len(self._latencies["total"]),
+            frames=self._frames,
             seconds=seconds,
             latency_ms=latency,
             drops=self.drops(),
