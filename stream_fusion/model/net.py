@@ -84,7 +84,7 @@ class DiffFuseNet(nn.Module):
         """Deterministic reverse diffusion: the clean features are taken as x_t at ``t_infer`` (no noise drawn)."""
         x = features
         for t, t_prev in self.inference_steps:
-            eps = self.denoiser(x, x.new_full((1,), float(t)))
+            eps = self.denoiser(x, torch.full((1,), float(t), device=x.device))  # a constant: folds at export
             x = self.schedule.step(x, eps, t, t_prev)
         return x
 
