@@ -237,7 +237,7 @@ class Pipeline:
             self.publisher.send(item.fused, self.metadata(item))
             self._latencies["publish"].append((time.perf_counter() - started) * 1000.0)
         if self.recorder is not None:
-            self.recorder.write(item.fused)
+            self.recorder.write(item.fused, item.t_captured if self.live else None)
         for stage in STAGES:
             self._latencies[stage].append(item.latency_ms.get(stage, 0.0))
         self._frames += 1

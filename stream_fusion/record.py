@@ -26,15 +26,23 @@ def check_record_path(path: str | Path) -> Path:
 
 
 class Recorder:
-    """Writes BGR frames (gray frames are expanded) at a fixed rate."""
+    """Writes BGR frames (gray frames are expanded) at a fixed rate.
+
+    A replay records every fused frame once. A live stream fuses fewer frames than its cameras deliver when fusion is
+    the slower part, so live frames come with their capture time and each is held (repeated) until the next one's
+    slot: the recording then plays at the speed of the scene, not faster.
+    """
 
     def __init__(self, path: str | Path, fps: float) -> None:
         self.path = check_record_path(path)
         self.fps = fps
-        self.frames = 0
+        self.frames = 0  # frames in the file, repeats included
         self._writer: cv2.VideoWriter | None = None
+        self._t0: float | None = None
+        self._last: np.ndarray | None = None
 
-    def write(self, image: np.ndarray) -> None:
+    def write(self, image: np.ndarray, t_capture: float | None = None) -> None:
+        """Append ``image``; with ``t_capture`` (monotonic seconds), first hold the previous frame until its slot."""
         if image.ndim == 2:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         if self._writer is None:
@@ -43,6 +51,14 @@ class Recorder:
             self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (width, height))
             if not self._writer.isOpened():
                 raise StreamFusionError(f"cannot write video {self.path} (no encoder for {self.path.suffix}?)")
+        if t_capture is not None:
+            if self._t0 is None:
+                self._t0 = t_capture
+            slot = round((t_capture - self._t0) * self.fps)
+            while self._last is not None and self.frames < slot:
+                self._writer.write(self._last)
+                self.frames += 1
+            self._last = image
         self._writer.write(image)
         self.frames += 1
 

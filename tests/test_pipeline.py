@@ -162,6 +162,17 @@ def test_status_line_reports_fps_latency_and_drops() -> None:
     assert text.startswith("summary: 32 frames fused in") and "total" in text and "publish" not in summary.latency_ms
 
 
+def test_live_recording_holds_frames_so_it_plays_at_scene_speed(tmp_path: Path) -> None:
+    recorder = Recorder(tmp_path / "live.avi", fps=10)
+    for i, t in enumerate((5.0, 5.1, 5.42, 5.5)):  # fused frames captured at 0, 100, 420 (slow fusion), 500 ms
+        recorder.write(np.full((16, 16), 40 * i, np.uint8), t)
+    recorder.close()
+    assert recorder.frames == 6  # slots 0, 1, 2-3 (the 100 ms frame held), 4, 5
+    capture = cv2.VideoCapture(str(tmp_path / "live.avi"))
+    levels = [int(round(capture.read()[1].mean() / 40)) for _ in range(6)]
+    assert levels == [0, 1, 1, 1, 2, 3]
+
+
 def test_mosaic_puts_ir_visible_fused_side_by_side_with_a_hud() -> None:
     ir = np.full((40, 50), 10, np.uint8)
     vis = np.full((40, 50, 3), 20, np.uint8)
