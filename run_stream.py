@@ -133,6 +133,21 @@ def make_engine(engine_cfg: dict[str, Any], size: tuple[int, int] | None) -> Fus
     return create_engine(engine_cfg["model"], engine_cfg["provider"], **options)
 
 
+def check_ranges(cfg: dict[str, Any]) -> None:
+    """Values of the right type can still be meaningless: say which key, before anything starts."""
+    checks = [
+        ("source.fps", cfg["source"]["fps"], lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "> 0"),
+        ("sync.tolerance_ms", cfg["sync"]["tolerance_ms"],
+         lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "> 0"),
+        ("pipeline.queue_size", cfg["pipeline"]["queue_size"], lambda v: v >= 1, ">= 1"),
+        ("pipeline.status_interval_s", cfg["pipeline"]["status_interval_s"], lambda v: v >= 0, ">= 0"),
+        ("publish.wait_subscriber", cfg["publish"]["wait_subscriber"], lambda v: v >= 0, ">= 0"),
+    ]
+    for key, value, ok, rule in checks:
+        if not ok(value):
+            raise StreamFusionError(f"config key '{key}' must be {rule}, got {value!r}")
+
+
 def check_snapshot_path(path: str) -> Path:
     snapshot = Path(path).expanduser()
     if snapshot.suffix.lower() not in SNAPSHOT_SUFFIXES:
@@ -170,8 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     snapshot_path = check_snapshot_path(cfg["snapshot"]) if cfg["snapshot"] else None
     calibration = load_calibration(cfg["align"]["calibration"]) if cfg["align"]["calibration"] else None
     monitor = AlignmentMonitor.from_config(cfg["align"])
-    if src["fps"] is not None and src["fps"] <= 0:
-        raise StreamFusionError(f"source.fps must be positive, got {src['fps']}")
+    check_ranges(cfg)
 
     ir, vis, demo = open_sources(src)
     live = choose_mode(src["mode"], ir, vis)

@@ -164,6 +164,8 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["--config", "{d}/unknown.yaml"], "unknown config key 'display.enabld' (known: display.enabled)"),
         (["--set", "pipeline.queue_size=many"], "config key 'pipeline.queue_size' must be int, got str ('many')"),
         (["--set", "source.realtime=1"], "config key 'source.realtime' must be bool, got int (1)"),
+        (["--set", "pipeline.queue_size=0"], "config key 'pipeline.queue_size' must be >= 1, got 0"),
+        (["--fps", "0"], "config key 'source.fps' must be > 0, got 0.0"),
         (["--model", "/nonexistent.onnx"], "model file /nonexistent.onnx does not exist"),
         (["--model", "{d}/model.onnx"], "{d}/model.onnx is not a valid ONNX model"),
         (["--mode", "fast"], "argument --mode: invalid choice: 'fast'"),
@@ -171,7 +173,7 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["--record", "{d}/nowhere/out.mp4"], "cannot record to {d}/nowhere/out.mp4: folder {d}/nowhere does not exist"),
     ],
     ids=["missing-file", "camera-99", "corrupt-video", "truncated-video", "malformed-yaml", "unknown-key",
-         "wrong-type", "wrong-type-bool", "missing-model", "not-a-model", "bad-option", "one-source", "record-dir"],
+         "wrong-type", "wrong-type-bool", "queue-size-0", "fps-0", "missing-model", "not-a-model", "bad-option", "one-source", "record-dir"],
 )
 def test_bad_input_gives_one_line_error_and_exit_2(broken: Path, args: list[str], message: str) -> None:
     fill = {"d": str(broken), "demo": str(DEMO_VIS)}
