@@ -147,8 +147,9 @@ class AlignmentMonitor:
     Status needs ``hysteresis`` consecutive agreeing measurements to change, so one bad frame (a person walking past,
     a flash) neither raises nor clears the alarm. A measurement is ``misaligned`` when its shift is at least
     ``threshold_px``, and ``unknown`` when its confidence is below ``min_confidence`` (a blank sky, smoke, a blind
-    sensor: nothing to measure on). The IR shift applied under ``correct`` is an exponential moving average of the
-    confident measurements (weight ``smoothing`` for the newest), so measurement noise does not shake the image.
+    sensor: nothing to measure on). Under ``correct``, while the status is ``misaligned`` the IR is shifted by an
+    exponential moving average of the confident measurements (weight ``smoothing`` for the newest), so measurement
+    noise does not shake the image. The record always describes the incoming pair, before any correction.
     """
 
     def __init__(
@@ -223,7 +224,9 @@ class AlignmentMonitor:
         self._count += 1
         if self.policy == "drop" and record.status == "misaligned":
             return None, record
-        if self.policy == "correct":
+        if self.policy == "correct" and record.status == "misaligned":
+            # Only beyond the threshold: within it the estimate is at the check's noise level (~1 px on cross-modal
+            # pairs), and resampling an aligned IR by noise costs more quality than it wins (docs/alignment.md).
             return shift_image(ir, *self.correction), record
         return ir, record
 

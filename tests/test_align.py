@@ -204,6 +204,10 @@ def test_policy_correct_shifts_the_ir_back_with_a_smoothed_estimate():
     error_before = np.abs(moved.astype(float) - ir)[interior].mean()
     error_after = np.abs(out.astype(float) - ir)[interior].mean()
     assert error_after < 0.35 * error_before
+    # Within the threshold the IR is not resampled by a noise-level estimate.
+    ir, vis = frames[0]
+    out, record = AlignmentMonitor("correct", hysteresis=1).process(ir, vis)
+    assert record.status == "ok" and out is ir
 
 
 def test_from_config_accepts_every_align_key_of_the_default_config():
