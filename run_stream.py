@@ -122,8 +122,6 @@ def open_sources(source_cfg: dict[str, Any]) -> tuple[Source, Source, bool]:
 
 def choose_mode(mode: str, ir: Source, vis: Source) -> bool:
     """True for live. auto: live as soon as one source is a camera or URL (it cannot be paused to wait)."""
-    if mode not in ("auto", "live", "replay"):
-        raise StreamFusionError(f"source.mode must be auto, live or replay, got {mode!r}")
     return ir.live or vis.live if mode == "auto" else mode == "live"
 
 
@@ -136,6 +134,7 @@ def make_engine(engine_cfg: dict[str, Any], size: tuple[int, int] | None) -> Fus
 def check_ranges(cfg: dict[str, Any]) -> None:
     """Values of the right type can still be meaningless: say which key, before anything starts."""
     checks = [
+        ("source.mode", cfg["source"]["mode"], lambda v: v in ("auto", "live", "replay"), "auto, live or replay"),
         ("source.fps", cfg["source"]["fps"], lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "> 0"),
         ("sync.tolerance_ms", cfg["sync"]["tolerance_ms"],
          lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "> 0"),
