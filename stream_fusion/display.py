@@ -116,6 +116,10 @@ class Display:
 
     def show(self, mosaic: np.ndarray) -> bool:
         cv2.imshow(self.title, mosaic)
+        return self.poll()
+
+    def poll(self) -> bool:
+        """Service the window's events (also between frames, so it never looks hung); False once the user quit."""
         key = cv2.waitKey(1) & 0xFF
         if key in QUIT_KEYS:
             return False

@@ -304,6 +304,8 @@ class Pipeline:
                 try:
                     item = self._fused.get(timeout=0.05)
                 except queue.Empty:
+                    if self.display is not None and self.last is not None and not self.display.poll():
+                        self.stop("user (window closed)")
                     continue
                 if isinstance(item, EndOfStream):
                     break
