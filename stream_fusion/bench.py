@@ -1,0 +1,252 @@
+"""Per-frame latency of the fusion network on every runtime this machine has, same weights, same run.
+
+    python -m stream_fusion.bench --json runs/bench.json --presets lite --sizes 640x512,1280x1024
+
+For each preset and frame size it times: the engine (``OnnxEngine.fuse`` on a colour pair: colour split, padding,
+network, clipping, chroma merge), the bare ONNX Runtime session (float inputs already prepared; on a GPU provider
+bound on the device), PyTorch eager, and ``torch.compile`` where it compiles. Providers that do not load here are
+listed with the reason instead of timed. Weights: ``stream_fusion/weights/difffuse_<preset>.pt`` when present
+(exported to ONNX in a temporary folder so both runtimes run the same weights), else random init at the same
+cost, said in the output. A benchmark, so it may import torch; the runtime does not.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import torch
+from tqdm import tqdm
+
+from stream_fusion import DEMO_IR, WEIGHTS_DIR
+from stream_fusion.engine import PROVIDERS, create_engine, default_cache_dir, open_session, usable_cores
+from stream_fusion.errors import StreamFusionError, run_cli
+
+RUNNERS = ("engine", "session", "torch-eager", "torch-compile")
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on: CPU model and cores, GPU if any, library versions, load."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {
+        "cpu": cpu,
+        "cores": usable_cores(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "onnxruntime": ort.__version__,
+        "onnxruntime_providers": ort.get_available_providers(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def load_weights(preset: str) -> tuple[torch.nn.Module, str]:
+    """The trained network when its checkpoint ships, else random init (same structure, same cost)."""
+    from stream_fusion.model import build_model, load_checkpoint
+
+    checkpoint = WEIGHTS_DIR / f"difffuse_{preset}.pt"
+    if checkpoint.is_file():
+        return load_checkpoint(checkpoint)[0], f"trained ({checkpoint.name})"
+    return build_model(preset).eval(), "random init (no checkpoint shipped yet; same cost)"
+
+
+def test_pair(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """A real IR frame and a colour visible frame at the benchmark size (content does not change the cost, but a
+    colour frame makes the engine pay for the chroma split and merge)."""
+    ir = cv2.imread(str(sorted(DEMO_IR.glob("*.png"))[0]), cv2.IMREAD_GRAYSCALE)
+    ir = cv2.resize(ir, (width, height), interpolation=cv2.INTER_LINEAR)
+    vis = cv2.applyColorMap(cv2.resize(255 - ir, (width, height)), cv2.COLORMAP_OCEAN)
+    return ir, vis
+
+
+def timed(step: Callable[[], object], iters: int, budget_s: float, warmup: int = 2) -> dict[str, float]:
+    """Median, p99 and throughput of ``step`` over ``iters`` runs, fewer (at least 3) if ``budget_s`` runs out."""
+    for _ in range(warmup):
+        step()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < iters and (len(times) < 3 or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    ms = np.array(times) * 1000
+    return {"median_ms": float(np.median(ms)), "p99_ms": float(np.percentile(ms, 99)),
+            "fps": float(len(ms) / ms.sum() * 1000), "n": len(ms)}
+
+
+def bare_session_step(path: Path, provider: str, ir: np.ndarray, vis: np.ndarray) -> Callable[[], object]:
+    """The float network alone; on a GPU provider inputs and output stay on the device (no copies timed)."""
+    session, _ = open_session(path.read_bytes(), provider, padded_shape=ir.shape, cache_dir=default_cache_dir(),
+                              threads=None, device_id=0)
+    if provider == "cpu":
+        feeds = {"ir": ir, "vis": vis}
+        return lambda: session.run(None, feeds)
+    binding = session.io_binding()
+    values = [ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0) for a in (ir, vis)]
+    binding.bind_ortvalue_input("ir", values[0])
+    binding.bind_ortvalue_input("vis", values[1])
+    binding.bind_ortvalue_output("fused", ort.OrtValue.ortvalue_from_shape_and_type(ir.shape, np.float32, "cuda", 0))
+
+    def step() -> None:
+        session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+
+    return step
+
+
+def torch_step(model: torch.nn.Module, ir: np.ndarray, vis: np.ndarray, half: bool) -> Callable[[], object]:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.float16 if half else torch.float32
+    model = model.to(device, dtype)
+    a, b = (torch.from_numpy(x).to(device, dtype) for x in (ir, vis))
+
+    def step() -> None:
+        with torch.inference_mode():
+            model(a, b)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return step
+
+
+def run(presets: list[str], sizes: list[tuple[int, int]], iters: int, budget_s: float, compile_: bool,
+        workdir: Path) -> dict[str, Any]:
+    from export.onnx import export_model
+
+    report: dict[str, Any] = {"machine": machine(), "weights": {}, "unavailable": {}, "results": []}
+    providers = [p for p in ("tensorrt", "cuda", "cpu") if PROVIDERS[p] in ort.get_available_providers()]
+    gpu_torch = torch.cuda.is_available()
+    cases = [(preset, size) for preset in presets for size in sizes]
+    bar = tqdm(total=len(cases), desc="bench", unit="case")
+    for preset in presets:
+        model, origin = load_weights(preset)
+        report["weights"][preset] = origin
+        paths = {"fp32": workdir / f"{preset}_fp32.onnx", "fp16": workdir / f"{preset}_fp16.onnx"}
+        meta = {"preset": preset, "model_version": f"{preset}-bench", "training": origin}
+        export_model(model, paths["fp32"], metadata=meta)
+        multiple = int(model.size_multiple)
+        for width, height in sizes:
+            bar.set_postfix_str(f"{preset} {width}x{height}")
+            ir8, vis8 = test_pair(width, height)
+            h, w = height + -height % multiple, width + -width % multiple
+            ir = np.ascontiguousarray(cv2.resize(ir8, (w, h))[None, None], np.float32) / 255
+            vis = np.ascontiguousarray(cv2.cvtColor(cv2.resize(vis8, (w, h)), cv2.COLOR_BGR2GRAY)[None, None],
+                                       np.float32) / 255
+
+            def record(runner: str, provider: str, precision: str, step: Callable[[], object]) -> None:
+                try:
+                    stats = timed(step, iters, budget_s)
+                except Exception as error:  # a runtime that fails here is a result to report, not a crash
+                    report["unavailable"][f"{runner}/{provider}/{precision}"] = " ".join(str(error).split())[:300]
+                    return
+                report["results"].append({"preset": preset, "size": f"{width}x{height}", "runner": runner,
+                                          "provider": provider, "precision": precision, **stats})
+
+            dead: set[str] = set()
+            for provider in providers:
+                # fp16 only where the provider computes in fp16: TensorRT builds fp16 from the fp32 file itself,
+                # CUDA runs an fp16 file; the CPU provider would insert casts around fp32 kernels.
+                precisions = {"tensorrt": ["fp16"], "cuda": ["fp32", "fp16"], "cpu": ["fp32"]}[provider]
+                for precision in precisions:
+                    if provider in dead:
+                        continue
+                    path = paths["fp32" if provider != "cuda" else precision]
+                    if precision == "fp16" and provider == "cuda" and not path.exists():
+                        export_model(model, path, fp16=True, metadata=meta)
+                    try:
+                        engine = create_engine(path, provider, resolution=(width, height))
+                    except StreamFusionError as error:
+                        report["unavailable"][provider] = str(error)
+                        dead.add(provider)
+                        continue
+                    record("engine", provider, precision, lambda e=engine: e.fuse(ir8, vis8))
+                    record("session", provider, precision, bare_session_step(path, provider, ir, vis))
+            device = "cuda" if gpu_torch else "cpu"
+            for precision in (["fp32", "fp16"] if gpu_torch else ["fp32"]):
+                record("torch-eager", device, precision, torch_step(model, ir, vis, precision == "fp16"))
+                if compile_:
+                    record("torch-compile", device, precision,
+                           torch_step(torch.compile(model), ir, vis, precision == "fp16"))
+            model = model.float().cpu()
+            bar.update()
+    bar.close()
+    report["machine"]["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return report
+
+
+def table(report: dict[str, Any]) -> str:
+    """The results as a Markdown table (what docs/engine.md shows)."""
+    lines = ["| preset | size | runner | provider | precision | median ms | p99 ms | fps | n |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in report["results"]:
+        lines.append(f"| {r['preset']} | {r['size']} | {r['runner']} | {r['provider']} | {r['precision']} | "
+                     f"{r['median_ms']:.1f} | {r['p99_ms']:.1f} | {r['fps']:.1f} | {r['n']} |")
+    return "\n".join(lines)
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    sizes = []
+    for item in text.split(","):
+        try:
+            width, height = (int(v) for v in item.lower().split("x"))
+        except ValueError:
+            raise StreamFusionError(f"--sizes takes WIDTHxHEIGHT[,WIDTHxHEIGHT...], got {item!r}") from None
+        if width < 8 or height < 8:
+            raise StreamFusionError(f"frame size {item} is too small")
+        sizes.append((width, height))
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    torch._logging.set_logs(dynamo=logging.ERROR, inductor=logging.ERROR)  # graph-break chatter, not results
+    parser = argparse.ArgumentParser(prog="python -m stream_fusion.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", type=Path, help="also write the full report (machine, weights, results) here")
+    parser.add_argument("--sizes", default="640x512,1280x1024", help="WIDTHxHEIGHT list (default 640x512,1280x1024)")
+    parser.add_argument("--presets", default="lite,base", help="comma list of lite, base (default both)")
+    parser.add_argument("--iters", type=int, default=50, help="timed runs per case (default 50)")
+    parser.add_argument("--budget", type=float, default=20.0,
+                        help="seconds per case after which fewer runs are kept (at least 3; default 20)")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to compile on a CPU)")
+    args = parser.parse_args(argv)
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    unknown = sorted(set(presets) - {"lite", "base"})
+    if unknown or not presets:
+        raise StreamFusionError(f"--presets takes lite and/or base, got {args.presets!r}")
+    if args.iters < 3:
+        raise StreamFusionError("--iters must be at least 3")
+    with tempfile.TemporaryDirectory(prefix="stream_fusion_bench_") as workdir:
+        report = run(presets, parse_sizes(args.sizes), args.iters, args.budget, not args.no_compile, Path(workdir))
+    m = report["machine"]
+    print(f"machine: {m['cpu']}, {m['cores']} cores, GPU {m['gpu'] or 'none'}, onnxruntime {m['onnxruntime']}, "
+          f"torch {m['torch']}, load average {m['load_average_at_start']} -> {m['load_average_at_end']}")
+    for preset, origin in report["weights"].items():
+        print(f"weights {preset}: {origin}")
+    print(table(report))
+    for what, why in report["unavailable"].items():
+        print(f"not timed: {what}: {why}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
