@@ -245,7 +245,7 @@ class Pipeline:
         self._delivered.append(now)
         self.last = item
         if self.display is not None and not self.display.show(self.snapshot(item)):
-            self.stop("user (window closed)")
+            self.stop("user (q, Esc or window closed)")
 
     def snapshot(self, item: PairedFrame) -> np.ndarray:
         """The IR | visible | fused mosaic of ``item`` with its heads-up line."""
@@ -305,7 +305,7 @@ class Pipeline:
                     item = self._fused.get(timeout=0.05)
                 except queue.Empty:
                     if self.display is not None and self.last is not None and not self.display.poll():
-                        self.stop("user (window closed)")
+                        self.stop("user (q, Esc or window closed)")
                     continue
                 if isinstance(item, EndOfStream):
                     break
