@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import socket as _socket
+import time
 from typing import Any
 
 import cv2
@@ -32,6 +33,9 @@ FORMATS = ("raw", "jpg")
 # connection so its full queue stops refusing frames meant for the other subscribers (see docs/wire-format.md).
 HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 5000
+# A full queue right after a successful send is usually a burst (a replay delivering several frames at once) that
+# ZeroMQ's I/O thread has not moved to the network yet, not a slow subscriber: give it this long to catch up.
+BURST_GRACE_S = 0.005
 
 
 def _json_default(value: Any) -> Any:
@@ -89,6 +93,7 @@ class Publisher:
         self.dropped = 0
         self.unheard = 0
         self._topics: set[bytes] = set()  # subscribed prefixes that have at least one subscriber
+        self._dropping = False  # the last frame was dropped: a subscriber is slow, so drop without waiting
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.XPUB)
         self._socket.setsockopt(zmq.SNDHWM, hwm)
@@ -138,12 +143,15 @@ class Publisher:
         return bool(self._topics)
 
     def send(self, image: np.ndarray, meta: dict[str, Any]) -> bool:
-        """Publish one frame with its metadata; never blocks. False when it was dropped or nobody is subscribed."""
+        """Publish one frame with its metadata without waiting for subscribers (see ``_queue`` for the one exception).
+
+        True when the frame was queued for every subscriber; False when it was dropped (a subscriber's queue was
+        full) or nobody is subscribed. Counted in ``sent``, ``dropped`` and ``unheard`` respectively.
+        """
         parts = encode(image, meta, self.fmt, self.jpeg_quality, self.msg)
         listening = self.subscribed
-        try:
-            self._socket.send_multipart(parts, flags=zmq.NOBLOCK)
-        except zmq.Again:
+        self._dropping = not self._queue(parts)
+        if self._dropping:
             self.dropped += 1
             return False
         if not listening:
@@ -151,6 +159,22 @@ class Publisher:
             return False
         self.sent += 1
         return True
+
+    def _queue(self, parts: list[bytes]) -> bool:
+        """Queue a message without blocking; at the start of a burst, wait up to ``BURST_GRACE_S`` for room.
+
+        While frames are being dropped (a slow or stuck subscriber) it never waits, so such a subscriber costs the
+        pipeline at most one grace period per run of drops.
+        """
+        deadline = time.monotonic() + (0.0 if self._dropping else BURST_GRACE_S)
+        while True:
+            try:
+                self._socket.send_multipart(parts, flags=zmq.NOBLOCK)
+                return True
+            except zmq.Again:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.0001)  # yield the CPU to ZeroMQ's I/O thread
 
     def close(self, linger_s: float = 0.5) -> None:
         """Close the socket, giving queued frames ``linger_s`` to leave (the end of a replay) but never hanging."""
