@@ -264,7 +264,7 @@ class OnnxEngine:
             threads=threads,
             device_id=device_id,
         )
-        self._device = _DeviceBuffers(self.session, device_id) if self.provider != "cpu" else None
+        self._buffers = _BoundBuffers(self.session, "cpu" if self.provider == "cpu" else "cuda", device_id)
         if warmup:
             self.warmup(*(resolution or DEFAULT_RESOLUTION))
 
@@ -284,27 +284,28 @@ class OnnxEngine:
 
     def run(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         """The session alone: ``N x 1 x H x W`` uint8 (H, W multiples of ``size_multiple``) -> same shape uint8."""
-        if self._device is not None:
-            return self._device.run(ir, vis)
-        return self.session.run(None, {"ir": ir, "vis": vis})[0]
+        return self._buffers.run(ir, vis)
 
     def _padded_shape(self, height: int, width: int) -> tuple[int, int, int, int]:
         m = self.size_multiple
         return (1, 1, height + -height % m, width + -width % m)
 
 
-class _DeviceBuffers:
-    """GPU input and output buffers bound to the session once per frame size and reused from frame to frame: each
-    frame is one host-to-device copy per input into the same memory and one device-to-host copy of the output."""
+class _BoundBuffers:
+    """Input and output buffers on the provider's device, bound to the session once per frame size and reused from
+    frame to frame: a frame is one copy into each input buffer and one copy out of the output buffer (host to GPU
+    and back under CUDA / TensorRT, a uint8 memcpy on the CPU). One code path for every provider, so the CPU tests
+    exercise the binding logic the GPU providers use."""
 
-    def __init__(self, session: ort.InferenceSession, device_id: int) -> None:
+    def __init__(self, session: ort.InferenceSession, device: str, device_id: int) -> None:
         self.session = session
+        self.device = device
         self.device_id = device_id
         self.shape: tuple[int, ...] | None = None
 
     def _bind(self, shape: tuple[int, ...]) -> None:
         def device_buffer() -> ort.OrtValue:
-            return ort.OrtValue.ortvalue_from_shape_and_type(shape, np.uint8, "cuda", self.device_id)
+            return ort.OrtValue.ortvalue_from_shape_and_type(shape, np.uint8, self.device, self.device_id)
 
         self.ir, self.vis, self.out = device_buffer(), device_buffer(), device_buffer()
         self.binding = self.session.io_binding()
