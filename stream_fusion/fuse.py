@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stream_fusion.baselines import BASELINES
-from stream_fusion.engine import FusionEngine, to_gray
+from stream_fusion.engine import FusionEngine, create_engine, to_gray
 from stream_fusion.errors import StreamFusionError, run_cli
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,6 @@ def load_engine(model: str, provider: str = "auto") -> FusionEngine:
     """A baseline by name, else whatever the engine factory builds (shipped networks, classical, an .onnx path)."""
     if model in BASELINES:
         return BASELINES[model]()
-    from stream_fusion.engine import create_engine  # the ONNX engine loads onnxruntime: only when a network is asked
-
     return create_engine(model, provider)
 
 
