@@ -13,6 +13,7 @@ should show, not the shifted IR it was given. Writes ``docs/misalignment_study.m
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -138,8 +139,8 @@ def main() -> int:
     header = (
         f"Engine: {engine_label}. Pairs: {', '.join(args.pairs)} (TNO, registered first with their own affine "
         f"calibration), IR shifted right and down (averaged), scored against the registered sources. "
-        f"Correction: policy `correct` on the still fed as a {CLIP_FRAMES}-frame clip. Machine: {platform.machine()} "
-        f"CPU, {elapsed:.0f} s. Command: `python scripts/misalignment_study.py`.\n\n"
+        f"Correction: policy `correct` on the still fed as a {CLIP_FRAMES}-frame clip. Machine: {os.cpu_count()}-core "
+        f"{platform.machine()} CPU, {elapsed:.0f} s. Command: `python scripts/misalignment_study.py`.\n\n"
     )
     table = ["| IR shift (px) | Qabf | Qabf, corrected | VIF | VIF, corrected |", "|---|---|---|---|---|"]
     table += [f"| {r[0]:g} | {r[1]:.3f} | {r[2]:.3f} | {r[3]:.3f} | {r[4]:.3f} |" for r in rows]

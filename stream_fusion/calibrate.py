@@ -128,6 +128,29 @@ def estimate_pair(ir: np.ndarray, vis: np.ndarray, model: str = "affine") -> tup
     return matrix / matrix[2, 2], float(correlation)
 
 
+def reference_shift(ir: np.ndarray, vis: np.ndarray, width: int = 384) -> tuple[float, float] | None:
+    """Translation registering the IR (same-size frames), by translation-only ECC on gradient maps at up to ``width``
+    px wide; None where ECC does not converge.
+
+    A second opinion on the alignment check's estimate (another algorithm at twice its resolution): the tests and
+    ``scripts/bench_align.py`` judge the check against it, since the eval pairs are registered to a few px only.
+    """
+    h, w = vis.shape[:2]
+    width = min(width, w)
+    size, scale = (width, round(h * width / w)), w / width
+    dx, dy, _ = ShiftEstimator().measure(ir, vis)
+    start = np.float32([[1, 0, -dx / scale], [0, 1, -dy / scale]])
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-5)
+    try:
+        _, warp = cv2.findTransformECC(
+            gradient_map(to_gray(vis), size, 1.2, 4.8), gradient_map(to_gray(ir), size, 1.2, 4.8), start,
+            cv2.MOTION_TRANSLATION, criteria, None, 5,
+        )
+    except cv2.error:
+        return None
+    return -float(warp[0, 2]) * scale, -float(warp[1, 2]) * scale
+
+
 def _check_warp(grid_matrix: np.ndarray, size: tuple[int, int], correlation: float) -> None:
     """Refuse warps no real rig has: low correlation, a flipped or collapsed image, or one that misses the frame."""
     if not np.isfinite(grid_matrix).all() or correlation < MIN_CORRELATION:
@@ -170,14 +193,15 @@ def combine(matrices: list[np.ndarray], ir_size: tuple[int, int], model: str) ->
 
 
 def residual_px(calibration: Calibration, irs: list[np.ndarray], viss: list[np.ndarray]) -> float:
-    """Mean shift (visible px) the alignment check still measures after the calibration, at up to 640 px wide."""
+    """Median shift (visible px) the alignment check still measures after the calibration, at up to 640 px wide
+    (median: one frame with a passing car should not hide a good calibration)."""
     estimator = ShiftEstimator(640)
     shifts = []
     for ir, vis in zip(irs, viss):
         warped = calibration.apply(ir, (vis.shape[1], vis.shape[0]))
         dx, dy, _ = estimator.measure(warped, vis)
         shifts.append(float(np.hypot(dx, dy)))
-    return float(np.mean(shifts))
+    return float(np.median(shifts))
 
 
 def calibrate(irs: list[np.ndarray], viss: list[np.ndarray], model: str = "affine") -> tuple[Calibration, float]:

@@ -1,8 +1,8 @@
 """The per-frame alignment check on real registered pairs, its hysteresis, and the warn / correct / drop policies.
 
 The eval pairs are "registered" only to a few pixels: several TNO pairs are visibly off (tno25_01 by ~10 px
-vertically). So the check is judged against an independent reference, translation-only ECC on gradient maps at up to
-384 px wide (a different algorithm at twice the resolution): pairs are registered with it before shifts are injected,
+vertically). So the check is judged against a second opinion, ``calibrate.reference_shift`` (translation-only ECC on
+gradient maps at up to 384 px wide: another algorithm at twice the resolution): pairs are registered with it before shifts are injected,
 and a flag on an unshifted pair counts as a false alarm only when the reference finds the pair aligned.
 """
 from __future__ import annotations
@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stream_fusion.align import Alignment, AlignmentMonitor, ShiftEstimator, gradient_map, shift_image
+from stream_fusion.align import Alignment, AlignmentMonitor, ShiftEstimator, shift_image
+from stream_fusion.calibrate import reference_shift
 from stream_fusion.config import load_config
 from stream_fusion.errors import StreamFusionError
 
@@ -38,23 +39,6 @@ def eval_pairs() -> list[tuple[str, np.ndarray, np.ndarray]]:
     pairs = [(path.stem, *load_pair(folder, path.name)) for folder in EVAL for path in sorted((folder / "ir").glob("*.png"))]
     assert len(pairs) == 75
     return pairs
-
-
-def reference_shift(ir: np.ndarray, vis: np.ndarray) -> tuple[float, float] | None:
-    """Shift registering the IR by translation-only ECC at up to 384 px wide; None where ECC does not converge."""
-    h, w = vis.shape
-    width = min(384, w)
-    size, scale = (width, round(h * width / w)), w / width
-    dx, dy, _ = ShiftEstimator().measure(ir, vis)
-    warp = np.float32([[1, 0, -dx / scale], [0, 1, -dy / scale]])
-    try:
-        _, warp = cv2.findTransformECC(
-            gradient_map(vis, size, 1.2, 4.8), gradient_map(ir, size, 1.2, 4.8), warp,
-            cv2.MOTION_TRANSLATION, (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-5), None, 5,
-        )
-    except cv2.error:
-        return None
-    return -float(warp[0, 2]) * scale, -float(warp[1, 2]) * scale
 
 
 def verdict(ir: np.ndarray, vis: np.ndarray) -> Alignment:

@@ -1,0 +1,151 @@
+"""Cost and accuracy of the per-frame alignment check, the numbers in docs/alignment.md.
+
+    python scripts/bench_align.py [--widths 160 192 256] [--repeats 200]
+
+Cost: ``ShiftEstimator.measure`` and ``AlignmentMonitor.process`` on real TNO pairs resized to 640x512, on one core
+(``cv2.setNumThreads(1)``), median and 95th percentile wall time per pair. Accuracy, on all 75 eval pairs
+(``../shared/data/eval``): agreement with the second opinion ``calibrate.reference_shift`` and the verdicts on each
+pair registered with it and then shifted by 3 px (8 directions) and 5-20 px (6 shifts). Calibration (``--calibration``):
+on every eval pair, cropped by 64 px, the IR is warped by 9 synthetic warps (shifts 1-20 px, rotations up to 3
+degrees, scale up to 5 %); the mean corner error of the recovered warp against the pair's own calibration composed
+with the synthetic one.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a plain script from a checkout, installed or not
+
+from stream_fusion.align import AlignmentMonitor, ShiftEstimator, shift_image  # noqa: E402
+from stream_fusion.calibrate import estimate_pair, reference_shift  # noqa: E402
+from stream_fusion.errors import StreamFusionError  # noqa: E402
+
+DATA = REPO / ".." / "shared" / "data" / "eval"
+SHIFTS_3PX = [(3, 0), (-3, 0), (0, 3), (0, -3), (2.13, 2.13), (-2.13, 2.13), (2.13, -2.13), (-2.13, -2.13)]
+SHIFTS_LARGE = [(5, 0), (0, -5), (-10, 0), (0, 10), (14.2, 14.2), (-20, 0)]
+
+
+def eval_pairs() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    pairs = []
+    for split in ("tno25", "roadscene50"):
+        for path in sorted((DATA / split / "ir").glob("*.png")):
+            ir = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+            vis = cv2.imread(str(DATA / split / "vis" / path.name), cv2.IMREAD_GRAYSCALE)
+            pairs.append((path.stem, ir, vis))
+    return pairs
+
+
+def timing(widths: list[int], repeats: int) -> None:
+    cv2.setNumThreads(1)
+    pairs = [(cv2.resize(ir, (640, 512)), cv2.resize(vis, (640, 512))) for _, ir, vis in eval_pairs()[:25:5]]
+    print(f"cost per 640x512 pair, one core ({platform.machine()}, {platform.processor() or 'cpu'}), {repeats} runs:")
+    for width in widths:
+        estimator = ShiftEstimator(width)
+        monitor = AlignmentMonitor("correct", every_n=1, width=width)
+        for name, call in (("measure", estimator.measure), ("process+correct", monitor.process)):
+            times = []
+            for i in range(repeats):
+                ir, vis = pairs[i % len(pairs)]
+                ir = shift_image(ir, 6, 0) if name != "measure" else ir  # misaligned: the correction warp runs too
+                started = time.perf_counter()
+                call(ir, vis)
+                times.append(time.perf_counter() - started)
+            ms = np.array(times[repeats // 10:]) * 1000  # the first tenth warms caches and allocations
+            print(f"  width {width:>3} {name:>15}: median {np.median(ms):.2f} ms, p95 {np.percentile(ms, 95):.2f} ms")
+
+
+def accuracy(width: int) -> None:
+    monitor = lambda: AlignmentMonitor(hysteresis=1, every_n=1, width=width)  # noqa: E731
+    raw_flags, false_alarms, disagree, unknown = [], [], [], []
+    small, large = [], []
+    for name, ir, vis in eval_pairs():
+        reference = reference_shift(ir, vis)
+        raw = monitor().process(ir, vis)[1]
+        registered_ir = shift_image(ir, *reference, min_shift=0) if reference else ir
+        registered = monitor().process(registered_ir, vis)[1]
+        if raw.status == "misaligned":
+            raw_flags.append(name)
+            if reference is None or np.hypot(*reference) < 2.0:
+                false_alarms.append(name)
+        if registered.status == "misaligned":
+            disagree.append(name)
+            continue
+        if registered.status == "unknown":
+            unknown.append(name)
+            continue
+        small += [monitor().process(shift_image(registered_ir, dx, dy, 0), vis)[1].status for dx, dy in SHIFTS_3PX]
+        large += [monitor().process(shift_image(registered_ir, dx, dy, 0), vis)[1].status for dx, dy in SHIFTS_LARGE]
+    print(f"accuracy at width {width} on the 75 eval pairs:")
+    print(f"  unshifted pairs flagged: {len(raw_flags)}, of which the reference finds < 2 px off: {false_alarms}")
+    print(f"  check and reference disagree by >= 2 px on the pair's own offset: {len(disagree)} {disagree}")
+    print(f"  unknown (too little shared structure): {len(unknown)} {unknown}")
+    for label, statuses in (("3 px", small), ("5-20 px", large)):
+        counts = {s: statuses.count(s) for s in ("misaligned", "unknown", "ok")}
+        print(f"  shifted by {label} on the other {len(statuses) // (8 if label == '3 px' else 6)} pairs: {counts} "
+              f"({counts['misaligned'] / len(statuses):.1%} flagged)")
+
+
+CASES = [(1, 0, 0, 1), (-20, 15, 0, 1), (6, -9, 0, 1), (0, 0, 3, 1), (0, 0, -2, 1), (0, 0, 0, 0.95),
+         (0, 0, 0, 1.05), (-12, 5, -3, 1.03), (8, 8, 1.5, 0.97)]
+
+
+def calibration_accuracy(model: str, margin: int = 64) -> None:
+    errors, refused, per_pair = [], [], []
+    for name, ir, vis in eval_pairs():
+        h, w = ir.shape
+        size = (w - 2 * margin, h - 2 * margin)
+        corners = np.float64([[0, 0], [size[0], 0], [size[0], size[1]], [0, size[1]]])[None]
+        shift = np.array([[1, 0, margin], [0, 1, margin], [0, 0, 1]], np.float64)
+        try:
+            baseline, _ = estimate_pair(ir[margin:-margin, margin:-margin], vis[margin:-margin, margin:-margin], model)
+        except StreamFusionError:
+            refused.append(name)
+            continue
+        pair_errors = []
+        for tx, ty, degrees, scale in CASES:
+            applied = np.vstack([cv2.getRotationMatrix2D((w / 2, h / 2), degrees, scale), [0, 0, 1]])
+            applied[:2, 2] += (tx, ty)
+            warped = cv2.warpAffine(ir, applied[:2], (w, h))[margin:-margin, margin:-margin]
+            expected = baseline @ np.linalg.inv(shift) @ np.linalg.inv(applied) @ shift
+            try:
+                found, _ = estimate_pair(warped, vis[margin:-margin, margin:-margin], model)
+            except StreamFusionError:
+                pair_errors.append(np.inf)
+                continue
+            moved = cv2.perspectiveTransform(corners, found)[0] - cv2.perspectiveTransform(corners, expected)[0]
+            pair_errors.append(float(np.linalg.norm(moved, axis=1).mean()))
+        errors += pair_errors
+        per_pair.append(max(pair_errors))
+    errors, per_pair = np.array(errors), np.array(per_pair)
+    print(f"{model} calibration on {len(per_pair)} eval pairs x {len(CASES)} synthetic warps (refused as baseline: "
+          f"{refused}): median corner error {np.median(errors):.2f} px; cases within 0.5 px {np.mean(errors < 0.5):.0%}, "
+          f"within 1 px {np.mean(errors < 1):.0%}; pairs with every case within 0.5 px {np.sum(per_pair < 0.5)}, "
+          f"within 1 px {np.sum(per_pair < 1)}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--widths", type=int, nargs="+", default=[160, 192, 256])
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--accuracy-widths", type=int, nargs="*", default=[160, 192, 256])
+    parser.add_argument("--calibration", action="store_true", help="also sweep calibrate over all eval pairs (minutes)")
+    args = parser.parse_args()
+    timing(args.widths, args.repeats)
+    for width in args.accuracy_widths:
+        accuracy(width)
+    if args.calibration:
+        for model in ("affine", "homography"):
+            calibration_accuracy(model)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
