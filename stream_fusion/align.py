@@ -76,7 +76,7 @@ def _subpixel(minus: float, centre: float, plus: float) -> float:
 class ShiftEstimator:
     """Translation between the IR and visible frames of a pair, on a small grid (``width`` px wide).
 
-    Keeps the window and the spectrum buffers of the last frame size, so a stream pays for them once.
+    Keeps the Hanning window of the last grid size, so a stream computes it once.
     """
 
     def __init__(self, width: int = 192, whitening: float = 0.3) -> None:
@@ -122,9 +122,8 @@ class ShiftEstimator:
         sx = sx - w if sx > w / 2 else sx
         sy = sy - h if sy > h / 2 else sy
         confidence = _registered_correlation(a, b, sx, sy)
-        scale = vis_gray.shape[1] / size[0]
         # The surface peaks at the IR content's displacement; registering it means moving it back.
-        return -sx * scale, -sy * scale, confidence
+        return -float(sx) * vis_gray.shape[1] / size[0], -float(sy) * vis_gray.shape[0] / size[1], confidence
 
 
 def _pad(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
