@@ -71,7 +71,7 @@ def available_methods(provider: str) -> tuple[dict[str, FusionEngine], list[str]
         if "placeholder" in training.lower() or "untrained" in training.lower():
             notes.append(f"{LABELS[preset]}: {path.relative_to(REPO)} is marked '{training}', numbers are NOT ours")
             LABELS[preset] += " UNTRAINED"
-        engines[preset] = load_engine(preset, provider)
+        engines[preset] = load_engine(str(path), provider)
     return engines, notes
 
 
