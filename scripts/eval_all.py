@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a plain script from a checkout, installed or not
@@ -24,11 +23,13 @@ sys.path.insert(0, str(REPO))  # run as a plain script from a checkout, installe
 from stream_fusion import WEIGHTS_DIR  # noqa: E402
 from stream_fusion.baselines import BASELINES  # noqa: E402
 from stream_fusion.engine import FusionEngine  # noqa: E402
-from stream_fusion.evaluate import load_triplet, make_grid, markdown_table, mean_scores, score_folder, write_csv  # noqa: E402
+from stream_fusion.evaluate import (  # noqa: E402
+    load_triplet, make_grid, markdown_table, mean_scores, score_folder, write_csv, write_png,
+)
 from stream_fusion.fuse import fuse_folder, load_engine, match_pairs  # noqa: E402
 
 DATA = REPO / ".." / "shared" / "data" / "eval"
-# Grid rows: people in the dark (TNO 11 and 25, RoadScene night streets), a person by a house, a trench.
+# Grid rows: people in the dark (TNO 11 and 25, RoadScene night streets), people by a house, a person in heathland.
 SETS = {
     "tno25": ["tno25_01", "tno25_05", "tno25_11", "tno25_25"],
     "roadscene50": ["FLIR_00211", "FLIR_05893", "FLIR_07732", "FLIR_video_02829"],
@@ -109,7 +110,7 @@ def write_grid(split: str, engines: dict[str, FusionEngine], out: Path, target: 
     for name in SETS[split]:
         images = [load_triplet(name, *paths[name], out / split / m / f"{name}.png") for m in columns]
         rows.append((name, [images[0][0], images[0][1], *(fused for _, _, fused in images)]))
-    cv2.imwrite(str(target), make_grid(rows, ["IR", "visible", *(LABELS[m] for m in columns)], height=220))
+    write_png(target, make_grid(rows, ["IR", "visible", *(LABELS[m] for m in columns)], height=220))
     return " | ".join(["IR", "visible", *(LABELS[m] for m in columns)])
 
 
