@@ -21,13 +21,12 @@ import numpy as np
 from tqdm import tqdm
 
 from stream_fusion.baselines import BASELINES
-from stream_fusion.engine import FusionEngine, create_engine, to_gray
+from stream_fusion.engine import PROVIDERS, FusionEngine, create_engine, to_gray
 from stream_fusion.errors import StreamFusionError, run_cli
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
-PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 
 
 def list_images(folder: Path, role: str) -> dict[str, Path]:
@@ -135,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for the fused PNGs (created)")
     parser.add_argument("--model", default="default",
                         help="default | lite | base | classical | average | laplacian | path/to/model.onnx")
-    parser.add_argument("--provider", default="auto", choices=PROVIDERS, help="ONNX Runtime provider (default auto)")
+    parser.add_argument("--provider", default="auto", choices=("auto", *PROVIDERS),
+                        help="ONNX Runtime provider for a network (default auto: TensorRT, CUDA, then CPU)")
     args = parser.parse_args(argv)
     engine = load_engine(args.model, args.provider)
     count, per_pair = fuse_folder(engine, args.ir, args.vis, args.out)
