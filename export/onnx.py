@@ -116,19 +116,21 @@ def export_model(model: torch.nn.Module, out: Path, *, fp16: bool = False, metad
     """Trace ``model`` to ONNX, fold its constants, optionally convert to fp16, stamp metadata, check and save."""
     multiple = int(getattr(model, "size_multiple", 1))
     example = torch.rand(1, 1, 8 * multiple, 12 * multiple)
+    exportable = for_export(model)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript exporter: the dynamo one cannot trace the schedule's float() of a tensor (data-dependent).
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            for_export(model), (example, example.clone()), buffer, input_names=["ir", "vis"], output_names=["fused"],
+            exportable, (example, example.clone()), buffer, input_names=["ir", "vis"], output_names=["fused"],
             opset_version=OPSET, dynamic_axes=DYNAMIC_AXES, do_constant_folding=True, dynamo=False,
         )
     # onnxscript warns about each multi-output node it leaves; fold_constants evaluates those right after.
     logging.getLogger("onnxscript.optimizer").setLevel(logging.ERROR)
     proto = fold_constants(optimizer.optimize(onnx.load_from_string(buffer.getvalue())))
     if fp16:
-        proto = to_fp16(proto)
+        norms = [scope_prefix(name) for name, m in exportable.named_modules() if isinstance(m, TwoPassGroupNorm)]
+        proto = to_fp16(proto, keep_fp32=[n.name for n in proto.graph.node if n.name.startswith(tuple(norms))])
     proto.ir_version = IR_VERSION
     proto.producer_name = "stream_fusion export.onnx"
     proto.doc_string = "DiffFuseNet infrared-visible fusion (stream_fusion): fused = net(ir, vis)"
@@ -181,17 +183,34 @@ def fold_constants(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
-def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
+def scope_prefix(module_name: str) -> str:
+    """The node-name prefix the TorchScript exporter gives a module's ops: ``denoiser.norm1.0`` ->
+    ``/denoiser/norm1/norm1.0/`` (a numeric child extends the previous segment)."""
+    segments: list[str] = []
+    for part in module_name.split("."):
+        segments.append(f"{segments[-1]}.{part}" if part.isdigit() and segments else part)
+    return "/" + "/".join(segments) + "/"
+
+
+def to_fp16(proto: onnx.ModelProto, keep_fp32: list[str]) -> onnx.ModelProto:
     """fp16 weights and activations with fp32 inputs/outputs (the engine feeds the same arrays either way).
 
-    Normalisation statistics stay fp32: variance over a whole frame overflows or loses precision in fp16.
+    The nodes named in ``keep_fp32`` (the normalisations: a frame-wide mean and variance, and the centring that
+    subtracts one from the other) stay fp32: in fp16 they put the fused image 1.5e-2 off.
     """
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     blocked = list(DEFAULT_OP_BLOCK_LIST) + ["InstanceNormalization", "ReduceMean"]
-    converted = convert_float_to_float16(proto, keep_io_types=True, op_block_list=blocked)
+    converted = convert_float_to_float16(proto, keep_io_types=True, op_block_list=blocked, node_block_list=keep_fp32)
+    # A constant shared by several kept nodes gets one identical Cast per consumer, all with the same output name.
+    unique = {node.SerializeToString(): node for node in converted.graph.node}
+    if len({name for node in unique.values() for name in node.output}) != sum(len(n.output) for n in unique.values()):
+        raise StreamFusionError("fp16 conversion produced two different nodes with the same output")
+    del converted.graph.node[:]
+    converted.graph.node.extend(unique.values())
     topological_sort(converted.graph)  # the converter appends its input casts at the end of the node list
-    return converted
+    del converted.graph.value_info[:]  # stale fp32 annotations around the kept nodes; shape inference redoes them
+    return fold_constants(converted)  # the converter casts fp16 weights back for the kept nodes: store them fp32
 
 
 def topological_sort(graph: onnx.GraphProto) -> None:

@@ -18,7 +18,7 @@ from stream_fusion.model import build_model, load_preset, save_checkpoint
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
-def tiny_network() -> torch.nn.Module:
+def tiny_network(jitter: float = 0.2) -> torch.nn.Module:
     """The real DiffFuseNet at a few channels, weights jittered: freshly initialised it is the plain average of its
     inputs (zero-init residual branches), which would make a parity check pass without exercising the graph."""
     cfg = {**load_preset("lite"), "name": "lite", "channels": 4, "gn_groups": 2, "denoiser_width": 4,
@@ -27,7 +27,7 @@ def tiny_network() -> torch.nn.Module:
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for parameter in model.parameters():
-            parameter.add_(0.2 * torch.randn(parameter.shape, generator=generator))
+            parameter.add_(jitter * torch.randn(parameter.shape, generator=generator))
     return model
 
 
@@ -116,14 +116,18 @@ def test_dynamic_sizes_odd_and_1280x1024_and_batch(exported) -> None:
             assert np.abs(got - torch_run(model, ir, vis)).max() <= 1e-4
 
 
-def test_fp16_export_runs_and_stays_within_1e_2(tmp_path: Path, exported) -> None:
-    model, _, _ = exported
+def test_fp16_export_runs_and_stays_within_1e_2(tmp_path: Path) -> None:
+    # Milder jitter than the fp32 tests: at 0.2 the activations reach ~15, where fp16's 1e-3 relative step alone
+    # is 1.5e-2 at the output; trained weights (and 0.05 here) keep them small (a partly trained lite checkpoint: 7.8e-4).
+    model = tiny_network(jitter=0.05)
     path = tmp_path / "tiny16.onnx"
     proto = export_onnx.export_model(model, path, fp16=True, metadata={"preset": "lite", "model_version": "t",
                                                                          "training": "test"})
-    conv_weights = [i for i in proto.graph.initializer if len(i.dims) == 4]
+    conv_inputs = {node.input[1] for node in proto.graph.node if node.op_type in ("Conv", "ConvTranspose")}
+    conv_weights = [i for i in proto.graph.initializer if i.name in conv_inputs]
     assert conv_weights and all(i.data_type == onnx.TensorProto.FLOAT16 for i in conv_weights)
     assert session(path).get_modelmeta().custom_metadata_map["precision"] == "fp16"
+    assert export_onnx.graph_report(proto)[1] == []
     [(_, diff)] = export_onnx.parity(model, path, export_onnx.eval_pairs(1))
     assert diff <= 1e-2
 
