@@ -255,11 +255,11 @@ class OnnxEngine:
         self.name = f"{self.metadata['model_name']}-{self.preset}"
         self.resolution = resolution
         self.device_id = device_id
-        padded = None if resolution is None else self._padded_shape(resolution[1], resolution[0])
+        self._profile = None if resolution is None else self._padded_shape(resolution[1], resolution[0])
         self.session, self.provider = open_session(
             frame_graph(proto).SerializeToString(),
             provider,
-            padded_shape=padded,
+            padded_shape=self._profile,
             cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
             threads=threads,
             device_id=device_id,
@@ -284,6 +284,11 @@ class OnnxEngine:
 
     def run(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         """The session alone: ``N x 1 x H x W`` uint8 (H, W multiples of ``size_multiple``) -> same shape uint8."""
+        if self.provider == "tensorrt" and self._profile is not None and ir.shape != self._profile:
+            raise StreamFusionError(
+                f"the TensorRT engine is built for {self._profile[3]}x{self._profile[2]} (padded) frames, got "
+                f"{ir.shape[3]}x{ir.shape[2]}: pass resolution= the camera size, or use the cuda provider"
+            )
         return self._buffers.run(ir, vis)
 
     def _padded_shape(self, height: int, width: int) -> tuple[int, int, int, int]:

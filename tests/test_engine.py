@@ -23,14 +23,15 @@ ROADSCENE = DATA / "eval" / "roadscene50"
 
 
 def tiny_network() -> torch.nn.Module:
-    """DiffFuseNet at a few channels with jittered weights (freshly initialised it is the average of its inputs)."""
+    """DiffFuseNet at a few channels with jittered weights (freshly initialised it is the average of its inputs);
+    jitter 0.1 keeps the output mid-range (0.2 saturates it to 0/255, where the colour round trip is lossy)."""
     cfg = {**load_preset("lite"), "name": "lite", "channels": 4, "gn_groups": 2, "denoiser_width": 4,
            "time_dim": 8, "coupling_hidden": 4, "decoder_width": 4}
     model = build_model(cfg).eval()
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for parameter in model.parameters():
-            parameter.add_(0.2 * torch.randn(parameter.shape, generator=generator))
+            parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
     return model
 
 
