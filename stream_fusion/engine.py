@@ -157,6 +157,10 @@ def pad_to_multiple(frames: np.ndarray, multiple: int) -> np.ndarray:
 def read_model(path: Path) -> onnx.ModelProto:
     """Load and validate a fusion model file: one clear error for a missing, foreign, corrupt or wrong model."""
     if not path.is_file():
+        if not path.suffix and len(path.parts) == 1:
+            raise StreamFusionError(
+                f"unknown model {str(path)!r}: use default, lite, base, classical or the path of an .onnx file"
+            )
         raise StreamFusionError(f"model file {path} does not exist")
     if path.suffix == ".pt":
         raise StreamFusionError(f"{path} is a PyTorch checkpoint: export it first with python -m export.onnx")
