@@ -199,3 +199,22 @@ def test_malformed_calibration_files_are_one_line_errors(tmp_path, text, message
 def test_missing_source_is_a_one_line_error(tmp_path):
     with pytest.raises(StreamFusionError, match="source not found"):
         main(["--ir", str(tmp_path / "nope"), "--vis", str(tmp_path), "--out", str(tmp_path / "c.yaml")])
+
+
+def test_frames_that_disagree_give_a_warning(tmp_path, capsys):
+    """A rig that moved between frames (here: the IR of the second frame 8 px further right) is still calibrated,
+    but the spread across frames is reported and warned about."""
+    from stream_fusion import DEMO_IR, DEMO_VIS
+    from stream_fusion.align import shift_image
+
+    names = sorted(p.name for p in DEMO_IR.glob("*.png"))[:2]
+    (tmp_path / "ir").mkdir()
+    for i, name in enumerate(names):
+        ir = cv2.imread(str(DEMO_IR / name), cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(str(tmp_path / "ir" / name), shift_image(ir, 8 * i, 0))
+    assert main(["--ir", str(tmp_path / "ir"), "--vis", str(DEMO_VIS), "--out", str(tmp_path / "c.yaml"),
+                 "--frames", "2"]) == 0
+    captured = capsys.readouterr()
+    spread = float(captured.out.split("spread across frames ")[1].split(" px")[0])
+    assert spread == pytest.approx(4.0, abs=1.0)  # each frame's corners are ~4 px from the median of the two
+    assert captured.err.startswith("warning: the frames disagree")
