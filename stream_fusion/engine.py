@@ -13,6 +13,7 @@ import torch: deployment boxes run ONNX only.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import os
@@ -264,7 +265,10 @@ class OnnxEngine:
             frame_graph(proto).SerializeToString(),
             provider,
             padded_shape=self._profile,
-            cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
+            # ONNX Runtime names a cached TensorRT engine after the model path, or (for an in-memory model, as here)
+            # its graph, never its weights (onnxruntime#12322 thread, triton onnxruntime_backend#126): one folder per
+            # file content, so re-exported weights never run a stale engine.
+            cache_dir=Path(cache_dir or default_cache_dir()) / f"{self.path.stem}-{file_digest(self.path)}",
             threads=threads,
             device_id=device_id,
         )
@@ -330,6 +334,11 @@ class _BoundBuffers:
         self.vis.update_inplace(np.ascontiguousarray(vis))
         self.session.run_with_iobinding(self.binding)
         return self.binding.copy_outputs_to_cpu()[0]
+
+
+def file_digest(path: Path) -> str:
+    """Short content hash of a model file (a few MB: milliseconds)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def default_cache_dir() -> Path:
