@@ -266,8 +266,8 @@ class OnnxEngine:
             provider,
             padded_shape=self._profile,
             # ONNX Runtime names a cached TensorRT engine after the model path, or (for an in-memory model, as here)
-            # its graph, never its weights (onnxruntime#12322 thread, triton onnxruntime_backend#126): one folder per
-            # file content, so re-exported weights never run a stale engine.
+            # its graph, never its weights (ORT maintainers in triton-inference-server/onnxruntime_backend#126): one
+            # folder per file content, so re-exported weights never run a stale engine.
             cache_dir=Path(cache_dir or default_cache_dir()) / f"{self.path.stem}-{file_digest(self.path)}",
             threads=threads,
             device_id=device_id,
