@@ -21,13 +21,11 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 import onnx
 import onnx.reference
-import onnxruntime as ort
 import torch
 from onnxscript import optimizer
 
