@@ -16,6 +16,7 @@ correlation of the two edge maps directly, so it needs no feature matches that c
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,6 +50,9 @@ def read_frames(spec: str, count: int) -> list[np.ndarray]:
         return [_read_image(path)]
     if not path.exists() and not spec.isdigit():
         raise StreamFusionError(f"source not found: {spec} (give an image, a folder, a video file or a camera index)")
+    # OpenCV and FFmpeg print multi-line complaints for every failed open; the user gets our one line instead.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     capture = cv2.VideoCapture(int(spec) if spec.isdigit() else str(path))
     try:
         if not capture.isOpened():
@@ -96,12 +100,37 @@ def estimate_pair(ir: np.ndarray, vis: np.ndarray, model: str = "affine") -> tup
     ir_on_grid = cv2.resize(ir, (vw, vh), interpolation=cv2.INTER_AREA if iw > vw else cv2.INTER_LINEAR)
     dx, dy, _ = ShiftEstimator(COARSEST_WIDTH).measure(ir_on_grid, vis)
     # ECC's warp W maps template (visible) coordinates to input (IR) ones: vis(x) ~ ir(W x); registering the IR
-    # by (dx, dy) means W x = x - (dx, dy).
-    warp = np.array([[1, 0, -dx], [0, 1, -dy], [0, 0, 1]], np.float64)
+    # by (dx, dy) means W x = x - (dx, dy). Repetitive structure (windows, fences) can fool the phase correlation by
+    # a period, so ECC also starts from no shift (cameras side by side look roughly the same way) and the start that
+    # ends with the higher correlation wins.
+    starts = [np.array([[1, 0, -dx], [0, 1, -dy], [0, 0, 1]], np.float64)]
+    if np.hypot(dx, dy) >= 2.0:
+        starts.append(np.eye(3))
+    results = []
+    for start in starts:
+        try:
+            results.append(_ecc_pyramid(ir_on_grid, vis, start, model))
+        except cv2.error:
+            continue
+    if not results:
+        raise StreamFusionError(
+            "calibration did not converge: the IR and visible frames share too little structure "
+            "(point both cameras at a scene with clear edges at the working distance, or try more --frames)"
+        )
+    warp, correlation = max(results, key=lambda result: result[1])
+    warp /= warp[2, 2]
+    matrix = np.linalg.inv(np.linalg.inv(ir_to_grid) @ warp)  # IR pixel -> visible pixel
+    _check_warp(matrix @ np.linalg.inv(ir_to_grid), (vw, vh), correlation)
+    return matrix / matrix[2, 2], float(correlation)
+
+
+def _ecc_pyramid(ir_on_grid: np.ndarray, vis: np.ndarray, warp: np.ndarray, model: str) -> tuple[np.ndarray, float]:
+    """ECC coarse to fine from ``warp`` (3x3, visible -> IR coordinates at full size); raises cv2.error when ECC
+    does not converge. A homography's 8 parameters wander on cross-modal edges at coarse levels: it starts from the
+    affine solution and is refined on the two finest levels only."""
+    vh, vw = vis.shape
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 200, 1e-6)
     sizes = _pyramid(vw, vh)
-    # A homography's 8 parameters wander on cross-modal edges at coarse levels: it starts from the affine solution
-    # and is refined on the two finest levels only.
     steps = [(size, "affine") for size in sizes]
     if model == "homography":
         steps += [(size, "homography") for size in sizes[-2:]]
@@ -114,20 +143,11 @@ def estimate_pair(ir: np.ndarray, vis: np.ndarray, model: str = "affine") -> tup
         moving = gradient_map(ir_on_grid, size, blur, 4 * blur)
         motion = cv2.MOTION_HOMOGRAPHY if step == "homography" else cv2.MOTION_AFFINE
         start = (level_warp / level_warp[2, 2] if step == "homography" else level_warp[:2]).astype(np.float32)
-        try:
-            correlation, found = cv2.findTransformECC(template, moving, start, motion, criteria, None, 5)
-        except cv2.error:
-            raise StreamFusionError(
-                "calibration did not converge: the IR and visible frames share too little structure "
-                "(point both cameras at a scene with clear edges at the working distance, or try more --frames)"
-            ) from None
+        correlation, found = cv2.findTransformECC(template, moving, start, motion, criteria, None, 5)
         found = found.astype(np.float64)
         level_warp = found if step == "homography" else np.vstack([found, [0, 0, 1]])
         warp = np.linalg.inv(level) @ level_warp @ level
-    warp /= warp[2, 2]
-    matrix = np.linalg.inv(np.linalg.inv(ir_to_grid) @ warp)  # IR pixel -> visible pixel
-    _check_warp(matrix @ np.linalg.inv(ir_to_grid), (vw, vh), correlation)
-    return matrix / matrix[2, 2], float(correlation)
+    return warp, float(correlation)
 
 
 def reference_shift(ir: np.ndarray, vis: np.ndarray, width: int = 384) -> tuple[float, float] | None:
