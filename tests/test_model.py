@@ -17,6 +17,7 @@ from stream_fusion.errors import StreamFusionError
 from stream_fusion.model import build_model, load_checkpoint, load_preset, save_checkpoint
 from stream_fusion.model.coupling import AffineCoupling
 from stream_fusion.model.haar import HaarDWT, HaarIDWT
+from stream_fusion.model.pyramid import MultiScaleSkip
 from stream_fusion.model.schedule import NoiseSchedule
 from stream_fusion.model.torch_engine import TorchEngine, fuse_tensors
 
@@ -25,7 +26,7 @@ DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 TINY = {
     "name": "tiny", "channels": 4, "gn_groups": 2, "denoiser_width": 4, "time_dim": 8, "timesteps": 50,
     "beta_start": 1e-4, "beta_end": 0.02, "t_infer": 10, "steps": 1, "coupling_blocks": 1, "coupling_hidden": 4,
-    "coupling_clamp": 2.0, "attention_kernel": 3, "decoder_width": 4,
+    "coupling_clamp": 2.0, "attention_kernel": 3, "decoder_width": 4, "skip_levels": 2,
 }
 
 
@@ -100,11 +101,29 @@ def test_schedule_values_and_forward_diffusion_statistics() -> None:
     assert s.inference_timesteps(10, 2) == [(10, 5), (5, -1)]
 
 
-def test_untrained_network_is_the_plain_average() -> None:
-    model = build_model(TINY).eval()
+def test_untrained_network_is_its_global_skip() -> None:
     ir, vis = torch.rand(1, 1, 16, 20), torch.rand(1, 1, 16, 20)
     with torch.no_grad():
-        assert torch.allclose(model(ir, vis), (ir + vis) / 2, atol=1e-6)
+        plain = build_model({**TINY, "skip_levels": 0}).eval()
+        assert torch.allclose(plain(ir, vis), (ir + vis) / 2, atol=1e-6)
+        skip = MultiScaleSkip(TINY["skip_levels"])(vis, ir, torch.full_like(ir, 0.5)).clamp(0, 1)
+        assert torch.allclose(build_model(TINY).eval()(ir, vis), skip, atol=1e-6)
+
+
+def test_skip_keeps_the_stronger_detail_and_reconstructs_identical_inputs() -> None:
+    skip = MultiScaleSkip(4)
+    x = torch.rand(1, 1, 40, 50)
+    half = torch.full_like(x, 0.5)
+    # identical sources: the bands telescope back to the image exactly
+    assert torch.allclose(skip(x, x, half), x, atol=1e-5)
+    # a flat IR frame has no detail: all of the visible detail survives, the low band is their blend
+    flat = torch.full_like(x, 0.2)
+    low = x
+    for level in range(4):
+        low = skip.blur(low, 2**level)
+    assert torch.allclose(skip(x, flat, half), x - low + 0.5 * low + 0.1, atol=1e-5)
+    # the learned weight moves only the low band: all-visible weight gives back the visible image
+    assert torch.allclose(skip(x, flat, torch.ones_like(x)), x, atol=1e-5)
 
 
 def test_inference_is_deterministic_and_in_range() -> None:

@@ -23,7 +23,7 @@ TRAIN = REPO / ".." / "shared" / "data" / "train"
 TINY = {
     "name": "tiny", "channels": 4, "gn_groups": 2, "denoiser_width": 4, "time_dim": 8, "timesteps": 50,
     "beta_start": 1e-4, "beta_end": 0.02, "t_infer": 10, "steps": 1, "coupling_blocks": 1, "coupling_hidden": 4,
-    "coupling_clamp": 2.0, "attention_kernel": 3, "decoder_width": 4,
+    "coupling_clamp": 2.0, "attention_kernel": 3, "decoder_width": 4, "skip_levels": 2,
 }
 
 

@@ -6,9 +6,10 @@ weight-map fusion of the two denoised features, projected to image space and add
 EDFD (shared features from both, modality-specific features by subtraction) -> one-level Haar DWT ->
 invertible affine coupling of the sub-bands -> bidirectional cross-frequency attention -> inverse Haar -> decoder.
 
-The decoder predicts a residual on top of a per-pixel blend of the two enhanced images, blended by D²FE's weight map.
-Every residual branch starts at zero, so the untrained network is exactly the plain average of its inputs and short
-CPU training only has to learn improvements over it.
+The decoder predicts a residual on top of a global skip: a multi-scale choose-max of the two enhanced images whose
+low-pass band is blended by D²FE's weight map (``pyramid.py``; with ``skip_levels: 0`` it is the plain weighted
+blend). Every learned residual branch starts at zero, so the untrained network is exactly that classical fusion
+(the plain average with ``skip_levels: 0``) and short CPU training only has to learn improvements over it.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from stream_fusion.model.coupling import AffineCoupling
 from stream_fusion.model.denoiser import Denoiser
 from stream_fusion.model.haar import HaarDWT, HaarIDWT
 from stream_fusion.model.layers import SharedEncoder, norm, zero_init
+from stream_fusion.model.pyramid import MultiScaleSkip
 from stream_fusion.model.schedule import NoiseSchedule
 
 PRESET_KEYS = {
@@ -41,6 +43,7 @@ PRESET_KEYS = {
     "coupling_clamp": float,
     "attention_kernel": int,
     "decoder_width": int,
+    "skip_levels": int,
 }
 
 
@@ -77,6 +80,7 @@ class DiffFuseNet(nn.Module):
         self.attention = CrossFrequencyAttention(c, preset["attention_kernel"])
         d = preset["decoder_width"]
         self.decoder = nn.Sequential(nn.Conv2d(c, d, 3, padding=1), nn.GELU(), zero_init(nn.Conv2d(d, 1, 3, padding=1)))
+        self.skip = MultiScaleSkip(preset["skip_levels"])
         # Stage I only: reconstructs each source from its denoised features so the encoder cannot collapse.
         self.reconstruct = nn.Conv2d(c, 1, 3, padding=1)
 
@@ -103,7 +107,7 @@ class DiffFuseNet(nn.Module):
             low, high = block(low, high)
         low, high = self.attention(low, high)
         residual = self.decoder(self.idwt(low, high))
-        return torch.clamp(w * vis_enh + (1 - w) * ir_enh + residual, 0.0, 1.0)
+        return torch.clamp(self.skip(vis_enh, ir_enh, w) + residual, 0.0, 1.0)
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         f_vis, f_ir = self.denoise(self.encoder(torch.cat([vis, ir], dim=0))).chunk(2, dim=0)
