@@ -45,6 +45,12 @@ def real_frame(colour: bool) -> np.ndarray:
     return cv2.applyColorMap(gray, cv2.COLORMAP_INFERNO) if colour else gray
 
 
+def receive_within(socket: zmq.Socket, timeout_s: float = 10) -> tuple[np.ndarray, dict]:
+    """Receive one frame, failing (not hanging) if none comes: a lost frame must fail the test."""
+    assert socket.poll(int(timeout_s * 1000)), "no frame arrived"
+    return receive(socket)
+
+
 def send_in_thread(publisher: Publisher, frames: int, image: np.ndarray) -> list[bool]:
     """Send ``frames`` frames from a thread; a send that blocked would leave the thread alive after the deadline."""
     results: list[bool] = []
@@ -66,7 +72,7 @@ def test_raw_round_trip_keeps_pixels_and_metadata(context: zmq.Context, colour: 
         socket = subscriber(context, publisher.endpoint)
         assert publisher.wait_for_subscriber(10)
         assert publisher.send(image, meta)
-        received, header = receive(socket)
+        received, header = receive_within(socket)
     assert received.dtype == np.uint8 and received.shape == image.shape
     np.testing.assert_array_equal(received, image)
     assert header["dtype"] == "uint8" and header["shape"] == list(image.shape)
@@ -84,6 +90,7 @@ def test_jpg_round_trip_is_a_faithful_jpeg(context: zmq.Context, colour: bool) -
         socket = subscriber(context, publisher.endpoint)
         assert publisher.wait_for_subscriber(10)
         assert publisher.send(image, {"index": 3})
+        assert socket.poll(10000), "no frame arrived"
         parts = socket.recv_multipart()
     header = json.loads(parts[0])
     assert header == {"msg": publisher.msg, "jpg": True, "meta": {"index": 3}}
@@ -101,6 +108,7 @@ def test_unmodified_imagezmq_hub_receives_raw_and_jpg() -> None:
         with imagezmq.ImageHub(open_port=publisher.endpoint, REQ_REP=False) as hub:
             assert publisher.wait_for_subscriber(10)
             assert publisher.send(image, {"index": 0})
+            assert hub.zmq_socket.poll(10000), "no frame arrived"
             msg, received = hub.recv_image()
     assert msg == publisher.msg
     np.testing.assert_array_equal(received, image)
@@ -109,6 +117,7 @@ def test_unmodified_imagezmq_hub_receives_raw_and_jpg() -> None:
         with imagezmq.ImageHub(open_port=publisher.endpoint, REQ_REP=False) as hub:
             assert publisher.wait_for_subscriber(10)
             assert publisher.send(image, {"index": 1})
+            assert hub.zmq_socket.poll(10000), "no frame arrived"
             msg, jpg_buffer = hub.recv_jpg()
     assert msg == publisher.msg
     decoded = cv2.imdecode(np.frombuffer(jpg_buffer, np.uint8), cv2.IMREAD_COLOR)
@@ -144,7 +153,7 @@ def test_a_burst_reaches_a_reading_subscriber_whole_and_in_order(context: zmq.Co
         socket = subscriber(context, publisher.endpoint)
         assert publisher.wait_for_subscriber(10)
         results = [publisher.send(image, {"index": index}) for index in range(64)]
-        indices = [receive(socket)[1]["meta"]["index"] for _ in range(64)]
+        indices = [receive_within(socket)[1]["meta"]["index"] for _ in range(64)]
     assert results == [True] * 64 and publisher.dropped == 0
     assert indices == list(range(64))
 
@@ -209,7 +218,7 @@ def test_subscriber_started_first_gets_the_first_frame(context: zmq.Context) -> 
         assert publisher.wait_for_subscriber(10)
         for index in range(3):
             assert publisher.send(np.full((4, 5), index, np.uint8), {"index": index})
-        frames = [receive(socket) for _ in range(3)]
+        frames = [receive_within(socket) for _ in range(3)]
     assert [header["meta"]["index"] for _, header in frames] == [0, 1, 2]
     assert [int(image[0, 0]) for image, _ in frames] == [0, 1, 2]
 
