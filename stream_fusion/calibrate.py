@@ -135,7 +135,10 @@ def _ecc_pyramid(ir_on_grid: np.ndarray, vis: np.ndarray, warp: np.ndarray, mode
     if model == "homography":
         steps += [(size, "homography") for size in sizes[-2:]]
     correlation = 0.0
+    affine: tuple[np.ndarray, float] | None = None
     for size, step in steps:
+        if step == "homography" and affine is None:
+            affine = (warp.copy(), correlation)
         level = scale_matrix(size[0] / vw, size[1] / vh)
         level_warp = level @ warp @ np.linalg.inv(level)
         blur = max(1.0, size[0] / BLUR_WIDTH)
@@ -147,6 +150,8 @@ def _ecc_pyramid(ir_on_grid: np.ndarray, vis: np.ndarray, warp: np.ndarray, mode
         found = found.astype(np.float64)
         level_warp = found if step == "homography" else np.vstack([found, [0, 0, 1]])
         warp = np.linalg.inv(level) @ level_warp @ level
+    if affine is not None and correlation < affine[1]:
+        return affine[0], float(affine[1])  # the homography wandered off to a worse optimum: keep the affine start
     return warp, float(correlation)
 
 
