@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket as net
 import subprocess
 import sys
@@ -168,3 +169,20 @@ def test_cli_show_without_display_says_so_and_runs_headless() -> None:
                             env=env_free)
     assert "no display" in result.stderr and "continuing headless" in result.stderr
     assert result.returncode == 2 and "error: no frame" in result.stderr  # it ran on, headless, until the timeout
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows has no SIGTERM delivery to a child, only termination")
+def test_cli_sigterm_prints_the_summary_and_exits_0() -> None:
+    with Publisher("tcp://127.0.0.1:*") as publisher:
+        process = subprocess.Popen([sys.executable, "-m", "stream_fusion.subscribe", publisher.endpoint], cwd=REPO,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert publisher.wait_for_subscriber(60)
+            assert publisher.send(frame(0), {"index": 0})
+            assert process.stdout.readline().startswith("frame 0 ")  # it is in its receive loop
+            process.send_signal(signal.SIGTERM)
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert stdout.strip().splitlines()[-1].startswith("summary: 1 frames received, 0 missed")
