@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import zmq
 
+from stream_fusion.display import Display, display_missing
 from stream_fusion.errors import StreamFusionError, run_cli
 
 # Small, so frames never pile up inside this process while it saves or shows one: the publisher drops them instead.
@@ -92,18 +93,13 @@ def capture_latency_ms(meta: dict[str, Any], received_wall: float) -> float | No
     return (received_wall - min(values)) * 1000.0 if values else None
 
 
-def _open_window(title: str) -> bool:
-    """Whether a window can be shown; without a display OpenCV's Qt backend aborts the process, so ask first."""
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        print("no display (DISPLAY is not set): --show is off, continuing headless", file=sys.stderr)
-        return False
-    try:
-        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
-    except cv2.error as error:
-        print(f"cannot open a window ({' '.join(str(error).split())}): --show is off, continuing headless",
-              file=sys.stderr)
-        return False
-    return True
+def open_window(title: str) -> Display | None:
+    """A window for ``--show``, or None with one message: a headless machine keeps receiving (Qt would abort)."""
+    reason = display_missing()
+    if reason is not None:
+        print(f"{reason}: --show is off, continuing headless", file=sys.stderr)
+        return None
+    return Display.open(title)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -111,13 +107,32 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _summary(latencies: list[float], received: int, gaps: int, skipped: int) -> str:
-    """One line: frames, frames missed (gaps in the index, of which skipped here to stay current), latency."""
-    text = f"summary: {received} frames received, {gaps} missed (gaps in index; {skipped} skipped here to stay current)"
-    if latencies:
-        text += (f", capture-to-receipt latency median {np.median(latencies):.1f} ms,"
-                 f" p99 {np.percentile(latencies, 99):.1f} ms")
-    return text
+@dataclass
+class Tally:
+    """What the subscriber saw: frames, gaps in the frame index, frames skipped here to stay current, latencies."""
+
+    received: int = 0
+    gaps: int = 0
+    skipped: int = 0
+    last_index: int | None = None
+    latencies: list[float] = field(default_factory=list)
+
+    def add(self, index: int | None, skipped: int, latency_ms: float | None) -> None:
+        if index is not None and self.last_index is not None and index > self.last_index:
+            self.gaps += index - self.last_index - 1  # an index that goes back: the publisher restarted, no gap
+        self.last_index = index if index is not None else self.last_index
+        self.received += 1
+        self.skipped += skipped
+        if latency_ms is not None:
+            self.latencies.append(latency_ms)
+
+    def summary(self) -> str:
+        text = (f"summary: {self.received} frames received, {self.gaps} missed (gaps in index; {self.skipped} skipped"
+                " here to stay current)")
+        if self.latencies:
+            text += (f", capture-to-receipt latency median {np.median(self.latencies):.1f} ms,"
+                     f" p99 {np.percentile(self.latencies, 99):.1f} ms")
+        return text
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -160,64 +175,51 @@ def main(argv: list[str] | None = None) -> int:
     except zmq.ZMQError as error:
         socket.close()
         context.term()
-        raise StreamFusionError(f"cannot connect to {args.address!r}: {error.strerror}; expected tcp://HOST:PORT")
-    title = f"stream_fusion {args.address}"
-    show = args.show and _open_window(title)
+        raise StreamFusionError(f"cannot connect to {args.address!r}: {error.strerror}; expected tcp://HOST:PORT") from None
+    window = open_window(f"stream_fusion {args.address}") if args.show else None
     previous_handler = signal.signal(signal.SIGTERM, _interrupt)
-    latencies: list[float] = []
-    received = gaps = skipped_here = 0
-    last_index: int | None = None
+    tally = Tally()
     silent_since = time.monotonic()
     timed_out = False
     try:
-        while args.count is None or received < args.count:
+        while args.count is None or tally.received < args.count:
             got = receive_latest(socket, POLL_MS, drain=not args.all)
             if got is None:
-                if show and cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                if window is not None and not window.poll():
                     break
                 if args.timeout is not None and time.monotonic() - silent_since >= args.timeout:
                     timed_out = True
                     break
                 continue
             image, header, skipped = got
-            now = time.time()
-            silent_since = time.monotonic()
-            meta = header.get("meta") if isinstance(header.get("meta"), dict) else {}
-            index = meta.get("index")
-            index = index if isinstance(index, int) and not isinstance(index, bool) else None
-            if index is not None and last_index is not None and index > last_index:
-                gaps += index - last_index - 1  # an index that goes back means the publisher restarted: no gap
-            last_index = index if index is not None else last_index
-            received += 1
-            skipped_here += skipped
-            latency = capture_latency_ms(meta, now)
-            if latency is not None:
-                latencies.append(latency)
+            received_wall, silent_since = time.time(), time.monotonic()
+            meta = header["meta"] if isinstance(header.get("meta"), dict) else {}  # absent from plain imagezmq
+            latency = capture_latency_ms(meta, received_wall)
+            index = meta.get("index") if isinstance(meta.get("index"), int) else None
+            tally.add(index, skipped, latency)
             line = f"frame {index if index is not None else '?'}  {'x'.join(map(str, image.shape))}"
             line += f"  latency {latency:.1f} ms" if latency is not None else "  latency n/a (no capture times)"
             print(line + (f"  (skipped {skipped} older)" if skipped else ""), flush=True)
             if args.save is not None:
-                path = args.save / f"{index if index is not None else received - 1:06d}.png"
+                path = args.save / f"{index if index is not None else tally.received - 1:06d}.png"
                 if not cv2.imwrite(str(path), image):
                     raise StreamFusionError(f"cannot write {str(path)!r}")
-            if show:
-                cv2.imshow(title, image)
-                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                    break
+            if window is not None and not window.show(image):
+                break
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
         socket.close()
         context.term()
-        if show:
-            cv2.destroyAllWindows()
-    print(_summary(latencies, received, gaps, skipped_here), flush=True)
-    if timed_out and received == 0:
+        if window is not None:
+            window.close()
+    print(tally.summary(), flush=True)
+    if timed_out and tally.received == 0:
         raise StreamFusionError(f"no frame from {args.address} within {args.timeout:g} s (is the publisher running"
                                 " and bound to that address?)")
     if timed_out and args.count is not None:
-        raise StreamFusionError(f"only {received} of {args.count} frames before {args.timeout:g} s without one")
+        raise StreamFusionError(f"only {tally.received} of {args.count} frames before {args.timeout:g} s without one")
     return 0
 
 
