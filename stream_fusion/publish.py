@@ -71,7 +71,7 @@ def encode(image: np.ndarray, meta: dict[str, Any], fmt: str = "raw", jpeg_quali
 
 
 class Publisher:
-    """Binds a ZeroMQ XPUB socket and publishes fused frames without ever blocking the caller.
+    """Binds a ZeroMQ XPUB socket and publishes fused frames; a slow or absent subscriber never holds the caller up.
 
     Counters: ``sent`` (queued for every subscriber), ``dropped`` (refused because a subscriber's queue was full:
     it is too slow or stuck), ``unheard`` (published while nobody was subscribed; ZeroMQ discards those).
