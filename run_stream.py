@@ -50,16 +50,16 @@ OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--vis", "source.vis", {"metavar": "SRC", "help": "visible source (same kinds as --ir)"}),
     ("--mode", "source.mode", {"choices": ["auto", "live", "replay"], "help": "auto: cameras/URLs live, files replay"}),
     ("--realtime", "source.realtime", {"action": "store_const", "const": True, "help": "pace a replay at its fps"}),
-    ("--fps", "source.fps", {"type": float, "help": "pace of --realtime (needed for image folders)"}),
+    ("--fps", "source.fps", {"type": float, "metavar": "N", "help": "pace of --realtime (needed for image folders)"}),
     ("--loop", "source.loop", {"action": "store_const", "const": True, "help": "replay: start again at the end"}),
-    ("--tolerance-ms", "sync.tolerance_ms", {"type": float, "help": "live pairing tolerance (default half a frame)"}),
-    ("--model", "engine.model", {"help": "default | lite | base | classical | path/to/model.onnx"}),
+    ("--tolerance-ms", "sync.tolerance_ms", {"type": float, "metavar": "MS", "help": "live pairing tolerance (default half a frame)"}),
+    ("--model", "engine.model", {"metavar": "M", "help": "default | lite | base | classical | path/to/model.onnx"}),
     ("--provider", "engine.provider", {"choices": ["auto", "tensorrt", "cuda", "cpu"], "help": "ONNX Runtime provider"}),
     ("--align-policy", "align.policy", {"choices": ["warn", "correct", "drop"], "help": "on misalignment"}),
     ("--calibration", "align.calibration", {"metavar": "YAML", "help": "IR -> visible warp from stream_fusion.calibrate"}),
     ("--zmq", "publish.zmq", {"metavar": "ADDR", "help": "bind address, e.g. tcp://0.0.0.0:5555; none = off"}),
     ("--zmq-format", "publish.format", {"choices": ["raw", "jpg"], "help": "raw array or JPEG"}),
-    ("--jpeg-quality", "publish.jpeg_quality", {"type": int, "help": "1-100, for --zmq-format jpg"}),
+    ("--jpeg-quality", "publish.jpeg_quality", {"type": int, "metavar": "Q", "help": "1-100, for --zmq-format jpg"}),
     ("--wait-subscriber", "publish.wait_subscriber", {"type": float, "metavar": "S",
                                                       "help": "wait up to S s for a subscriber before starting"}),
     ("--no-display", "display.enabled", {"action": "store_const", "const": False, "help": "no window"}),
@@ -76,7 +76,7 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = _Parser(description=__doc__.split("\n\n")[0], epilog="Defaults: configs/default.yaml.")
     for flag, key, kwargs in OPTIONS:
-        parser.add_argument(flag, dest=key, default=None, **kwargs)
+        parser.add_argument(flag, dest=key, default=None, **{**kwargs, "help": f"{kwargs['help']} [{key}]"})
     parser.add_argument("--config", metavar="YAML", help="YAML file overriding any subset of the defaults")
     parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                         help="override any config key, e.g. --set pipeline.queue_size=8 (repeatable)")
