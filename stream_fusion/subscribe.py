@@ -223,5 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli() -> None:
+    """The ``stream-fusion-subscribe`` console script: ``main`` with one-line errors (exit 2) instead of tracebacks."""
+    run_cli(main)
+
+
 if __name__ == "__main__":
     run_cli(main)

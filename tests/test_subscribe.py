@@ -186,3 +186,15 @@ def test_cli_sigterm_prints_the_summary_and_exits_0() -> None:
             process.kill()
     assert process.returncode == 0, stderr
     assert stdout.strip().splitlines()[-1].startswith("summary: 1 frames received, 0 missed")
+
+
+def test_console_script_entry_point_gives_one_line_errors() -> None:
+    """pyproject's ``stream-fusion-subscribe`` target must wrap ``main`` in run_cli, or errors become tracebacks."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    module, function = scripts["stream-fusion-subscribe"].split(":")
+    result = subprocess.run([sys.executable, "-c", f"import sys; sys.argv[0] = 'stream-fusion-subscribe'; "
+                             f"from {module} import {function}; sys.exit({function}())", "--count", "0"],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == "error: --count must be at least 1, got 0\n"
