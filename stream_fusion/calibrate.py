@@ -3,7 +3,8 @@
     python -m stream_fusion.calibrate --ir SRC --vis SRC --out configs/calibration.yaml [--model affine|homography]
                                       [--frames N]
 
-SRC is an image file, a folder of images (name order), a video file or a camera index. The rig should look at a
+SRC is an image file, a folder of images (name order), a video file, a camera index or a stream URL (as for
+``run_stream.py``). The rig should look at a
 scene with structure at the working distance (parallax makes near and far objects disagree). For each of N frame
 pairs the warp is estimated by multi-scale ECC (``cv2.findTransformECC``, coarse to fine) on gradient-magnitude maps,
 started from the phase-correlation shift of the alignment check; the frames' estimates are combined by the median of
@@ -39,7 +40,7 @@ COARSEST_WIDTH = 160  # the pyramid starts where the alignment check measures, s
 
 
 def read_frames(spec: str, count: int) -> list[np.ndarray]:
-    """Up to ``count`` gray frames from an image file, an image folder, a video file or a camera index."""
+    """Up to ``count`` gray frames from an image file, an image folder, a video file, a camera index or a URL."""
     path = Path(spec)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -48,8 +49,10 @@ def read_frames(spec: str, count: int) -> list[np.ndarray]:
         return [_read_image(p) for p in files[:count]]
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         return [_read_image(path)]
-    if not path.exists() and not spec.isdigit():
-        raise StreamFusionError(f"source not found: {spec} (give an image, a folder, a video file or a camera index)")
+    if not path.exists() and not spec.isdigit() and "://" not in spec:
+        raise StreamFusionError(
+            f"source not found: {spec} (give an image, a folder, a video file, a camera index or a stream URL)"
+        )
     # OpenCV and FFmpeg print multi-line complaints for every failed open; the user gets our one line instead.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
@@ -278,8 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m stream_fusion.calibrate",
         description="Estimate the IR -> visible warp of a two-camera rig and write it as YAML.",
     )
-    parser.add_argument("--ir", required=True, help="IR source: image, image folder, video file or camera index")
-    parser.add_argument("--vis", required=True, help="visible source: image, image folder, video file or camera index")
+    parser.add_argument("--ir", required=True, help="IR source: image, image folder, video file, camera index or URL")
+    parser.add_argument("--vis", required=True, help="visible source (same kinds as --ir)")
     parser.add_argument("--out", required=True, help="YAML file to write, e.g. configs/calibration.yaml")
     parser.add_argument("--model", choices=MODELS, default="affine", help="warp model (default: affine)")
     parser.add_argument("--frames", type=int, default=5, help="frame pairs to use (default: 5)")
