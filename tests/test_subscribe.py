@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket as net
 import subprocess
@@ -198,3 +199,41 @@ def test_console_script_entry_point_gives_one_line_errors() -> None:
                             cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr == "error: --count must be at least 1, got 0\n"
+
+
+@pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("xdotool")), reason="needs Xvfb and xdotool")
+def test_cli_show_opens_a_window_on_a_real_x_display_and_q_quits() -> None:
+    number = next(n for n in range(190, 290) if not Path(f"/tmp/.X11-unix/X{n}").exists())
+    server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "640x480x24"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    env = {**os.environ, "DISPLAY": f":{number}"}
+    process = None
+    try:
+        for _ in range(100):  # Xvfb is up once its socket exists
+            if Path(f"/tmp/.X11-unix/X{number}").exists():
+                break
+            time.sleep(0.1)
+        with Publisher("tcp://127.0.0.1:*") as publisher:
+            process = subprocess.Popen([sys.executable, "-m", "stream_fusion.subscribe", publisher.endpoint, "--show"],
+                                       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            assert publisher.wait_for_subscriber(60)
+            window = ""
+            for index in range(300):  # a frame every 50 ms until the window is there
+                publisher.send(frame(index), {"index": index})
+                found = subprocess.run(["xdotool", "search", "--name", "stream_fusion tcp"], capture_output=True,
+                                       text=True, env=env)
+                window = found.stdout.split()[0] if found.stdout.split() else ""
+                if window:
+                    break
+                time.sleep(0.05)
+            assert window, "no window appeared"
+            subprocess.run(["xdotool", "key", "--window", window, "q"], env=env, capture_output=True)
+            stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process is not None:
+            process.kill()
+        server.kill()
+        server.wait()
+    assert process.returncode == 0, stderr
+    assert "continuing headless" not in stderr
+    assert stdout.strip().splitlines()[-1].startswith("summary: ")
