@@ -146,16 +146,22 @@ def test_subscriber_that_never_reads_never_blocks_send_and_drops_are_counted(con
         assert stuck.poll(0)  # the stuck subscriber still holds its first frame: it was delivered, not lost in a hang
 
 
-def test_a_burst_reaches_a_reading_subscriber_whole_and_in_order(context: zmq.Context) -> None:
-    """A replay delivers frames back to back, faster than one send high-water mark's worth: none may be dropped."""
+def test_a_burst_reaches_a_reading_subscriber_whole_and_in_order(
+        context: zmq.Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames handed over back to back, more than the high-water mark at once, wait for room instead of dropping.
+
+    The grace is raised here so that the test checks the mechanism, not whether this loaded 2-core machine schedules
+    ZeroMQ's I/O thread within the default 5 ms (without the retry, the third frame of a burst is lost).
+    """
+    monkeypatch.setattr(publish, "BURST_GRACE_S", 2.0)
     image = real_frame(colour=True)
     with Publisher(ANY_PORT, hwm=2) as publisher:
         socket = subscriber(context, publisher.endpoint)
         assert publisher.wait_for_subscriber(10)
-        results = [publisher.send(image, {"index": index}) for index in range(64)]
-        indices = [receive_within(socket)[1]["meta"]["index"] for _ in range(64)]
-    assert results == [True] * 64 and publisher.dropped == 0
-    assert indices == list(range(64))
+        results = [publisher.send(image, {"index": index}) for index in range(32)]
+        assert results == [True] * 32 and publisher.dropped == 0
+        indices = [receive_within(socket)[1]["meta"]["index"] for _ in range(32)]
+    assert indices == list(range(32))
 
 
 def test_a_stuck_subscriber_is_cut_off_so_a_healthy_one_gets_frames_again(
@@ -214,7 +220,7 @@ def free_port() -> int:
 def test_subscriber_started_first_gets_the_first_frame(context: zmq.Context) -> None:
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     socket = subscriber(context, endpoint)  # connects before anyone binds; ZeroMQ keeps retrying
-    with Publisher(endpoint) as publisher:
+    with Publisher(endpoint, hwm=8) as publisher:  # room for the 3 frames sent back to back
         assert publisher.wait_for_subscriber(10)
         for index in range(3):
             assert publisher.send(np.full((4, 5), index, np.uint8), {"index": index})
