@@ -221,3 +221,16 @@ def test_record_is_plain_data_for_metadata():
     data = json.loads(json.dumps(record.as_dict()))
     assert set(data) == {"dx", "dy", "confidence", "status", "measured"}
     assert data["status"] == "ok" and data["measured"] is True
+
+
+def test_colour_frames_measure_like_gray_ones():
+    """The pipeline hands over BGR visible frames (and sometimes 3-channel IR): the check measures their luma."""
+    folder = EVAL[1]
+    ir = cv2.imread(str(folder / "ir" / "FLIR_04688.png"), cv2.IMREAD_GRAYSCALE)
+    vis = cv2.imread(str(folder / "vis" / "FLIR_04688.png"), cv2.IMREAD_COLOR)
+    assert vis.ndim == 3
+    moved = shift_image(ir, -4, 2)
+    colour = ShiftEstimator().measure(cv2.cvtColor(moved, cv2.COLOR_GRAY2BGR), vis)
+    gray = ShiftEstimator().measure(moved, cv2.cvtColor(vis, cv2.COLOR_BGR2GRAY))
+    assert colour == pytest.approx(gray, abs=1e-6)
+    assert verdict(cv2.cvtColor(moved, cv2.COLOR_GRAY2BGR), vis).status == "misaligned"
