@@ -349,15 +349,16 @@ def default_cache_dir() -> Path:
 
 def provider_options(
     name: str, *, padded_shape: tuple[int, ...] | None, cache_dir: Path, device_id: int
-) -> dict[str, Any]:
-    """ONNX Runtime options per provider (names from the TensorRT / CUDA execution provider docs)."""
+) -> dict[str, str]:
+    """ONNX Runtime options per provider (names from the TensorRT / CUDA execution provider docs). Values are
+    strings, booleans spelled "True"/"False": the TensorRT provider rejects "1"/"0" for its flags."""
     if name == "tensorrt":
-        options: dict[str, Any] = {
-            "device_id": device_id,
-            "trt_fp16_enable": True,
-            "trt_engine_cache_enable": True,
+        options = {
+            "device_id": str(device_id),
+            "trt_fp16_enable": "True",
+            "trt_engine_cache_enable": "True",
             "trt_engine_cache_path": str(cache_dir),
-            "trt_timing_cache_enable": True,
+            "trt_timing_cache_enable": "True",
             "trt_timing_cache_path": str(cache_dir),
         }
         if padded_shape is not None:
@@ -369,7 +370,8 @@ def provider_options(
         return options
     if name == "cuda":
         # Exhaustive cuDNN search pays once, at warm-up, for the fastest convolution algorithm at the frame size.
-        return {"device_id": device_id, "cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": True}
+        return {"device_id": str(device_id), "cudnn_conv_algo_search": "EXHAUSTIVE",
+                "do_copy_in_default_stream": "True"}
     return {}
 
 
