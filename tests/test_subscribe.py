@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import zmq
 
+from stream_fusion.display import x_server_reachable
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.publish import Publisher, encode
 from stream_fusion.subscribe import capture_latency_ms, decode, main, receive_latest
@@ -209,8 +210,8 @@ def test_cli_show_opens_a_window_on_a_real_x_display_and_q_quits() -> None:
     env = {**os.environ, "DISPLAY": f":{number}"}
     process = None
     try:
-        for _ in range(100):  # Xvfb is up once its socket exists
-            if Path(f"/tmp/.X11-unix/X{number}").exists():
+        for _ in range(200):  # up to 20 s for Xvfb to accept connections
+            if x_server_reachable(f":{number}"):
                 break
             time.sleep(0.1)
         with Publisher("tcp://127.0.0.1:*") as publisher:
@@ -226,7 +227,9 @@ def test_cli_show_opens_a_window_on_a_real_x_display_and_q_quits() -> None:
                 if window:
                     break
                 time.sleep(0.05)
-            assert window, "no window appeared"
+            if not window:
+                process.kill()
+                pytest.fail(f"no window appeared; subscriber stderr: {process.communicate()[1]!r}")
             subprocess.run(["xdotool", "key", "--window", window, "q"], env=env, capture_output=True)
             stdout, stderr = process.communicate(timeout=30)
     finally:
