@@ -41,7 +41,8 @@ CLIP_FRAMES = 10
 def load_engine(name: str) -> tuple[FusionEngine, str]:
     try:
         engine = create_engine(name)
-        return engine, f"{engine.name} ({engine.provider})"
+        training = getattr(engine, "metadata", {}).get("training")  # e.g. "untrained placeholder" before export
+        return engine, f"{engine.name} ({engine.provider}{', ' + training if training else ''})"
     except StreamFusionError as error:
         print(f"engine {name!r} unavailable ({error}); using the classical fuser", file=sys.stderr)
         return ClassicalEngine(), "classical (fallback: network unavailable)"
@@ -166,7 +167,8 @@ def main() -> int:
     shifts = [r[0] for r in rows]
     plot(shifts, {"Qabf": [r[1] for r in rows], "Qabf with correct": [r[2] for r in rows],
                   "VIF": [r[3] for r in rows], "VIF with correct": [r[4] for r in rows]},
-         plot_path, f"Fusion quality vs IR misalignment ({engine_label}, {len(pairs)} TNO pairs)")
+         plot_path, f"Fusion quality vs IR misalignment ({engine_label.split(':')[0].split(' (')[0]}"
+                    f"{', UNTRAINED' if 'untrained' in engine_label else ''}, {len(pairs)} TNO pairs)")
     print(f"wrote the table into {args.doc} and the plot to {plot_path}")
     return 0
 
