@@ -15,7 +15,11 @@ import pytest
 import zmq
 
 import stream_fusion.publish as publish
+from stream_fusion.align import AlignmentMonitor
+from stream_fusion.capture import open_source
+from stream_fusion.engine import ClassicalEngine
 from stream_fusion.errors import StreamFusionError
+from stream_fusion.pipeline import Pipeline
 from stream_fusion.publish import Publisher, encode
 from stream_fusion.subscribe import receive
 
@@ -279,3 +283,30 @@ def test_encode_raw_matches_imagezmq_header_exactly() -> None:
     header, buffer = encode(image, {"index": 1}, msg="cam")
     assert json.loads(header) == {"msg": "cam", "dtype": "uint8", "shape": [2, 2, 3], "meta": {"index": 1}}
     assert buffer == np.ascontiguousarray(image).tobytes()
+
+
+def test_live_pipeline_with_a_subscriber_that_never_reads_runs_to_the_end_and_counts_publish_drops(
+        context: zmq.Context, tmp_path: Path) -> None:
+    """Issue 2: a stuck subscriber neither blocks nor hides anything: the live run ends, every frame is accounted for."""
+    for role in ("ir", "vis"):
+        writer = cv2.VideoWriter(str(tmp_path / f"{role}.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 50, (320, 256))
+        for index in range(100):
+            writer.write(np.full((256, 320, 3), (index * 3) % 256, np.uint8))
+        writer.release()
+    with Publisher(ANY_PORT, hwm=2) as publisher:
+        stuck = subscriber(context, publisher.endpoint, rcvhwm=1)
+        stuck.setsockopt(zmq.RCVBUF, 1 << 16)
+        assert publisher.wait_for_subscriber(10)
+        pipeline = Pipeline(open_source(tmp_path / "ir.avi", "ir"), open_source(tmp_path / "vis.avi", "vis"),
+                            ClassicalEngine(), AlignmentMonitor(), live=True, pace_fps=50.0, publisher=publisher)
+        summaries = []
+        runner = threading.Thread(target=lambda: summaries.append(pipeline.run()), daemon=True)
+        runner.start()
+        runner.join(timeout=120)  # hang guard: a blocking send would stall the pipeline here
+        assert not runner.is_alive(), "the pipeline stalled on a subscriber that never reads"
+        assert stuck.poll(0)  # it was subscribed and got the first frames
+    summary = summaries[0]
+    assert summary.error is None and summary.frames > 0
+    assert summary.drops["publish"] == publisher.dropped > 0
+    assert publisher.sent + publisher.dropped == summary.frames and publisher.unheard == 0
+    assert summary.published == publisher.sent
