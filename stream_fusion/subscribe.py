@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import socket as net
 import sys
 import time
 from dataclasses import dataclass, field
@@ -158,6 +159,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def check_host(address: str) -> None:
+    """Fail fast on a host name that does not resolve: ZeroMQ would retry it silently forever."""
+    if not address.startswith("tcp://"):
+        return
+    host = address[len("tcp://"):].rpartition(";")[2].rpartition(":")[0].strip("[]")
+    try:
+        net.getaddrinfo(host, None)
+    except (net.gaierror, UnicodeError) as error:
+        reason = error.strerror if isinstance(error, net.gaierror) else str(error)
+        raise StreamFusionError(f"cannot resolve host {host!r} of {address!r}: {reason}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.save is not None:
@@ -165,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             args.save.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StreamFusionError(f"cannot create --save folder {str(args.save)!r}: {error.strerror}") from None
+    check_host(args.address)
     context = zmq.Context()
     socket = context.socket(zmq.SUB)
     socket.setsockopt(zmq.RCVHWM, RCVHWM_ALL if args.all else RCVHWM)
@@ -176,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         socket.close()
         context.term()
         raise StreamFusionError(f"cannot connect to {args.address!r}: {error.strerror}; expected tcp://HOST:PORT") from None
+    print(f"subscribed to {args.address}, waiting for frames", file=sys.stderr, flush=True)
     window = open_window(f"stream_fusion {args.address}") if args.show else None
     previous_handler = signal.signal(signal.SIGTERM, _interrupt)
     tally = Tally()
