@@ -1,6 +1,6 @@
 """Subscribe to a stream_fusion publisher: decode its frames, report latency and gaps, save or show frames.
 
-``python -m stream_fusion.subscribe tcp://HOST:5555 [--count N] [--save DIR] [--show] [--timeout S]``
+``python -m stream_fusion.subscribe tcp://HOST:5555 [--count N] [--save DIR] [--show] [--timeout S] [--all]``
 
 The subscriber always works on the newest frame: after each wait it reads everything that has arrived and keeps only
 the last message, so a subscriber slower than the stream skips frames (reported as gaps in the frame index) instead
@@ -31,8 +31,8 @@ from stream_fusion.errors import StreamFusionError, run_cli
 # Small, so frames never pile up inside this process while it saves or shows one: the publisher drops them instead.
 RCVHWM = 4
 RCVHWM_ALL = 1000  # with --all, room to absorb a burst (a replay running faster than we save)
-POLL_MS = 100
-CAPTURE_KEYS = ("t_capture_ir", "t_capture_vis")  # wall-clock capture times (time.time()) in the pipeline's meta  # how often an idle subscriber wakes up (to service its window and notice Ctrl-C)
+POLL_MS = 100  # how often an idle subscriber wakes up (to service its window and notice the timeout)
+CAPTURE_KEYS = ("t_capture_ir", "t_capture_vis")  # wall-clock capture times (time.time()) in the pipeline's meta
 
 
 def decode(parts: list[bytes] | list[zmq.Frame]) -> tuple[np.ndarray, dict[str, Any]]:
@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     except zmq.ZMQError as error:
         socket.close()
         context.term()
-        raise StreamFusionError(f"cannot connect to {args.address!r}: {error.strerror}; expected tcp://HOST:PORT") from None
+        raise StreamFusionError(
+            f"cannot connect to {args.address!r}: {error.strerror}; expected tcp://HOST:PORT") from None
     print(f"subscribed to {args.address}, waiting for frames", file=sys.stderr, flush=True)
     window = open_window(f"stream_fusion {args.address}") if args.show else None
     previous_handler = signal.signal(signal.SIGTERM, _interrupt)
