@@ -287,7 +287,7 @@ def test_encode_raw_matches_imagezmq_header_exactly() -> None:
 
 def test_live_pipeline_with_a_subscriber_that_never_reads_runs_to_the_end_and_counts_publish_drops(
         context: zmq.Context, tmp_path: Path) -> None:
-    """Issue 2: a stuck subscriber neither blocks nor hides anything: the live run ends, every frame is accounted for."""
+    """A stuck subscriber neither blocks nor hides anything: the live run ends, every frame is accounted for."""
     for role in ("ir", "vis"):
         writer = cv2.VideoWriter(str(tmp_path / f"{role}.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 50, (320, 256))
         for index in range(100):
