@@ -28,6 +28,7 @@ from stream_fusion.config import CONFIG_DIR, load_config, merge, parse_override
 from stream_fusion.data import PairCrops
 from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.model import build_model, load_preset, save_checkpoint
+from stream_fusion.model.checkpoint import read_checkpoint
 
 REPO_DIR = CONFIG_DIR.parent
 TRAIN_DEFAULTS = CONFIG_DIR / "train.yaml"
@@ -67,8 +68,8 @@ def pick_device(name: str) -> torch.device:
 
 
 def stage1_epochs(cfg: dict[str, Any]) -> int:
-    """At least one epoch of each stage when there are two or more."""
-    if cfg["epochs"] < 2:
+    """At least one epoch of each stage when there are two or more, unless Stage I is switched off (fine-tuning)."""
+    if cfg["epochs"] < 2 or cfg["stage1_fraction"] <= 0:
         return 0
     return min(cfg["epochs"] - 1, max(1, round(cfg["epochs"] * cfg["stage1_fraction"])))
 
@@ -85,6 +86,8 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> P
     data = PairCrops(resolve(cfg["data"]), cfg["crop"])
     torch.manual_seed(cfg["seed"])
     model = build_model(preset).to(device)
+    if cfg["init"] and not resume:
+        init_from(model, resolve(cfg["init"]))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     first_epoch, wall = 0, 0.0
     state_path = out / "last.pt"
@@ -143,9 +146,18 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> P
         "git_commit": git_commit(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "wall_time_s": round(wall, 1), "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
         "threads": torch.get_num_threads(), "config": cfg,
+        "init": read_checkpoint(resolve(cfg["init"]))["meta"] if cfg["init"] else None,
     }
     save_checkpoint(final, model.eval(), preset, meta)
     return final
+
+
+def init_from(model: torch.nn.Module, path: Path) -> None:
+    """Warm start (fine-tuning) from a checkpoint of the same preset; the preset must match exactly."""
+    payload = read_checkpoint(path)
+    if payload["preset"] != model.preset:
+        raise StreamFusionError(f"init checkpoint {path} has preset {payload['preset'].get('name')!r} with other settings")
+    model.load_state_dict(payload["state_dict"])
 
 
 def write_log(path: Path, row: dict[str, Any]) -> None:

@@ -120,6 +120,13 @@ def test_two_stage_run_writes_log_checkpoint_and_resumes(subset: Path, tmp_path:
     train(cfg, resume=resume, progress=False)
     rows = list(csv.DictReader((out / "log.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"] and rows[2]["stage"] == "2"
+    # fine-tuning: a warm start from the final checkpoint, Stage II only
+    tuned_dir = tmp_path / "tuned"
+    cfg, _ = parse_args([*args[:4], "--out", str(tuned_dir), "--epochs", "1", "--set", f"init={final}",
+                         "--set", "stage1_fraction=0", "--set", "crop=32", "--set", "batch_size=2", "--set", "threads=1"])
+    tuned = train(cfg, progress=False)
+    assert [r["stage"] for r in csv.DictReader((tuned_dir / "log.csv").open())] == ["2"]
+    assert torch.load(tuned, weights_only=True)["meta"]["init"]["epochs"] == 3
 
 
 def test_data_errors_are_clear(tmp_path: Path) -> None:
