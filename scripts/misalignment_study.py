@@ -13,6 +13,7 @@ hand-written text around them is kept) and the plot to ``docs/misalignment_study
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -41,11 +42,24 @@ CLIP_FRAMES = 10
 def load_engine(name: str) -> tuple[FusionEngine, str]:
     try:
         engine = create_engine(name)
-        training = getattr(engine, "metadata", {}).get("training")  # e.g. "untrained placeholder" before export
-        return engine, f"{engine.name} ({engine.provider}{', ' + training if training else ''})"
+        note = training_note(getattr(engine, "metadata", {}).get("training"))
+        return engine, f"{engine.name} ({engine.provider}{', ' + note if note else ''})"
     except StreamFusionError as error:
         print(f"engine {name!r} unavailable ({error}); using the classical fuser", file=sys.stderr)
         return ClassicalEngine(), "classical (fallback: network unavailable)"
+
+
+def training_note(training: str | None) -> str:
+    """Short form of the model's ``training`` metadata: a JSON record of the run, or a note like "untrained ..."."""
+    if not training:
+        return ""
+    try:
+        info = json.loads(training)
+    except ValueError:
+        return training.split(":")[0]
+    if not isinstance(info, dict):
+        return str(info)
+    return f"trained {info.get('epochs', '?')} epochs on {info.get('pairs', '?')} pairs, {str(info.get('date', ''))[:10]}"
 
 
 def registered_pair(name: str) -> tuple[np.ndarray, np.ndarray]:
