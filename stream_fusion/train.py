@@ -79,6 +79,7 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> P
     if cfg["epochs"] < 1 or cfg["batch_size"] < 1 or cfg["crop"] < 16 or cfg["crop"] % 4:
         raise StreamFusionError("epochs and batch_size must be >= 1 and crop a multiple of 4 that is >= 16")
     out = resolve(cfg["out"])
+    commit = git_commit()  # the code the run starts with, not whatever HEAD is when it ends
     device = pick_device(cfg["device"])
     if cfg["threads"] > 0:
         torch.set_num_threads(cfg["threads"])
@@ -143,7 +144,7 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> P
     final = out / "final.pt"
     meta = {
         "epochs": cfg["epochs"], "stage1_epochs": stage1, "data": str(cfg["data"]), "pairs": len(data),
-        "git_commit": git_commit(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "git_commit": commit, "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "wall_time_s": round(wall, 1), "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
         "threads": torch.get_num_threads(), "config": cfg,
         "init": read_checkpoint(resolve(cfg["init"]))["meta"] if cfg["init"] else None,
