@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import platform
 import sys
 import time
@@ -50,28 +51,45 @@ def cpu_name() -> str:
     return platform.machine()
 
 
-def onnx_training_note(path: Path) -> str:
-    """The ``training`` metadata of a shipped ONNX file, so an untrained placeholder is never reported as ours."""
+def onnx_metadata(path: Path) -> dict[str, str]:
+    """The metadata a shipped ONNX file carries (``export.onnx`` writes model_version and training), so the report
+    names exactly which weights it scored and never reports an untrained placeholder as ours."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.get_modelmeta().custom_metadata_map.get("training", "")
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def describe_training(training: str) -> str:
+    """A few words from the JSON training record (epochs, device, date), or the text as it is."""
+    try:
+        record = json.loads(training)
+    except ValueError:
+        return training
+    if not isinstance(record, dict):
+        return training
+    return ", ".join(f"{key} {record[key]}" for key in ("epochs", "stage1_epochs", "device", "date") if key in record)
 
 
 def available_methods(provider: str) -> tuple[dict[str, FusionEngine], list[str]]:
-    """Engines to run, in table order, and one line per network that is skipped or suspicious."""
+    """Engines to run, in table order, and one line per network saying which file was scored (or why not)."""
     engines: dict[str, FusionEngine] = {name: cls() for name, cls in BASELINES.items()}
     notes = []
     for preset in ("lite", "base"):
         path = WEIGHTS_DIR / f"difffuse_{preset}.onnx"
+        shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
         if not path.exists():
-            notes.append(f"{LABELS[preset]}: not evaluated, {path.relative_to(REPO)} does not exist yet")
+            notes.append(f"{LABELS[preset]}: not evaluated, {shown} does not exist yet")
             print(f"skip {preset}: {path} does not exist", flush=True)
             continue
-        training = onnx_training_note(path)
+        meta = onnx_metadata(path)
+        training = meta.get("training", "")
         if "placeholder" in training.lower() or "untrained" in training.lower():
-            notes.append(f"{LABELS[preset]}: {path.relative_to(REPO)} is marked '{training}', numbers are NOT ours")
+            notes.append(f"{LABELS[preset]}: {shown} is marked '{training}', numbers are NOT ours")
             LABELS[preset] += " UNTRAINED"
+        else:
+            notes.append(f"{LABELS[preset]}: `{shown}`, model_version {meta.get('model_version', '?')} "
+                         f"({describe_training(training) or 'no training record'})")
         engines[preset] = load_engine(str(path), provider)
     return engines, notes
 
