@@ -59,7 +59,11 @@ def training_note(training: str | None) -> str:
         return training.split(":")[0]
     if not isinstance(info, dict):
         return str(info)
-    return f"trained {info.get('epochs', '?')} epochs on {info.get('pairs', '?')} pairs, {str(info.get('date', ''))[:10]}"
+    epochs, run = [], info
+    while isinstance(run, dict):  # a fine-tune records the run it started from under "init"
+        epochs.insert(0, str(run.get("epochs", "?")))
+        run = run.get("init")
+    return f"trained {' + '.join(epochs)} epochs on {info.get('pairs', '?')} pairs, {str(info.get('date', ''))[:10]}"
 
 
 def registered_pair(name: str) -> tuple[np.ndarray, np.ndarray]:
