@@ -7,9 +7,8 @@ The file has inputs ``ir``, ``vis`` and output ``fused`` (N x 1 x H x W float32,
 opset 18, constants folded, and metadata the engine needs (preset, size multiple...). The export fails, with one line
 saying why, unless: ``onnx.checker`` passes; the graph has no op that runtimes handle badly (ScatterND, loops,
 random ops, FFTs, data-dependent slicing) and no constant subgraph left unfolded; and ONNX Runtime matches PyTorch
-on real evaluation pairs within 1e-4 (fp32) / 1e-2 (fp16) on every pixel but the isolated ones where the network's
-hard choose-max flips on a float-rounding tie (counted and printed; see ``FLIP_FRACTION``). On a machine where a
-GPU provider loads, it also lists every node that the GPU provider leaves to the CPU.
+on real evaluation pairs within 1e-4 (fp32) / 1e-2 (fp16) on every pixel. On a machine where a GPU provider
+loads, it also lists every node that the GPU provider leaves to the CPU.
 """
 from __future__ import annotations
 
@@ -19,7 +18,6 @@ import copy
 import hashlib
 import io
 import json
-import logging
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -29,7 +27,6 @@ import numpy as np
 import onnx
 import onnx.reference
 import torch
-from onnxscript import optimizer
 
 import stream_fusion
 from stream_fusion.engine import open_session, pad_to_multiple, split_luma
@@ -42,13 +39,7 @@ OPSET = 18
 # ONNX Runtime 1.20 (the oldest the project supports) reads IR version 10; onnx 1.23 would write 14 by default.
 IR_VERSION = 10
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
-# The network's global skip picks, per pixel, the band of the source with the larger local activity (a hard
-# ``where``). Where the two activities tie to float rounding, ONNX Runtime and PyTorch can pick differently, and that
-# pixel differs by the band gap. Measured on 4 eval pairs: 0-2 such pixels per frame in fp32; in fp16, whose rounding
-# is ~10^4 times coarser, up to 25 (partly trained lite/base) and ~1e-3 of a frame (jittered test network). A real
-# export error moves far more pixels (a 0.01 bias change: over 1% of them), so the check stays meaningful; the
-# count is printed. A soft selection in the model would make strict max-abs parity possible again.
-FLIP_FRACTION = {"fp32": 1e-4, "fp16": 2e-3}
+
 DYNAMIC_AXES = {name: {0: "batch", 2: "height", 3: "width"} for name in ("ir", "vis", "fused")}
 # Ops that are slow or unsupported on GPU runtimes, non-deterministic, or control flow: none belongs in this graph.
 FORBIDDEN_OPS = frozenset({
@@ -132,12 +123,16 @@ def export_model(model: torch.nn.Module, out: Path, *, fp16: bool = False, metad
             exportable, (example, example.clone()), buffer, input_names=["ir", "vis"], output_names=["fused"],
             opset_version=OPSET, dynamic_axes=DYNAMIC_AXES, do_constant_folding=True, dynamo=False,
         )
-    # onnxscript warns about each multi-output node it leaves; fold_constants evaluates those right after.
-    logging.getLogger("onnxscript.optimizer").setLevel(logging.ERROR)
-    proto = fold_constants(optimizer.optimize(onnx.load_from_string(buffer.getvalue())))
+    # Folding only, by our own evaluator: onnxscript's optimizer (which also rewrites patterns) moved the trained
+    # lite network's output by 3.9e-4 against PyTorch on a RoadScene pair, the plain export by 3e-7.
+    proto = fold_constants(onnx.load_from_string(buffer.getvalue()))
+    for value in [*proto.graph.input, *proto.graph.output]:  # the tracer leaves the output's channel symbolic
+        dims = value.type.tensor_type.shape.dim
+        dims[1].Clear()
+        dims[1].dim_value = 1
     if fp16:
-        norms = [scope_prefix(name) for name, m in exportable.named_modules() if isinstance(m, TwoPassGroupNorm)]
-        proto = to_fp16(proto, keep_fp32=[n.name for n in proto.graph.node if n.name.startswith(tuple(norms))])
+        scopes = tuple(scope_prefix(name) for name, m in exportable.named_modules() if isinstance(m, TwoPassGroupNorm))
+        proto = to_fp16(proto, keep_fp32=[n.name for n in proto.graph.node if n.name.startswith(scopes)])
     proto.ir_version = IR_VERSION
     proto.producer_name = "stream_fusion export.onnx"
     proto.doc_string = "DiffFuseNet infrared-visible fusion (stream_fusion): fused = net(ir, vis)"
@@ -163,8 +158,9 @@ def export_model(model: torch.nn.Module, out: Path, *, fp16: bool = False, metad
 
 
 def fold_constants(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Evaluate every node whose inputs are all constants (onnxscript leaves multi-output ones such as the
-    timestep-embedding Split) and store its outputs as initializers: the runtime then never computes them."""
+    """Evaluate every node whose inputs are all constants (the TorchScript exporter's own folding leaves some,
+    such as the timestep embedding's Sin/Cos and MLP) and store its outputs as initializers: the runtime then never
+    computes them, and the graph check can insist that no constant subgraph is left."""
     graph = proto.graph
     constants = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
     kept = []
@@ -204,6 +200,9 @@ def to_fp16(proto: onnx.ModelProto, keep_fp32: list[str]) -> onnx.ModelProto:
 
     The nodes named in ``keep_fp32`` (the normalisations: a frame-wide mean and variance, and the centring that
     subtracts one from the other) stay fp32: in fp16 they put the fused image 1.5e-2 off.
+
+    Known limit: the network's soft choose-max skip weighs bands by their 4th power, which underflows fp16 for faint
+    detail, so the current network's fp16 file fails the parity check (it is written, and refused, with the count).
     """
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
@@ -304,8 +303,8 @@ def eval_pairs(count: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
 
 
 class Parity(NamedTuple):
-    """ONNX Runtime against PyTorch on one pair: the largest difference, how many pixels exceed the tolerance,
-    and the largest difference among the others."""
+    """ONNX Runtime against PyTorch on one pair: the largest difference, how many pixels exceed the tolerance
+    (printed, so a failure says whether a few pixels or the whole frame moved), the largest among the others."""
 
     name: str
     max_diff: float
@@ -314,7 +313,7 @@ class Parity(NamedTuple):
     max_within: float
 
     def ok(self, precision: str) -> bool:
-        return self.max_within <= TOLERANCE[precision] and self.over <= FLIP_FRACTION[precision] * self.pixels
+        return self.over == 0
 
 
 def parity(model: torch.nn.Module, path: Path, pairs: list[tuple[str, np.ndarray, np.ndarray]],
@@ -395,8 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     if not all(r.ok(precision) for r in results):
         raise StreamFusionError(f"parity failed ({precision}): {over} of {pixels} px over {tolerance:g}, "
                                 f"max {max(r.max_diff for r in results):.2e}")
-    print(f"parity ok ({precision}): all pixels within {tolerance:g} but {over} of {pixels} "
-          f"(isolated flips of the skip's hard choose-max; allowed: {FLIP_FRACTION[precision]:g} of a frame)")
+    print(f"parity ok ({precision}): max |onnxruntime - torch| = {max(r.max_diff for r in results):.2e} <= "
+          f"{tolerance:g} over {pixels} px of {len(results)} real pairs")
     print(gpu_placement(args.out))
     return 0
 

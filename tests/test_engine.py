@@ -72,9 +72,8 @@ def test_engine_equals_the_bare_session_with_the_same_pre_and_post(network, engi
     fused = engine.fuse(ir, vis_y)
     expected = reference_fuse(network[1], ir, vis_y)
     assert fused.dtype == np.uint8 and fused.shape == ir.shape
-    off = np.abs(fused.astype(int) - expected)
-    assert (off > 1).mean() <= 1e-4  # float-rounding differences move a rounding by one level, or flip the skip's
-    assert (fused != expected).mean() < 1e-3  # hard choose-max on an isolated tie (see export.onnx FLIP_FRACTION)
+    assert np.abs(fused.astype(int) - expected).max() <= 1  # x/255 vs x*(1/255) may move a rounding by one level
+    assert (fused != expected).mean() < 1e-3
     assert engine.provider == "cpu" and engine.name == "DiffFuseNet-lite" and isinstance(engine, FusionEngine)
 
 
@@ -88,8 +87,7 @@ def test_odd_size_is_padded_and_cropped_and_matches_torch(network, engine) -> No
     assert frames.shape[-2:] == (252, 336)
     with torch.no_grad():
         expected = model(torch.from_numpy(frames[0:1]), torch.from_numpy(frames[1:2])).numpy()[0, 0, :250, :333]
-    off = np.abs(fused.astype(np.float32) - expected * 255) > 0.5 + 255e-4
-    assert off.mean() <= 1e-4  # all but isolated flips of the skip's hard choose-max (see export.onnx)
+    assert np.abs(fused.astype(np.float32) - expected * 255).max() <= 0.5 + 255e-4
 
 
 def test_colour_in_colour_out_keeps_the_visible_chroma(engine) -> None:
