@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 import cv2
 
-from stream_fusion import DEMO_IR, DEMO_VIS
+from stream_fusion import DEMO_CALIBRATION, DEMO_IR, DEMO_VIS
 from stream_fusion.align import AlignmentMonitor, load_calibration
 from stream_fusion.capture import Source, open_source
 from stream_fusion.config import load_config, merge, parse_override
@@ -182,11 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     src, publish_cfg = cfg["source"], cfg["publish"]
     record_path = check_record_path(cfg["record"]) if cfg["record"] else None
     snapshot_path = check_snapshot_path(cfg["snapshot"]) if cfg["snapshot"] else None
-    calibration = load_calibration(cfg["align"]["calibration"]) if cfg["align"]["calibration"] else None
     monitor = AlignmentMonitor.from_config(cfg["align"])
     check_ranges(cfg)
 
     ir, vis, demo = open_sources(src)
+    # The demo clip ships with its rig's calibration, as a real rig would: without it the check rightly says misaligned.
+    calibration_path = cfg["align"]["calibration"] or (DEMO_CALIBRATION if demo else None)
+    calibration = load_calibration(calibration_path) if calibration_path else None
     live = choose_mode(src["mode"], ir, vis)
     file_fps = src["fps"] or (DEMO_FPS if demo else None) or ir.fps or vis.fps
     if src["realtime"] and not live and file_fps is None:

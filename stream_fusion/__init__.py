@@ -8,3 +8,5 @@ ASSETS_DIR = PACKAGE_DIR / "assets"
 WEIGHTS_DIR = PACKAGE_DIR / "weights"
 DEMO_IR = ASSETS_DIR / "nato_camp" / "ir"
 DEMO_VIS = ASSETS_DIR / "nato_camp" / "vis"
+# The demo clip's IR sits ~4 px off its visible frames; this warp (from stream_fusion.calibrate) registers it.
+DEMO_CALIBRATION = ASSETS_DIR / "nato_camp" / "calibration.yaml"
