@@ -88,8 +88,8 @@ def available_methods(provider: str) -> tuple[dict[str, FusionEngine], list[str]
             notes.append(f"{LABELS[preset]}: {shown} is marked '{training}', numbers are NOT ours")
             LABELS[preset] += " UNTRAINED"
         else:
-            notes.append(f"{LABELS[preset]}: `{shown}`, model_version {meta.get('model_version', '?')} "
-                         f"({describe_training(training) or 'no training record'})")
+            notes.append(f"{LABELS[preset]}: `{shown}`, model_version {meta.get('model_version', '?')}; its last "
+                         f"training run: {describe_training(training) or 'not recorded'} (history: docs/model.md)")
         engines[preset] = load_engine(str(path), provider)
     return engines, notes
 
