@@ -17,6 +17,7 @@ from stream_fusion.errors import StreamFusionError
 from stream_fusion.model import build_model, load_checkpoint, load_preset, save_checkpoint
 from stream_fusion.model.coupling import AffineCoupling
 from stream_fusion.model.haar import HaarDWT, HaarIDWT
+from stream_fusion.model.layers import DepthToSpace, SpaceToDepth, Upsample2x
 from stream_fusion.model.pyramid import MultiScaleSkip
 from stream_fusion.model.schedule import NoiseSchedule
 from stream_fusion.model.torch_engine import TorchEngine, fuse_tensors
@@ -152,7 +153,7 @@ def test_presets_build_with_the_documented_structure() -> None:
     for name in ("lite", "base"):
         preset = load_preset(name)
         model = build_model(name)
-        assert model.size_multiple == 4 and preset["steps"] == 1
+        assert model.size_multiple == 4 * preset.get("downscale", 1) and preset["steps"] == 1
         assert model.encoder.body[0][0].out_channels == preset["channels"]
     lite, base = build_model("lite"), build_model("base")
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
@@ -168,6 +169,49 @@ def test_bad_presets_are_one_line_errors() -> None:
         build_model({**TINY, "steps": "one"})
     with pytest.raises(StreamFusionError, match="unknown model preset key 'width'"):
         build_model({**TINY, "width": 3})
+
+
+def test_space_to_depth_round_trip_and_bilinear_upsampling_are_exact() -> None:
+    x = torch.rand(2, 1, 6, 10)
+    blocks = SpaceToDepth(2)(x)
+    assert blocks.shape == (2, 4, 3, 5)
+    assert torch.equal(blocks[:, 1], x[:, 0, 0::2, 1::2]) and torch.equal(blocks[:, 2], x[:, 0, 1::2, 0::2])
+    assert torch.equal(DepthToSpace(2)(blocks), x)
+    low = torch.rand(2, 1, 5, 7)
+    expected = torch.nn.functional.interpolate(low, scale_factor=2.0, mode="bilinear", align_corners=False)
+    assert torch.allclose(Upsample2x()(low), expected, atol=1e-6)
+
+
+def test_half_resolution_network_fuses_any_size_and_starts_at_its_skip() -> None:
+    """``downscale: 2``: learned path at half resolution, parameter-free skip at full resolution."""
+    half = {**TINY, "downscale": 2}
+    ir, vis = torch.rand(1, 1, 16, 24), torch.rand(1, 1, 16, 24)
+    with torch.no_grad():
+        untrained = build_model(half).eval()
+        assert untrained.size_multiple == 8
+        assert untrained.encoder.body[0][0].in_channels == 4  # 2x2 blocks of one image as channels
+        skip = MultiScaleSkip(TINY["skip_levels"])(vis, ir, torch.full_like(ir, 0.5)).clamp(0, 1)
+        assert torch.allclose(untrained(ir, vis), skip, atol=1e-6)
+        model = randomized(build_model(half)).eval()
+        for size in [(17, 23), (5, 7), (40, 48)]:
+            fused = fuse_tensors(model, torch.rand(1, 1, *size), torch.rand(1, 1, *size))
+            assert fused.shape == (1, 1, *size) and torch.isfinite(fused).all()
+        out = model(ir, vis)
+        assert (out - skip).abs().mean() > 1e-3  # the learned branches reach the full-resolution output
+    for stage in (1, 2):
+        losses = model.train().training_losses(ir.repeat(2, 1, 1, 1), vis.repeat(2, 1, 1, 1), stage)
+        assert torch.isfinite(losses["total"])
+    with pytest.raises(StreamFusionError, match="downscale must be 1"):
+        build_model({**TINY, "downscale": 3})
+
+
+def test_presets_without_newer_keys_keep_the_old_network() -> None:
+    """Checkpoints written before ``downscale`` existed carry presets without it: they load at full resolution,
+    and their preset compares equal to the rebuilt network's (fine-tuning from them checks that)."""
+    assert "downscale" not in TINY
+    model = build_model(TINY)
+    assert model.size_multiple == 4 and model.preset == TINY
+    assert build_model({**TINY, "downscale": 1}).state_dict().keys() == model.state_dict().keys()
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path: Path) -> None:

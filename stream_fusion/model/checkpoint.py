@@ -13,7 +13,7 @@ import torch
 
 from stream_fusion.config import CONFIG_DIR, load_yaml
 from stream_fusion.errors import StreamFusionError
-from stream_fusion.model.net import PRESET_KEYS, DiffFuseNet
+from stream_fusion.model.net import PRESET_DEFAULTS, PRESET_KEYS, DiffFuseNet
 
 FORMAT = "stream_fusion.difffusenet/1"
 PRESET_DIR = CONFIG_DIR / "presets"
@@ -31,12 +31,16 @@ def load_preset(name: str) -> dict[str, Any]:
 
 
 def check_preset(preset: dict[str, Any]) -> dict[str, Any]:
-    """Every key present with the right type, no unknown keys: errors name the key."""
+    """Every key present with the right type, no unknown keys: errors name the key. Keys added after
+    checkpoints shipped (``PRESET_DEFAULTS``) may be absent and mean the old behaviour; they stay absent in the
+    result, so an old checkpoint's preset still compares equal to its rebuilt network's (warm starts, resumes)."""
     unknown = sorted(set(preset) - set(PRESET_KEYS))
     if unknown:
         raise StreamFusionError(f"unknown model preset key '{unknown[0]}' (known: {', '.join(PRESET_KEYS)})")
     checked = {}
     for key, kind in PRESET_KEYS.items():
+        if key not in preset and key in PRESET_DEFAULTS:
+            continue
         if key not in preset:
             raise StreamFusionError(f"model preset is missing key '{key}'")
         value = preset[key]

@@ -36,11 +36,59 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class SharedEncoder(nn.Module):
-    """D²FE's shallow encoder: two 3x3 conv + GroupNorm + GELU, the same weights for IR and visible."""
+    """D²FE's shallow encoder: two 3x3 conv + GroupNorm + GELU, the same weights for IR and visible.
 
-    def __init__(self, channels: int, groups: int) -> None:
+    ``in_channels`` is 1 at full resolution, ``s * s`` when the inputs arrive space-to-depth by ``s``."""
+
+    def __init__(self, channels: int, groups: int, in_channels: int = 1) -> None:
         super().__init__()
-        self.body = nn.Sequential(conv_norm_act(1, channels, groups), conv_norm_act(channels, channels, groups))
+        self.body = nn.Sequential(
+            conv_norm_act(in_channels, channels, groups), conv_norm_act(channels, channels, groups)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
+
+
+class SpaceToDepth(nn.Module):
+    """1-channel ``N x 1 x H x W`` -> ``N x s² x H/s x W/s`` (each s x s block as channels, lossless).
+
+    A fixed one-hot stride-``s`` convolution rather than ``pixel_unshuffle``: the TorchScript exporter writes the
+    latter as Reshape/Transpose with dynamic shapes; a plain Conv node runs natively on every runtime."""
+
+    def __init__(self, factor: int) -> None:
+        super().__init__()
+        self.factor = factor
+        self.register_buffer("weight", torch.eye(factor * factor).reshape(-1, 1, factor, factor), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(x, self.weight, stride=self.factor)
+
+
+class DepthToSpace(nn.Module):
+    """Exact inverse of :class:`SpaceToDepth`: ``N x s² x h x w`` -> ``N x 1 x s*h x s*w`` (one transposed conv)."""
+
+    def __init__(self, factor: int) -> None:
+        super().__init__()
+        self.factor = factor
+        self.register_buffer("weight", torch.eye(factor * factor).reshape(-1, 1, factor, factor), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv_transpose2d(x, self.weight, stride=self.factor)
+
+
+class Upsample2x(nn.Module):
+    """Bilinear 2x upsampling (``align_corners=False``, edge-clamped) as one fixed transposed convolution.
+
+    The same values as ``F.interpolate(..., mode="bilinear")``, but ONNX Runtime's CPU Resize cost 6 ms at
+    640x512 against well under 1 ms for this conv (taps 1/4, 3/4 per axis; replicate padding gives the clamp)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        taps = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 4.0
+        self.register_buffer("weight", torch.outer(taps, taps)[None, None], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: N x 1 x h x w -> N x 1 x 2h x 2w."""
+        padded = nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
+        return nn.functional.conv_transpose2d(padded, self.weight, stride=2, padding=3)

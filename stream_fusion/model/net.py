@@ -10,6 +10,12 @@ The decoder predicts a residual on top of a global skip: a multi-scale choose-ma
 low-pass band is blended by D²FE's weight map (``pyramid.py``; with ``skip_levels: 0`` it is the plain weighted
 blend). Every learned residual branch starts at zero, so the untrained network is exactly that classical fusion
 (the plain average with ``skip_levels: 0``) and short CPU training only has to learn improvements over it.
+
+``downscale: s`` (lite: 2) runs the whole learned path at 1/s resolution: each image enters space-to-depth
+(s x s blocks -> s² channels, lossless) and the enhancement, the decoder's residual and the weight map come back to
+full resolution (depth-to-space; the weight map, which blends the smooth low-pass band, bilinearly). Only the
+parameter-free skip works at full resolution. Why: on a 2-core CPU the full-resolution feature maps' memory
+traffic, not FLOPs, bounded lite at ~6 fps at 640x512. Presets without the key (older checkpoints) get s = 1.
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ from stream_fusion.model.attention import CrossFrequencyAttention
 from stream_fusion.model.coupling import AffineCoupling
 from stream_fusion.model.denoiser import Denoiser
 from stream_fusion.model.haar import HaarDWT, HaarIDWT
-from stream_fusion.model.layers import SharedEncoder, norm, zero_init
+from stream_fusion.model.layers import DepthToSpace, SharedEncoder, SpaceToDepth, Upsample2x, norm, zero_init
 from stream_fusion.model.pyramid import MultiScaleSkip
 from stream_fusion.model.schedule import NoiseSchedule
 
@@ -44,27 +50,36 @@ PRESET_KEYS = {
     "attention_kernel": int,
     "decoder_width": int,
     "skip_levels": int,
+    "downscale": int,
 }
+# Keys added after checkpoints shipped: a preset (or checkpoint) without them gets the old behaviour.
+PRESET_DEFAULTS = {"downscale": 1}
 
 
 class DiffFuseNet(nn.Module):
-    """``forward(ir, vis) -> fused``: N x 1 x H x W floats in 0..1 (vis = visible luma); H, W multiples of 4."""
-
-    size_multiple = 4  # two stride-2 levels in the denoiser; the Haar level needs 2 of them
+    """``forward(ir, vis) -> fused``: N x 1 x H x W floats in 0..1 (vis = visible luma); H, W multiples of
+    ``size_multiple`` (4 x ``downscale``: two stride-2 levels in the denoiser at the learned path's resolution)."""
 
     def __init__(self, preset: dict[str, Any]) -> None:
         super().__init__()
         self.preset = dict(preset)
         c, g = preset["channels"], preset["gn_groups"]
+        s = self.downscale = preset.get("downscale", PRESET_DEFAULTS["downscale"])
+        if s not in (1, 2):
+            raise ValueError(f"downscale must be 1 (full resolution) or 2 (half), got {s}")
+        self.size_multiple = 4 * s
+        self.to_low = SpaceToDepth(s) if s > 1 else nn.Identity()
+        self.to_full = DepthToSpace(s) if s > 1 else nn.Identity()
+        self.weight_to_full = Upsample2x() if s > 1 else nn.Identity()
         self.schedule = NoiseSchedule(preset["timesteps"], preset["beta_start"], preset["beta_end"])
         self.inference_steps = self.schedule.inference_timesteps(preset["t_infer"], preset["steps"])
         # D²FE
-        self.encoder = SharedEncoder(c, g)
+        self.encoder = SharedEncoder(c, g, s * s)
         self.denoiser = Denoiser(c, preset["denoiser_width"], preset["time_dim"], g)
         self.weight_map = nn.Sequential(
             nn.Conv2d(2 * c, c, 1), norm(c, g), nn.GELU(), zero_init(nn.Conv2d(c, 1, 1)), nn.Sigmoid()
         )
-        self.project = zero_init(nn.Conv2d(c, 1, 3, padding=1))
+        self.project = zero_init(nn.Conv2d(c, s * s, 3, padding=1))
         # EDFD
         self.shared = nn.Sequential(nn.Conv2d(2 * c, c, 1), norm(c, g), nn.GELU(), nn.Conv2d(c, c, 3, padding=1))
         self.specific_vis = nn.Sequential(nn.Conv2d(c, c, 1), nn.GELU())
@@ -79,10 +94,10 @@ class DiffFuseNet(nn.Module):
         )
         self.attention = CrossFrequencyAttention(c, preset["attention_kernel"])
         d = preset["decoder_width"]
-        self.decoder = nn.Sequential(nn.Conv2d(c, d, 3, padding=1), nn.GELU(), zero_init(nn.Conv2d(d, 1, 3, padding=1)))
+        self.decoder = nn.Sequential(nn.Conv2d(c, d, 3, padding=1), nn.GELU(), zero_init(nn.Conv2d(d, s * s, 3, padding=1)))
         self.skip = MultiScaleSkip(preset["skip_levels"])
         # Stage I only: reconstructs each source from its denoised features so the encoder cannot collapse.
-        self.reconstruct = nn.Conv2d(c, 1, 3, padding=1)
+        self.reconstruct = nn.Conv2d(c, s * s, 3, padding=1)
 
     def denoise(self, features: torch.Tensor) -> torch.Tensor:
         """Deterministic reverse diffusion: the clean features are taken as x_t at ``t_infer`` (no noise drawn)."""
@@ -97,7 +112,7 @@ class DiffFuseNet(nn.Module):
     ) -> torch.Tensor:
         """Everything after the denoiser: weight-map fusion + residual enhancement, EDFD, Haar path, decoder."""
         w = self.weight_map(torch.cat([f_vis, f_ir], dim=1))
-        enhancement = self.project(w * f_vis + (1 - w) * f_ir)
+        enhancement = self.to_full(self.project(w * f_vis + (1 - w) * f_ir))
         vis_enh, ir_enh = vis + enhancement, ir + enhancement
         common = self.shared(torch.cat([f_vis, f_ir], dim=1))
         spec_vis = self.specific_vis(f_vis - common)
@@ -106,11 +121,11 @@ class DiffFuseNet(nn.Module):
         for block in self.coupling:
             low, high = block(low, high)
         low, high = self.attention(low, high)
-        residual = self.decoder(self.idwt(low, high))
-        return torch.clamp(self.skip(vis_enh, ir_enh, w) + residual, 0.0, 1.0)
+        residual = self.to_full(self.decoder(self.idwt(low, high)))
+        return torch.clamp(self.skip(vis_enh, ir_enh, self.weight_to_full(w)) + residual, 0.0, 1.0)
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-        f_vis, f_ir = self.denoise(self.encoder(torch.cat([vis, ir], dim=0))).chunk(2, dim=0)
+        f_vis, f_ir = self.denoise(self.encoder(self.to_low(torch.cat([vis, ir], dim=0)))).chunk(2, dim=0)
         return self.fuse_features(ir, vis, f_vis, f_ir)
 
     def training_losses(
@@ -123,7 +138,7 @@ class DiffFuseNet(nn.Module):
         wts = {**DEFAULT_WEIGHTS, **(weights or {})}
         n = ir.shape[0]
         sources = torch.cat([vis, ir], dim=0)
-        f0 = self.encoder(sources)
+        f0 = self.encoder(self.to_low(sources))
         t = torch.randint(0, self.schedule.timesteps, (2 * n,), device=ir.device)
         noise = torch.randn_like(f0)
         eps = self.denoiser(self.schedule.add_noise(f0, noise, t), t)
@@ -136,7 +151,7 @@ class DiffFuseNet(nn.Module):
         losses["consistency"] = F.l1_loss(f_vis, f_ir)
         diffusion = losses["diff_vis"] + losses["diff_ir"]
         if stage == 1:
-            rec = torch.sigmoid(self.reconstruct(denoised))
+            rec = torch.sigmoid(self.to_full(self.reconstruct(denoised)))
             losses["reconstruction"] = F.l1_loss(rec, sources) + (1 - ssim(rec, sources))
             losses["total"] = diffusion + wts["consistency_stage1"] * losses["consistency"] + losses["reconstruction"]
         elif stage == 2:

@@ -48,7 +48,7 @@ class MultiScaleSkip(nn.Module):
             d = 2**level
             low = self.blur(x, d)
             band = x - low
-            power = self.blur(self.blur(band.abs(), d), 2 * d) ** 4
+            power = self.blur(self.blur(band.abs(), d), 2 * d).square().square()  # x**4: ORT's Pow is ~4x slower
             share_vis = (power[:n] + 5e-13) / (power[:n] + power[n:] + 1e-12)  # flat in both: half each
             detail = detail + share_vis * band[:n] + (1 - share_vis) * band[n:]
             x = low
