@@ -3,7 +3,7 @@
 Fuses the two standard test splits (``../shared/data/eval/tno25``, ``eval/roadscene50``) with the plain average, the
 Laplacian pyramid and our shipped networks (``lite``, ``base``: ``stream_fusion/weights/difffuse_*.onnx`` through
 the engine; skipped with a message while a file is absent), scores every output with ``stream_fusion.metrics``, and
-writes the tables, the quality-bar check and the grids into ``docs/`` (the results section of ``docs/evaluation.md``
+writes the tables, the quality-bar check and the grids (both sets and the demo clip) into ``docs/`` (the results section of ``docs/evaluation.md``
 between its markers; the hand-written text around it is kept). Fused images and per-pair CSVs go under
 ``runs/eval/`` (git-ignored).
 """
@@ -21,13 +21,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a plain script from a checkout, installed or not
 
-from stream_fusion import WEIGHTS_DIR  # noqa: E402
+from stream_fusion import DEMO_IR, DEMO_VIS, WEIGHTS_DIR  # noqa: E402
 from stream_fusion.baselines import BASELINES  # noqa: E402
 from stream_fusion.engine import FusionEngine  # noqa: E402
 from stream_fusion.evaluate import (  # noqa: E402
     load_triplet, make_grid, markdown_table, mean_scores, score_folder, write_csv, write_png,
 )
-from stream_fusion.fuse import fuse_folder, load_engine, match_pairs  # noqa: E402
+from stream_fusion.fuse import fuse_folder, load_engine, load_pair, match_pairs  # noqa: E402
 
 DATA = REPO / ".." / "shared" / "data" / "eval"
 # Grid rows: people in the dark (TNO 11 and 25, RoadScene night streets), people by a house, a person in heathland.
@@ -35,6 +35,7 @@ SETS = {
     "tno25": ["tno25_01", "tno25_05", "tno25_11", "tno25_25"],
     "roadscene50": ["FLIR_00211", "FLIR_05893", "FLIR_07732", "FLIR_video_02829"],
 }
+DEMO_FRAMES = ["1800", "1810", "1821", "1831"]
 LABELS = {"average": "plain average", "laplacian": "Laplacian pyramid", "lite": "ours (lite)", "base": "ours (base)"}
 RESULTS_BEGIN = "<!-- results: written by scripts/eval_all.py; edits between these markers are overwritten -->"
 RESULTS_END = "<!-- end of results -->"
@@ -132,6 +133,18 @@ def write_grid(split: str, engines: dict[str, FusionEngine], out: Path, target: 
     return " | ".join(["IR", "visible", *(LABELS[m] for m in columns)])
 
 
+def write_demo_grid(engines: dict[str, FusionEngine], target: Path) -> str:
+    """The demo clip (Nato_camp: a person walking, visible only in IR) at a few frames, fused in memory: the
+    picture that shows whether the network keeps a thermal target the visible camera cannot see."""
+    columns = [m for m in ("base", "lite", "laplacian") if m in engines]
+    rows = []
+    for name in DEMO_FRAMES:
+        ir, vis = load_pair(name, DEMO_IR / f"{name}.png", DEMO_VIS / f"{name}.png")
+        rows.append((name, [ir, vis, *(engines[m].fuse(ir, vis) for m in columns)]))
+    write_png(target, make_grid(rows, ["IR", "visible", *(LABELS[m] for m in columns)], height=220))
+    return " | ".join(["IR", "visible", *(LABELS[m] for m in columns)])
+
+
 def write_results(path: Path, text: str) -> None:
     """Replace the generated results section of ``path``, keeping the hand-written text around it."""
     existing = path.read_text() if path.exists() else ""
@@ -169,6 +182,7 @@ def main() -> int:
 
     args.docs.mkdir(parents=True, exist_ok=True)
     grids = {split: write_grid(split, engines, args.out, args.docs / f"grid_{split}.png") for split in SETS}
+    demo_grid = write_demo_grid(engines, args.docs / "grid_nato_camp.png")
     elapsed = time.perf_counter() - started
     providers = ", ".join(f"{LABELS[m]}: {e.provider}" for m, e in engines.items() if m not in BASELINES)
     lines = [
@@ -225,6 +239,9 @@ def main() -> int:
     for split in SETS:
         lines += [f"`docs/grid_{split}.png`: {grids[split]}; pairs {', '.join(SETS[split])}.", "",
                   f"![{split}](grid_{split}.png)", ""]
+    lines += [f"`docs/grid_nato_camp.png`: the demo clip (`stream_fusion/assets/nato_camp`, TNO Nato_camp, a person "
+              f"walking who shows only in IR), frames {', '.join(DEMO_FRAMES)}: {demo_grid}.", "",
+              "![nato_camp](grid_nato_camp.png)", ""]
     lines += [
         "### Reproduce",
         "",
