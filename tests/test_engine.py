@@ -1,6 +1,7 @@
 """The ONNX Runtime engine: same frames as the bare session, odd sizes, colour handling, clear errors, providers."""
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -185,3 +186,28 @@ def test_auto_falls_back_to_cpu_with_one_warning_and_no_log_spam(network, caplog
     if gpu_listed:
         assert "tensorrt:" in warnings[0] and "cuda:" in warnings[0]
     assert "EP Error" not in out + err and "Failed to load library" not in out + err
+
+
+@pytest.mark.parametrize("preset", ["lite", "base"])
+def test_shipped_onnx_is_the_export_of_the_shipped_checkpoint(preset: str) -> None:
+    """A new checkpoint without a re-export would ship stale weights to every deployment: the ONNX metadata names the
+    checkpoint it came from (preset + sha256 prefix)."""
+    onnx_path = engine_module.SHIPPED_MODELS[preset]
+    checkpoint = onnx_path.with_suffix(".pt")
+    if not onnx_path.is_file() or not checkpoint.is_file():
+        pytest.skip(f"no shipped {preset} pair")
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]
+    assert meta["model_version"] == f"{preset}-{digest}", "re-export: python -m export.onnx --checkpoint ..."
+    assert "untrained" not in meta["training"]
+
+
+def test_default_engine_fuses_the_demo_clip() -> None:
+    from stream_fusion import DEMO_IR, DEMO_VIS
+
+    engine = create_engine("default", "cpu", resolution=(360, 270))
+    ir = cv2.imread(str(sorted(DEMO_IR.glob("*.png"))[-1]), cv2.IMREAD_GRAYSCALE)
+    vis = cv2.imread(str(sorted(DEMO_VIS.glob("*.png"))[-1]), cv2.IMREAD_GRAYSCALE)
+    fused = engine.fuse(ir, vis)
+    assert fused.shape == (270, 360) and engine.preset == "lite"
+    assert 5 < np.abs(fused.astype(int) - vis).mean() and 5 < np.abs(fused.astype(int) - ir).mean()
