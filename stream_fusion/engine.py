@@ -423,7 +423,7 @@ def open_session(
         session, reason = _try_session(model, options, chain, gpu=name != "cpu")
         if session is not None and session.get_providers()[0] == PROVIDERS[name]:
             if failures:
-                log.warning("onnxruntime: %s unavailable; running on %s", "; ".join(failures), name.upper())
+                log.warning("onnxruntime: running on %s; unavailable: %s", name.upper(), "; ".join(failures))
             return session, name
         failures.append(f"{name}: {reason}")
     if provider == "auto":
