@@ -35,6 +35,11 @@ SETS = {
     "tno25": ["tno25_01", "tno25_05", "tno25_11", "tno25_25"],
     "roadscene50": ["FLIR_00211", "FLIR_05893", "FLIR_07732", "FLIR_video_02829"],
 }
+ATTRIBUTION = (
+    "Source images: TNO Image Fusion Dataset (A. Toet, figshare 2014, doi:10.6084/m9.figshare.1008029, CC BY 4.0; "
+    "credit TNO, Soesterberg, The Netherlands) and RoadScene (H. Xu et al., \"U2Fusion\", IEEE TPAMI 2020, "
+    "github.com/hanna-xu/RoadScene); test splits as distributed with CDDFuse (Zhao et al., CVPR 2023)."
+)
 DEMO_FRAMES = ["1800", "1810", "1821", "1831"]
 LABELS = {"average": "plain average", "laplacian": "Laplacian pyramid", "lite": "ours (lite)", "base": "ours (base)"}
 RESULTS_BEGIN = "<!-- results: written by scripts/eval_all.py; edits between these markers are overwritten -->"
@@ -236,6 +241,8 @@ def main() -> int:
         *(f"| {LABELS[m]} | " + " | ".join(f"{timing[m][s] * 1000:.1f}" for s in SETS) + " |" for m in engines),
         "",
         "### Grids",
+        "",
+        ATTRIBUTION,
         "",
     ]
     for split in SETS:
