@@ -146,3 +146,12 @@ def test_cli_bad_data_exits_2_with_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error: training data folder not found") and result.stderr.count("\n") == 1
+
+
+def test_crop_must_fit_the_network(subset: Path, tmp_path: Path) -> None:
+    # lite works at half resolution (size multiple 8): a crop of 100 would fail deep in the network with a shape error
+    cfg, _ = parse_args(["--preset", "lite", "--data", str(subset), "--out", str(tmp_path / "run"),
+                         "--epochs", "1", "--set", "crop=100", "--set", "threads=1"])
+    with pytest.raises(StreamFusionError, match="crop 100 must be a multiple of the lite network's size multiple, 8"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "run" / "log.csv").exists()
