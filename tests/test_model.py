@@ -21,24 +21,9 @@ from stream_fusion.model.layers import DepthToSpace, SpaceToDepth, Upsample2x
 from stream_fusion.model.pyramid import MultiScaleSkip
 from stream_fusion.model.schedule import NoiseSchedule
 from stream_fusion.model.torch_engine import TorchEngine, fuse_tensors
+from tiny_network import TINY, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-
-TINY = {
-    "name": "tiny", "channels": 4, "gn_groups": 2, "denoiser_width": 4, "time_dim": 8, "timesteps": 50,
-    "beta_start": 1e-4, "beta_end": 0.02, "t_infer": 10, "steps": 1, "coupling_blocks": 1, "coupling_hidden": 4,
-    "coupling_clamp": 2.0, "attention_kernel": 3, "decoder_width": 4, "skip_levels": 2,
-}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: thread start-up costs more than it saves, and the CI box is shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 
 def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

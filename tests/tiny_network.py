@@ -1,0 +1,22 @@
+"""What the model and training tests share: a tiny preset (fast on 2 cores) and one torch thread per test."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+TINY = {
+    "name": "tiny", "channels": 4, "gn_groups": 2, "denoiser_width": 4, "time_dim": 8, "timesteps": 50,
+    "beta_start": 1e-4, "beta_end": 0.02, "t_infer": 10, "steps": 1, "coupling_blocks": 1, "coupling_hidden": 4,
+    "coupling_clamp": 2.0, "attention_kernel": 3, "decoder_width": 4, "skip_levels": 2,
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny tensors: thread start-up costs more than it saves, and the CI box is shared."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
