@@ -135,6 +135,8 @@ def check_ranges(cfg: dict[str, Any]) -> None:
     """Values of the right type can still be meaningless: say which key, before anything starts."""
     checks = [
         ("source.mode", cfg["source"]["mode"], lambda v: v in ("auto", "live", "replay"), "auto, live or replay"),
+        ("source.realtime", cfg["source"]["realtime"], lambda v: v is None or isinstance(v, bool),
+         "true, false or null (null: paced for the demo clip only)"),
         ("source.fps", cfg["source"]["fps"], lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "> 0"),
         ("sync.tolerance_ms", cfg["sync"]["tolerance_ms"],
          lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "> 0"),
@@ -191,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     calibration = load_calibration(calibration_path) if calibration_path else None
     live = choose_mode(src["mode"], ir, vis)
     file_fps = src["fps"] or (DEMO_FPS if demo else None) or ir.fps or vis.fps
-    if src["realtime"] and not live and file_fps is None:
+    # Unset: the demo plays at its own pace so a newcomer sees it; other replays run as fast as the pipeline goes.
+    realtime = demo if src["realtime"] is None else src["realtime"]
+    if realtime and not live and file_fps is None:
         raise StreamFusionError("--realtime needs --fps N here: image folders carry no frame rate")
     engine = make_engine(cfg["engine"], vis.size)
 
@@ -205,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = Pipeline(
         ir, vis, engine, monitor,
         live=live,
-        pace_fps=file_fps if src["realtime"] else None,
+        pace_fps=file_fps if realtime else None,
         loop=src["loop"],
         tolerance_s=cfg["sync"]["tolerance_ms"] / 1000.0 if cfg["sync"]["tolerance_ms"] else None,
         queue_size=cfg["pipeline"]["queue_size"],
