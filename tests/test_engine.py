@@ -17,29 +17,15 @@ from stream_fusion import engine as engine_module
 from stream_fusion import fuse as fuse_cli
 from stream_fusion.engine import ClassicalEngine, FusionEngine, OnnxEngine, create_engine, split_luma
 from stream_fusion.errors import StreamFusionError
-from stream_fusion.model import build_model, load_preset
+from tiny_network import jittered_lite
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 ROADSCENE = DATA / "eval" / "roadscene50"
 
 
-def tiny_network() -> torch.nn.Module:
-    """DiffFuseNet at a few channels with jittered weights (freshly initialised it is the average of its inputs);
-    jitter 0.1 keeps the output mid-range (0.2 saturates it to 0/255, where the colour round trip is lossy)."""
-    cfg = {**load_preset("lite"), "name": "lite", "channels": 4, "gn_groups": 2, "denoiser_width": 4,
-           "time_dim": 8, "coupling_hidden": 4, "decoder_width": 4}
-    torch.manual_seed(0)  # the initialisation too, not only the jitter: the test network is the same every run
-    model = build_model(cfg).eval()
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
-    return model
-
-
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
-    model = tiny_network()
+    model = jittered_lite(jitter=0.1, seed=1)
     path = tmp_path_factory.mktemp("engine") / "tiny.onnx"
     export_onnx.export_model(model, path, metadata={"preset": "lite", "model_version": "t", "training": "test"})
     return model, path

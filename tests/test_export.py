@@ -13,23 +13,10 @@ import torch
 
 from export import onnx as export_onnx
 from stream_fusion.errors import StreamFusionError
-from stream_fusion.model import build_model, load_preset, save_checkpoint
+from stream_fusion.model import save_checkpoint
+from tiny_network import jittered_lite
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-
-
-def tiny_network(jitter: float = 0.2) -> torch.nn.Module:
-    """The real DiffFuseNet at a few channels, weights jittered: freshly initialised it is the plain average of its
-    inputs (zero-init residual branches), which would make a parity check pass without exercising the graph."""
-    cfg = {**load_preset("lite"), "name": "lite", "channels": 4, "gn_groups": 2, "denoiser_width": 4,
-           "time_dim": 8, "coupling_hidden": 4, "decoder_width": 4}
-    torch.manual_seed(0)  # the initialisation too, not only the jitter: the test network is the same every run
-    model = build_model(cfg).eval()
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(jitter * torch.randn(parameter.shape, generator=generator))
-    return model
 
 
 def session(path: Path) -> ort.InferenceSession:
@@ -43,7 +30,7 @@ def torch_run(model: torch.nn.Module, ir: np.ndarray, vis: np.ndarray) -> np.nda
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path, onnx.ModelProto]:
-    model = tiny_network()
+    model = jittered_lite(jitter=0.2, seed=0)
     path = tmp_path_factory.mktemp("export") / "tiny.onnx"
     proto = export_onnx.export_model(model, path, metadata={"preset": "lite", "model_version": "lite-test",
                                                             "training": "untrained placeholder (test)"})
@@ -68,7 +55,7 @@ def test_parity_check_catches_a_wrong_export(tmp_path: Path, exported) -> None:
     model, _, _ = exported
     other = tmp_path / "other.onnx"
     with torch.no_grad():
-        different = tiny_network()
+        different = jittered_lite(jitter=0.2, seed=0)
         different.decoder[0].bias.add_(0.01)
     export_onnx.export_model(different, other, metadata={"preset": "lite", "model_version": "x", "training": "x"})
     [result] = export_onnx.parity(model, other, export_onnx.eval_pairs(1), "fp32")
@@ -133,7 +120,7 @@ def test_dynamic_sizes_odd_and_1280x1024_and_batch(exported) -> None:
 def test_fp16_export_runs_and_stays_within_1e_2(tmp_path: Path) -> None:
     # Milder jitter than the fp32 tests: at 0.2 the activations reach ~15, where fp16's 1e-3 relative step alone
     # is 1.5e-2 at the output; trained weights (and 0.02 here) keep them small.
-    model = tiny_network(jitter=0.02)
+    model = jittered_lite(jitter=0.02, seed=0)
     path = tmp_path / "tiny16.onnx"
     proto = export_onnx.export_model(model, path, fp16=True, metadata={"preset": "lite", "model_version": "t",
                                                                          "training": "test"})

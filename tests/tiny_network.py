@@ -20,3 +20,21 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def jittered_lite(jitter: float, seed: int) -> torch.nn.Module:
+    """The real lite structure at a few channels, weights jittered: freshly initialised it is the plain average of
+    its inputs (zero-init residual branches), which would let export and engine checks pass without exercising the
+    graph. Small jitter keeps the output mid-range (large jitter saturates it to 0/255, where colour round trips are
+    lossy)."""
+    from stream_fusion.model import build_model, load_preset
+
+    cfg = {**load_preset("lite"), "name": "lite", "channels": 4, "gn_groups": 2, "denoiser_width": 4,
+           "time_dim": 8, "coupling_hidden": 4, "decoder_width": 4}
+    torch.manual_seed(0)  # the initialisation too, not only the jitter: the test network is the same every run
+    model = build_model(cfg).eval()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(jitter * torch.randn(parameter.shape, generator=generator))
+    return model
