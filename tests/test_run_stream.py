@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +17,8 @@ import cv2
 import numpy as np
 import pytest
 import zmq
+
+from xvfb import needs_xvfb, virtual_display
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared" / "data"
@@ -261,38 +262,31 @@ def test_every_option_sets_a_config_key_and_set_reaches_every_key() -> None:
     assert (config["source"]["ir"], config["display"]["enabled"], config["source"]["fps"]) == ("0", False, 15.0)
 
 
-@pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("xdotool")), reason="needs Xvfb and xdotool")
+@needs_xvfb
 def test_window_shows_the_stream_and_q_quits(tmp_path: Path) -> None:
     """On a real (virtual) X display: the window opens, and pressing q in it ends the run cleanly."""
-    number = next(n for n in range(90, 190) if not Path(f"/tmp/.X11-unix/X{n}").exists())
-    server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1280x800x24"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    env = {**environment(), "DISPLAY": f":{number}"}
     process = None
-    try:
-        for _ in range(50):
-            if Path(f"/tmp/.X11-unix/X{number}").exists():
-                break
-            time.sleep(0.1)
-        args = [a for a in command("--zmq", "none", "--loop", "--realtime", "--fps", "20") if a != "--no-display"]
-        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-        window = ""
-        for _ in range(100):
-            found = subprocess.run(["xdotool", "search", "--name", "stream_fusion"], capture_output=True, text=True,
-                                   env=env)
-            window = found.stdout.split()[0] if found.stdout.split() else ""
-            if window:
-                break
-            time.sleep(0.2)
-        assert window, "no window appeared"
-        time.sleep(0.5)
-        subprocess.run(["xdotool", "key", "--window", window, "q"], env=env, capture_output=True)
-        out, err = process.communicate(timeout=15)
-    finally:
-        if process is not None:
-            process.kill()
-        server.kill()
-        server.wait()
+    with virtual_display("1280x800x24") as display:
+        env = {**environment(), "DISPLAY": display}
+        try:
+            args = [a for a in command("--zmq", "none", "--loop", "--realtime", "--fps", "20") if a != "--no-display"]
+            process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                       cwd=ROOT)
+            window = ""
+            for _ in range(100):
+                found = subprocess.run(["xdotool", "search", "--name", "stream_fusion"], capture_output=True,
+                                       text=True, env=env)
+                window = found.stdout.split()[0] if found.stdout.split() else ""
+                if window:
+                    break
+                time.sleep(0.2)
+            assert window, "no window appeared"
+            time.sleep(0.5)
+            subprocess.run(["xdotool", "key", "--window", window, "q"], env=env, capture_output=True)
+            out, err = process.communicate(timeout=15)
+        finally:
+            if process is not None:
+                process.kill()
     assert process.returncode == 0, err
     assert "stopped by user (q, Esc or window closed)" in out
     assert "display switched off" not in err

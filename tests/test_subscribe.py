@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket as net
 import subprocess
@@ -17,10 +16,10 @@ import numpy as np
 import pytest
 import zmq
 
-from stream_fusion.display import x_server_reachable
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.publish import Publisher, encode
 from stream_fusion.subscribe import capture_latency_ms, decode, main, receive_latest
+from xvfb import needs_xvfb, virtual_display
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -211,41 +210,35 @@ def test_console_script_entry_point_gives_one_line_errors() -> None:
     assert result.stderr == "error: --count must be at least 1, got 0\n"
 
 
-@pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("xdotool")), reason="needs Xvfb and xdotool")
+@needs_xvfb
 def test_cli_show_opens_a_window_on_a_real_x_display_and_q_quits() -> None:
-    number = next(n for n in range(190, 290) if not Path(f"/tmp/.X11-unix/X{n}").exists())
-    server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "640x480x24"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    env = {**os.environ, "DISPLAY": f":{number}"}
     process = None
-    try:
-        for _ in range(200):  # up to 20 s for Xvfb to accept connections
-            if x_server_reachable(f":{number}"):
-                break
-            time.sleep(0.1)
-        with Publisher("tcp://127.0.0.1:*") as publisher:
-            process = subprocess.Popen([sys.executable, "-m", "stream_fusion.subscribe", publisher.endpoint, "--show"],
-                                       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-            assert publisher.wait_for_subscriber(60)
-            window = ""
-            for index in range(300):  # a frame every 50 ms until the window is there
-                publisher.send(frame(index), {"index": index})
-                found = subprocess.run(["xdotool", "search", "--name", "stream_fusion tcp"], capture_output=True,
-                                       text=True, env=env)
-                window = found.stdout.split()[0] if found.stdout.split() else ""
-                if window:
-                    break
-                time.sleep(0.05)
-            if not window:
+    with virtual_display("640x480x24") as display:
+        env = {**os.environ, "DISPLAY": display}
+        try:
+            with Publisher("tcp://127.0.0.1:*") as publisher:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "stream_fusion.subscribe", publisher.endpoint, "--show"],
+                    cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                )
+                assert publisher.wait_for_subscriber(60)
+                window = ""
+                for index in range(300):  # a frame every 50 ms until the window is there
+                    publisher.send(frame(index), {"index": index})
+                    found = subprocess.run(["xdotool", "search", "--name", "stream_fusion tcp"], capture_output=True,
+                                           text=True, env=env)
+                    window = found.stdout.split()[0] if found.stdout.split() else ""
+                    if window:
+                        break
+                    time.sleep(0.05)
+                if not window:
+                    process.kill()
+                    pytest.fail(f"no window appeared; subscriber stderr: {process.communicate()[1]!r}")
+                subprocess.run(["xdotool", "key", "--window", window, "q"], env=env, capture_output=True)
+                stdout, stderr = process.communicate(timeout=30)
+        finally:
+            if process is not None:
                 process.kill()
-                pytest.fail(f"no window appeared; subscriber stderr: {process.communicate()[1]!r}")
-            subprocess.run(["xdotool", "key", "--window", window, "q"], env=env, capture_output=True)
-            stdout, stderr = process.communicate(timeout=30)
-    finally:
-        if process is not None:
-            process.kill()
-        server.kill()
-        server.wait()
     assert process.returncode == 0, stderr
     assert "continuing headless" not in stderr
     assert stdout.strip().splitlines()[-1].startswith("summary: ")
