@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from stream_fusion.engine import FusionEngine, check_pair, merge_luma, split_luma, to_gray
+from stream_fusion.engine import FusionEngine, fuse_luma
 
 
 class AverageFusion:
@@ -19,10 +19,7 @@ class AverageFusion:
     provider = "numpy"
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        check_pair(ir, vis)
-        vis_y, chroma = split_luma(vis)
-        y = ((to_gray(ir).astype(np.uint16) + vis_y + 1) // 2).astype(np.uint8)
-        return merge_luma(y, chroma)
+        return fuse_luma(ir, vis, lambda a, b: ((a.astype(np.uint16) + b + 1) // 2).astype(np.uint8))
 
 
 def _laplacian_pyramid(image: np.ndarray, levels: int) -> list[np.ndarray]:
@@ -59,17 +56,16 @@ class LaplacianFusion:
         self.levels = levels
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        check_pair(ir, vis)
-        vis_y, chroma = split_luma(vis)
-        a = to_gray(ir).astype(np.float32)
-        b = vis_y.astype(np.float32)
+        return fuse_luma(ir, vis, self._fuse_y)
+
+    def _fuse_y(self, ir: np.ndarray, vis_y: np.ndarray) -> np.ndarray:
+        a, b = ir.astype(np.float32), vis_y.astype(np.float32)
         # Stop while the coarsest level is still at least 8 px, so tiny frames do not degenerate to 1 px.
         levels = max(0, min(self.levels, int(np.log2(max(min(a.shape) / 8, 1)))))
         pyr_a, pyr_b = _laplacian_pyramid(a, levels), _laplacian_pyramid(b, levels)
         bands = [np.where(np.abs(la) >= np.abs(lb), la, lb) for la, lb in zip(pyr_a[:-1], pyr_b[:-1])]
         low = (pyr_a[-1] + pyr_b[-1]) / 2
-        y = np.clip(np.rint(_collapse([*bands, low])), 0, 255).astype(np.uint8)
-        return merge_luma(y, chroma)
+        return np.clip(np.rint(_collapse([*bands, low])), 0, 255).astype(np.uint8)
 
 
 BASELINES: dict[str, type[FusionEngine]] = {"average": AverageFusion, "laplacian": LaplacianFusion}

@@ -20,7 +20,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -78,6 +78,14 @@ def check_pair(ir: np.ndarray, vis: np.ndarray) -> None:
         raise ValueError(f"engines take uint8 frames, got IR {ir.dtype} and visible {vis.dtype}")
 
 
+def fuse_luma(ir: np.ndarray, vis: np.ndarray, fuse_y: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    """What every engine does around its fusion: check the pair, fuse the IR with the visible luma (two HxW uint8
+    arrays in, HxW uint8 out, by ``fuse_y``), put the visible chroma back."""
+    check_pair(ir, vis)
+    vis_y, chroma = split_luma(vis)
+    return merge_luma(fuse_y(to_gray(ir), vis_y), chroma)
+
+
 class ClassicalEngine:
     """Two-scale fusion (mean of the base layers, larger-magnitude detail): no model file, runs anywhere.
 
@@ -91,18 +99,17 @@ class ClassicalEngine:
         self.base_kernel = base_kernel
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        check_pair(ir, vis)
-        vis_y, chroma = split_luma(vis)
-        a = to_gray(ir).astype(np.float32)
-        b = vis_y.astype(np.float32)
+        return fuse_luma(ir, vis, self._fuse_y)
+
+    def _fuse_y(self, ir: np.ndarray, vis_y: np.ndarray) -> np.ndarray:
+        a, b = ir.astype(np.float32), vis_y.astype(np.float32)
         k = (self.base_kernel, self.base_kernel)
         base_a, base_b = cv2.blur(a, k), cv2.blur(b, k)
         det_a, det_b = a - base_a, b - base_b
         detail = np.where(np.abs(det_a) > np.abs(det_b), det_a, det_b)
         # Max of the bases keeps hot targets bright instead of halving their contrast against a dark visible scene.
         fused = np.maximum(base_a, base_b) * 0.5 + (base_a + base_b) * 0.25 + detail
-        y = np.clip(fused + 0.5, 0, 255).astype(np.uint8)
-        return merge_luma(y, chroma)
+        return np.clip(fused + 0.5, 0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -283,12 +290,13 @@ class OnnxEngine:
         self.fuse(frame, frame)
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        check_pair(ir, vis)
-        vis_y, chroma = split_luma(vis)
+        return fuse_luma(ir, vis, self._fuse_y)
+
+    def _fuse_y(self, ir: np.ndarray, vis_y: np.ndarray) -> np.ndarray:
         h, w = vis_y.shape
-        frames = pad_to_multiple(np.stack([to_gray(ir), vis_y])[:, None], self.size_multiple)
+        frames = pad_to_multiple(np.stack([ir, vis_y])[:, None], self.size_multiple)
         fused = self.run(frames[0:1], frames[1:2])
-        return merge_luma(np.ascontiguousarray(fused[0, 0, :h, :w]), chroma)
+        return np.ascontiguousarray(fused[0, 0, :h, :w])
 
     def run(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         """The session alone: ``N x 1 x H x W`` uint8 (H, W multiples of ``size_multiple``) -> same shape uint8."""

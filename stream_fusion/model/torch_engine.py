@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stream_fusion.engine import check_pair, merge_luma, split_luma, to_gray
+from stream_fusion.engine import fuse_luma
 from stream_fusion.model.checkpoint import load_checkpoint
 from stream_fusion.model.net import DiffFuseNet
 
@@ -37,8 +37,9 @@ class TorchEngine:
         self.name = f"difffuse-{preset['name']}"
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        check_pair(ir, vis)
-        vis_y, chroma = split_luma(vis)
+        return fuse_luma(ir, vis, self._fuse_y)
+
+    def _fuse_y(self, ir: np.ndarray, vis_y: np.ndarray) -> np.ndarray:
         as_tensor = lambda x: torch.from_numpy(x.astype(np.float32) / 255.0)[None, None]  # noqa: E731
-        fused = fuse_tensors(self.model, as_tensor(to_gray(ir)), as_tensor(vis_y))[0, 0].numpy()
-        return merge_luma(np.clip(np.rint(fused * 255.0), 0, 255).astype(np.uint8), chroma)
+        fused = fuse_tensors(self.model, as_tensor(ir), as_tensor(vis_y))[0, 0].numpy()
+        return np.clip(np.rint(fused * 255.0), 0, 255).astype(np.uint8)
