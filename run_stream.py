@@ -19,7 +19,6 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -34,7 +33,7 @@ from stream_fusion.engine import FusionEngine, create_engine
 from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.pipeline import Pipeline, Summary
 from stream_fusion.publish import Publisher
-from stream_fusion.record import Recorder, check_record_path
+from stream_fusion.record import Recorder, check_output_path, check_record_path
 from stream_fusion.sync import GridMatcher
 
 DEMO_FPS = 6.0  # the Nato_camp frames are ~0.1-0.3 s apart (see its ATTRIBUTION.md)
@@ -149,15 +148,6 @@ def check_ranges(cfg: dict[str, Any]) -> None:
             raise StreamFusionError(f"config key '{key}' must be {rule}, got {value!r}")
 
 
-def check_snapshot_path(path: str) -> Path:
-    snapshot = Path(path).expanduser()
-    if snapshot.suffix.lower() not in SNAPSHOT_SUFFIXES:
-        raise StreamFusionError(f"cannot write snapshot {snapshot}: use one of {', '.join(sorted(SNAPSHOT_SUFFIXES))}")
-    if not snapshot.parent.is_dir():
-        raise StreamFusionError(f"cannot write snapshot {snapshot}: folder {snapshot.parent} does not exist")
-    return snapshot
-
-
 def print_status(line: str) -> None:
     """The live one-line status: rewritten in place on a terminal, one line per period in a log."""
     if sys.stderr.isatty():
@@ -183,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = build_config(parse_args(argv))
     src, publish_cfg = cfg["source"], cfg["publish"]
     record_path = check_record_path(cfg["record"]) if cfg["record"] else None
-    snapshot_path = check_snapshot_path(cfg["snapshot"]) if cfg["snapshot"] else None
+    snapshot_path = check_output_path(cfg["snapshot"], SNAPSHOT_SUFFIXES, "cannot write snapshot") if cfg["snapshot"] else None
     monitor = AlignmentMonitor.from_config(cfg["align"])
     check_ranges(cfg)
 

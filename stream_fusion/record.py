@@ -5,6 +5,7 @@ Ctrl-C or an error, so the file is finalised and playable.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -15,14 +16,19 @@ from stream_fusion.errors import StreamFusionError
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 
 
+def check_output_path(path: str | Path, suffixes: Iterable[str], failure: str) -> Path:
+    """Fail before the stream starts if an output file cannot be written there (``failure``: "cannot record to")."""
+    path = Path(path).expanduser()
+    if path.suffix.lower() not in suffixes:
+        raise StreamFusionError(f"{failure} {path}: use one of {', '.join(sorted(suffixes))}")
+    if not path.parent.is_dir():
+        raise StreamFusionError(f"{failure} {path}: folder {path.parent} does not exist")
+    return path
+
+
 def check_record_path(path: str | Path) -> Path:
     """Fail before the stream starts if the recording cannot be written there."""
-    path = Path(path).expanduser()
-    if path.suffix.lower() not in FOURCC:
-        raise StreamFusionError(f"cannot record to {path}: use one of {', '.join(sorted(FOURCC))}")
-    if not path.parent.is_dir():
-        raise StreamFusionError(f"cannot record to {path}: folder {path.parent} does not exist")
-    return path
+    return check_output_path(path, FOURCC, "cannot record to")
 
 
 class Recorder:
