@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import zmq
 
-from xvfb import needs_xvfb, virtual_display
+from xvfb import find_window, needs_xvfb, virtual_display
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared" / "data"
@@ -274,9 +274,7 @@ def test_window_shows_the_stream_and_q_quits(tmp_path: Path) -> None:
                                        cwd=ROOT)
             window = ""
             for _ in range(100):
-                found = subprocess.run(["xdotool", "search", "--name", "stream_fusion"], capture_output=True,
-                                       text=True, env=env)
-                window = found.stdout.split()[0] if found.stdout.split() else ""
+                window = find_window("stream_fusion", env)
                 if window:
                     break
                 time.sleep(0.2)

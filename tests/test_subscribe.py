@@ -19,7 +19,7 @@ import zmq
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.publish import Publisher, encode
 from stream_fusion.subscribe import capture_latency_ms, decode, main, receive_latest
-from xvfb import needs_xvfb, virtual_display
+from xvfb import find_window, needs_xvfb, virtual_display
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -225,9 +225,7 @@ def test_cli_show_opens_a_window_on_a_real_x_display_and_q_quits() -> None:
                 window = ""
                 for index in range(300):  # a frame every 50 ms until the window is there
                     publisher.send(frame(index), {"index": index})
-                    found = subprocess.run(["xdotool", "search", "--name", "stream_fusion tcp"], capture_output=True,
-                                           text=True, env=env)
-                    window = found.stdout.split()[0] if found.stdout.split() else ""
+                    window = find_window("stream_fusion tcp", env)
                     if window:
                         break
                     time.sleep(0.05)

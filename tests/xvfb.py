@@ -38,3 +38,9 @@ def virtual_display(screen: str = "1280x800x24") -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def find_window(name: str, env: dict[str, str]) -> str:
+    """The id of a window whose title contains ``name`` on ``env``'s display, or "" while there is none."""
+    found = subprocess.run(["xdotool", "search", "--name", name], capture_output=True, text=True, env=env)
+    return found.stdout.split()[0] if found.stdout.split() else ""
