@@ -1,8 +1,9 @@
 """Training pairs from folders laid out like ``../shared/data/train``: ``ir/`` and ``vis/`` with the same file names.
 
-All pairs are loaded once into memory as 8-bit luminance (a few hundred MB at most): with 2 CPU cores, a worker
-pool re-decoding PNGs every epoch would steal time from training. Colour visible images contribute their Y channel
-(YCrCb, exactly as the runtime engine splits them), since the network fuses luminance only.
+All pairs are loaded once into memory (a few hundred MB at most): with 2 CPU cores, a worker pool re-decoding PNGs
+every epoch would steal time from training. For the luminance networks, colour visible images contribute their Y
+channel (YCrCb, exactly as the runtime engine splits them). The colour network (``colour=True``) trains on the pairs
+whose visible image is colour, as BGR: a gray visible image says nothing about keeping colour.
 """
 from __future__ import annotations
 
@@ -48,32 +49,58 @@ def read_luma(path: Path) -> np.ndarray:
     return split_luma(image)[0] if image.ndim == 3 and image.shape[2] == 3 else to_gray(image)
 
 
-class PairCrops:
-    """Every pair in memory; serves batches of aligned random crops with random flips."""
+def read_bgr(path: Path) -> np.ndarray | None:
+    """An 8-bit BGR image, or None when it is gray (single channel, or three equal channels)."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise StreamFusionError(f"cannot read image {path}")
+    if image.dtype != np.uint8:
+        raise StreamFusionError(f"{path} is {image.dtype}; training expects 8-bit images")
+    if image.ndim == 2 or image.shape[2] == 1:
+        return None
+    image = np.ascontiguousarray(image[:, :, :3])
+    if np.array_equal(image[:, :, 0], image[:, :, 1]) and np.array_equal(image[:, :, 1], image[:, :, 2]):
+        return None
+    return image
 
-    def __init__(self, root: str | Path, crop: int) -> None:
+
+class PairCrops:
+    """Every pair in memory; serves batches of aligned random crops with random flips.
+
+    ``colour=False``: IR and visible luma, N x 1 each. ``colour=True``: only the colour pairs, visible N x 3 (BGR)."""
+
+    def __init__(self, root: str | Path, crop: int, colour: bool = False) -> None:
         self.root = Path(root)
         self.crop = crop
+        self.colour = colour
         self.names: list[str] = []
         self.pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        self.skipped_gray = 0
         for ir_path, vis_path in list_pairs(root):
-            ir, vis = read_luma(ir_path), read_luma(vis_path)
-            if ir.shape != vis.shape:
+            ir = read_luma(ir_path)
+            vis = read_bgr(vis_path) if colour else read_luma(vis_path)
+            if vis is None:
+                self.skipped_gray += 1
+                continue
+            if ir.shape != vis.shape[:2]:
                 raise StreamFusionError(
                     f"pair {ir_path.name}: IR is {ir.shape[1]}x{ir.shape[0]}, visible {vis.shape[1]}x{vis.shape[0]}"
                 )
             pad_h, pad_w = max(0, crop - ir.shape[0]), max(0, crop - ir.shape[1])
             if pad_h or pad_w:  # small images still give full crops
                 ir = np.pad(ir, ((0, pad_h), (0, pad_w)), mode="reflect")
-                vis = np.pad(vis, ((0, pad_h), (0, pad_w)), mode="reflect")
+                vis = np.pad(vis, ((0, pad_h), (0, pad_w)) + ((0, 0),) * (vis.ndim - 2), mode="reflect")
             self.names.append(ir_path.name)
             self.pairs.append((ir, vis))
+        if not self.pairs:
+            raise StreamFusionError(f"no colour pairs under {root}: the colour model trains on colour visible images")
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def batch(self, indices: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(ir, vis)``: N x 1 x crop x crop float32 in 0..1, the same crop window and flips for both."""
+        """``(ir, vis)``: N x 1 (vis: N x 3 BGR when ``colour``) x crop x crop float32 in 0..1, the same crop
+        window and flips for both."""
         c = self.crop
         irs, viss = [], []
         for i in indices:
@@ -87,8 +114,10 @@ class PairCrops:
                 a, b = a[::-1], b[::-1]
             irs.append(a)
             viss.append(b)
-        to_tensor = lambda arrays: torch.from_numpy(np.stack(arrays)[:, None].astype(np.float32) / 255.0)  # noqa: E731
-        return to_tensor(irs), to_tensor(viss)
+        ir_batch = np.stack(irs)[:, None]
+        vis_batch = np.stack(viss).transpose(0, 3, 1, 2) if self.colour else np.stack(viss)[:, None]
+        to_tensor = lambda array: torch.from_numpy(array.astype(np.float32) / 255.0)  # noqa: E731
+        return to_tensor(ir_batch), to_tensor(vis_batch)
 
     def epoch(self, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
         """Index batches of one epoch: every pair once, in a random order (the last batch may be smaller)."""

@@ -84,9 +84,11 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> P
     if cfg["threads"] > 0:
         torch.set_num_threads(cfg["threads"])
     preset = load_preset(cfg["preset"])
-    data = PairCrops(resolve(cfg["data"]), cfg["crop"])
     torch.manual_seed(cfg["seed"])
     model = build_model(preset).to(device)
+    data = PairCrops(resolve(cfg["data"]), cfg["crop"], colour=getattr(model, "vis_channels", 1) == 3)
+    if data.skipped_gray and progress:
+        print(f"colour model: training on the {len(data)} colour pairs ({data.skipped_gray} gray-visible pairs skipped)")
     if cfg["crop"] % model.size_multiple:
         raise StreamFusionError(
             f"crop {cfg['crop']} must be a multiple of the {preset.get('name')} network's size multiple, {model.size_multiple}"
@@ -157,12 +159,26 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> P
     return final
 
 
+D2FE_MODULES = ("encoder", "denoiser", "weight_map", "project", "reconstruct")
+
+
 def init_from(model: torch.nn.Module, path: Path) -> None:
-    """Warm start (fine-tuning) from a checkpoint of the same preset; the preset must match exactly."""
+    """Warm start from a checkpoint. Same preset: every weight (fine-tuning). A luminance checkpoint into the colour
+    model: the shared D²FE (encoder, denoiser, weight map, projection), whose names and shapes the two networks
+    share, so the colour model starts from features already trained on all 205 pairs."""
     payload = read_checkpoint(path)
-    if payload["preset"] != model.preset:
+    if payload["preset"] == model.preset:
+        model.load_state_dict(payload["state_dict"])
+        return
+    if model.preset.get("model") != "cdfusion" or payload["preset"].get("model", "difffuse") != "difffuse":
         raise StreamFusionError(f"init checkpoint {path} has preset {payload['preset'].get('name')!r} with other settings")
-    model.load_state_dict(payload["state_dict"])
+    own = model.state_dict()
+    shared = {k: v for k, v in payload["state_dict"].items()
+              if k.split(".")[0] in D2FE_MODULES and k in own and own[k].shape == v.shape}
+    if not shared:
+        raise StreamFusionError(f"init checkpoint {path} shares no D²FE weights with the {model.preset['name']} network")
+    model.load_state_dict(shared, strict=False)
+    print(f"warm start: {len(shared)} D²FE tensors from {path}")
 
 
 def write_log(path: Path, row: dict[str, Any]) -> None:

@@ -10,10 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from stream_fusion.config import CONFIG_DIR, load_yaml
 from stream_fusion.errors import StreamFusionError
+from stream_fusion.model.cdfusion import PRESET_KEYS as CDFUSION_KEYS
+from stream_fusion.model.cdfusion import CDFusionNet
 from stream_fusion.model.net import PRESET_DEFAULTS, PRESET_KEYS, DiffFuseNet
+
+# A preset's ``model`` key picks the network; presets without one (lite, base, older checkpoints) are DiffFuseNet.
+NETWORKS: dict[str, tuple[type[nn.Module], dict[str, type]]] = {
+    "difffuse": (DiffFuseNet, PRESET_KEYS),
+    "cdfusion": (CDFusionNet, CDFUSION_KEYS),
+}
 
 FORMAT = "stream_fusion.difffusenet/1"
 PRESET_DIR = CONFIG_DIR / "presets"
@@ -34,11 +43,15 @@ def check_preset(preset: dict[str, Any]) -> dict[str, Any]:
     """Every key present with the right type, no unknown keys: errors name the key. Keys added after
     checkpoints shipped (``PRESET_DEFAULTS``) may be absent and mean the old behaviour; they stay absent in the
     result, so an old checkpoint's preset still compares equal to its rebuilt network's (warm starts, resumes)."""
-    unknown = sorted(set(preset) - set(PRESET_KEYS))
+    network = preset.get("model", "difffuse")
+    if network not in NETWORKS:
+        raise StreamFusionError(f"unknown model '{network}' in preset (known: {', '.join(NETWORKS)})")
+    keys = NETWORKS[network][1]
+    unknown = sorted(set(preset) - set(keys) - {"model"})
     if unknown:
-        raise StreamFusionError(f"unknown model preset key '{unknown[0]}' (known: {', '.join(PRESET_KEYS)})")
+        raise StreamFusionError(f"unknown model preset key '{unknown[0]}' (known: {', '.join(keys)})")
     checked = {}
-    for key, kind in PRESET_KEYS.items():
+    for key, kind in keys.items():
         if key not in preset and key in PRESET_DEFAULTS:
             continue
         if key not in preset:
@@ -52,16 +65,16 @@ def check_preset(preset: dict[str, Any]) -> dict[str, Any]:
     return checked
 
 
-def build_model(preset: str | dict[str, Any]) -> DiffFuseNet:
-    """A freshly initialised network from a preset name (``lite``, ``base``) or a preset dict."""
+def build_model(preset: str | dict[str, Any]) -> nn.Module:
+    """A freshly initialised network from a preset name (``lite``, ``base``, ``cdfusion``) or a preset dict."""
     cfg = check_preset(load_preset(preset) if isinstance(preset, str) else preset)
     try:
-        return DiffFuseNet(cfg)
+        return NETWORKS[cfg.get("model", "difffuse")][0](cfg)
     except ValueError as error:
         raise StreamFusionError(f"invalid model preset '{cfg['name']}': {error}") from None
 
 
-def save_checkpoint(path: str | Path, model: DiffFuseNet, preset_cfg: dict[str, Any], extra: dict[str, Any]) -> None:
+def save_checkpoint(path: str | Path, model: nn.Module, preset_cfg: dict[str, Any], extra: dict[str, Any]) -> None:
     """Write a self-describing checkpoint (atomically: a crash mid-write never leaves a truncated file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +100,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def load_checkpoint(path: str | Path) -> tuple[DiffFuseNet, dict[str, Any]]:
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """The network in eval mode and its preset dict."""
     payload = read_checkpoint(path)
     model = build_model(payload["preset"])

@@ -66,15 +66,20 @@ class SpaceToDepth(nn.Module):
 
 
 class DepthToSpace(nn.Module):
-    """Exact inverse of :class:`SpaceToDepth`: ``N x s² x h x w`` -> ``N x 1 x s*h x s*w`` (one transposed conv)."""
+    """Exact inverse of :class:`SpaceToDepth`: ``N x s² x h x w`` -> ``N x 1 x s*h x s*w`` (one transposed conv).
 
-    def __init__(self, factor: int) -> None:
+    With ``channels = k`` it maps ``N x k·s² x h x w`` -> ``N x k x s*h x s*w``, each group of s² inputs to its own
+    output channel (a grouped transposed conv): the colour model's per-channel residual comes back this way."""
+
+    def __init__(self, factor: int, channels: int = 1) -> None:
         super().__init__()
         self.factor = factor
-        self.register_buffer("weight", torch.eye(factor * factor).reshape(-1, 1, factor, factor), persistent=False)
+        self.channels = channels
+        weight = torch.eye(factor * factor).reshape(-1, 1, factor, factor).repeat(channels, 1, 1, 1)
+        self.register_buffer("weight", weight, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.conv_transpose2d(x, self.weight, stride=self.factor)
+        return nn.functional.conv_transpose2d(x, self.weight, stride=self.factor, groups=self.channels)
 
 
 class Upsample2x(nn.Module):
