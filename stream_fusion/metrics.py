@@ -275,3 +275,109 @@ def all_metrics(fused: np.ndarray, ir: np.ndarray, vis: np.ndarray) -> dict[str,
         "Qabf": qabf(fused, ir, vis),
         "SSIM": ssim(fused, ir, vis),
     }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Colour fidelity: how faithfully a colour fused image keeps the visible camera's colours.
+
+COLOUR_METRIC_NAMES: tuple[str, ...] = ("dE00", "chroma_r")
+# A chroma channel whose standard deviation is below this (a*/b* units) counts as constant: OpenCV's float32
+# BGR -> Lab conversion of a perfectly gray image leaves a*/b* noise of about 0.02 std (at most 0.125), which would
+# otherwise "correlate" with the visible chroma through its dependence on lightness. The least colourful RoadScene
+# visible image has an a* std of 0.93, so real colour is far above it.
+CONSTANT_CHROMA_STD = 0.1
+_25_POW_7 = 25.0**7
+
+
+def _chroma_weight(c: np.ndarray) -> np.ndarray:
+    """sqrt(C^7 / (C^7 + 25^7)): near 0 for neutral colours, near 1 for saturated ones."""
+    c7 = c**7
+    return np.sqrt(c7 / (c7 + _25_POW_7))
+
+
+def ciede2000(lab1: np.ndarray, lab2: np.ndarray) -> np.ndarray:
+    """Per-pixel CIEDE2000 colour difference of two CIELAB arrays (..., 3) (L 0..100, a*, b*), kL = kC = kH = 1.
+
+    CIEDE2000 is the CIE's perceptual colour difference: 1 is about a just-noticeable difference, and unlike the
+    Euclidean Lab distance it corrects for the eye being less sensitive to chroma changes of saturated colours, to
+    lightness changes away from mid-gray, and for the blue-region hue/chroma interaction. Formula and conventions
+    (hue of a neutral colour = 0; hue difference 0 and mean hue = sum where either chroma is 0) as in Sharma, Wu &
+    Dalal, "The CIEDE2000 color-difference formula: implementation notes, supplementary test data, and mathematical
+    observations", Color Res. Appl. 30(1), 2005. Vectorised, float64.
+    """
+    lab1, lab2 = np.asarray(lab1, dtype=np.float64), np.asarray(lab2, dtype=np.float64)
+    if lab1.shape != lab2.shape or lab1.shape[-1:] != (3,):
+        raise ValueError(f"ciede2000 takes two Lab arrays of one shape (..., 3), got {lab1.shape} and {lab2.shape}")
+    l1, a1, b1 = np.moveaxis(lab1, -1, 0)
+    l2, a2, b2 = np.moveaxis(lab2, -1, 0)
+    g = 0.5 * (1 - _chroma_weight((np.hypot(a1, b1) + np.hypot(a2, b2)) / 2))
+    a1p, a2p = (1 + g) * a1, (1 + g) * a2
+    c1p, c2p = np.hypot(a1p, b1), np.hypot(a2p, b2)
+    h1p = np.degrees(np.arctan2(b1, a1p)) % 360  # arctan2(0, 0) = 0: the neutral hue convention
+    h2p = np.degrees(np.arctan2(b2, a2p)) % 360
+    chromatic = c1p * c2p != 0
+
+    dl = l2 - l1
+    dc = c2p - c1p
+    dh = h2p - h1p
+    dh = np.where(dh > 180, dh - 360, np.where(dh < -180, dh + 360, dh))
+    dh = np.where(chromatic, dh, 0.0)
+    dh_big = 2 * np.sqrt(c1p * c2p) * np.sin(np.radians(dh / 2))
+
+    l_mean = (l1 + l2) / 2
+    c_mean = (c1p + c2p) / 2
+    h_sum = h1p + h2p
+    h_mean = np.where(np.abs(h1p - h2p) <= 180, h_sum / 2, np.where(h_sum < 360, (h_sum + 360) / 2, (h_sum - 360) / 2))
+    h_mean = np.where(chromatic, h_mean, h_sum)
+
+    t = (1 - 0.17 * np.cos(np.radians(h_mean - 30)) + 0.24 * np.cos(np.radians(2 * h_mean))
+         + 0.32 * np.cos(np.radians(3 * h_mean + 6)) - 0.20 * np.cos(np.radians(4 * h_mean - 63)))
+    d_theta = 30 * np.exp(-(((h_mean - 275) / 25) ** 2))
+    r_t = -2 * _chroma_weight(c_mean) * np.sin(np.radians(2 * d_theta))
+    s_l = 1 + 0.015 * (l_mean - 50) ** 2 / np.sqrt(20 + (l_mean - 50) ** 2)
+    s_c = 1 + 0.045 * c_mean
+    s_h = 1 + 0.015 * c_mean * t
+    el, ec, eh = dl / s_l, dc / s_c, dh_big / s_h
+    return np.sqrt(el * el + ec * ec + eh * eh + r_t * ec * eh)
+
+
+def bgr_to_lab(image: np.ndarray) -> np.ndarray:
+    """CIELAB (L 0..100, D65) of an 8-bit-range BGR or gray image, via OpenCV's float conversion (sRGB assumed)."""
+    bgr = np.asarray(image, dtype=np.float32) / 255.0
+    if bgr.ndim == 2:
+        bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
+    if bgr.ndim != 3 or bgr.shape[2] != 3:
+        raise ValueError(f"colour metrics take HxWx3 BGR or HxW gray images, got shape {image.shape}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2Lab)
+
+
+def chroma_correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation of two chroma channels, with the constant cases defined instead of undefined:
+    both constant (no colour structure on either side, e.g. two gray images) -> 1, since nothing was lost; only
+    one constant (a gray image against a colour one, or colour invented where the reference has none) -> 0.
+    "Constant" means a standard deviation below :data:`CONSTANT_CHROMA_STD`."""
+    flat_x = float(np.std(x)) < CONSTANT_CHROMA_STD
+    flat_y = float(np.std(y)) < CONSTANT_CHROMA_STD
+    if flat_x or flat_y:
+        return 1.0 if flat_x and flat_y else 0.0
+    return _correlation(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+
+
+def colour_metrics(fused_bgr: np.ndarray, vis_bgr: np.ndarray) -> dict[str, float]:
+    """Colour fidelity of a fused image to its visible source, in CIELAB (OpenCV, D65, sRGB), both 8-bit range.
+
+    ``dE00``: mean per-pixel CIEDE2000 (:func:`ciede2000`) between fused and visible: the perceived colour error,
+    lightness included, so fusing in thermal detail raises it a little for every method; lower is better.
+    ``chroma_r``: mean of the Pearson correlations of a* and of b* over the pixels: whether the visible image's
+    colour *structure* (which regions are red, which blue) survives even where the fusion changed lightness, which
+    dE00 alone would punish. 1 = kept; about 0 for a gray fused image (see :func:`chroma_correlation`).
+
+    ``fused_bgr`` may be gray (HxW): a gray fusion of a colour scene is legitimate input and scores badly, which
+    is the point. The 9 structural metrics are scored on luma and never see colour; these two only see colour.
+    """
+    if fused_bgr.shape[:2] != vis_bgr.shape[:2]:
+        raise ValueError(f"colour metric inputs differ in size: {fused_bgr.shape} and {vis_bgr.shape}")
+    fused, vis = bgr_to_lab(fused_bgr), bgr_to_lab(vis_bgr)
+    r_a = chroma_correlation(fused[:, :, 1], vis[:, :, 1])
+    r_b = chroma_correlation(fused[:, :, 2], vis[:, :, 2])
+    return {"dE00": float(ciede2000(fused, vis).mean()), "chroma_r": (r_a + r_b) / 2}

@@ -1,0 +1,152 @@
+"""Colour-fidelity metrics (CIEDE2000, a*/b* chroma correlation) against scikit-image and Sharma et al.'s published
+test data, on real RoadScene pairs, and their place in the evaluate CLI and scripts/eval_all.py."""
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from skimage.color import deltaE_ciede2000
+
+from stream_fusion import evaluate
+from stream_fusion.baselines import AverageFusion
+from stream_fusion.fuse import fuse_folder, load_pair
+from stream_fusion.metrics import bgr_to_lab, ciede2000, colour_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+EVAL = REPO / ".." / "shared" / "data" / "eval"
+ROAD = EVAL / "roadscene50"
+
+# Sharma, Wu & Dalal (2005), Table 1: L1 a1 b1 L2 a2 b2 dE00, all 34 pairs (hue wraparound, neutral colours, the
+# blue region's rotation term). Every row is also reproduced by scikit-image's independent implementation.
+SHARMA = """
+50.0000 2.6772 -79.7751 50.0000 0.0000 -82.7485 2.0425
+50.0000 3.1571 -77.2803 50.0000 0.0000 -82.7485 2.8615
+50.0000 2.8361 -74.0200 50.0000 0.0000 -82.7485 3.4412
+50.0000 -1.3802 -84.2814 50.0000 0.0000 -82.7485 1.0000
+50.0000 -1.1848 -84.8006 50.0000 0.0000 -82.7485 1.0000
+50.0000 -0.9009 -85.5211 50.0000 0.0000 -82.7485 1.0000
+50.0000 0.0000 0.0000 50.0000 -1.0000 2.0000 2.3669
+50.0000 -1.0000 2.0000 50.0000 0.0000 0.0000 2.3669
+50.0000 2.4900 -0.0010 50.0000 -2.4900 0.0009 7.1792
+50.0000 2.4900 -0.0010 50.0000 -2.4900 0.0010 7.1792
+50.0000 2.4900 -0.0010 50.0000 -2.4900 0.0011 7.2195
+50.0000 2.4900 -0.0010 50.0000 -2.4900 0.0012 7.2195
+50.0000 -0.0010 2.4900 50.0000 0.0009 -2.4900 4.8045
+50.0000 -0.0010 2.4900 50.0000 0.0010 -2.4900 4.8045
+50.0000 -0.0010 2.4900 50.0000 0.0011 -2.4900 4.7461
+50.0000 2.5000 0.0000 50.0000 0.0000 -2.5000 4.3065
+50.0000 2.5000 0.0000 73.0000 25.0000 -18.0000 27.1492
+50.0000 2.5000 0.0000 61.0000 -5.0000 29.0000 22.8977
+50.0000 2.5000 0.0000 56.0000 -27.0000 -3.0000 31.9030
+50.0000 2.5000 0.0000 58.0000 24.0000 15.0000 19.4535
+50.0000 2.5000 0.0000 50.0000 3.1736 0.5854 1.0000
+50.0000 2.5000 0.0000 50.0000 3.2972 0.0000 1.0000
+50.0000 2.5000 0.0000 50.0000 1.8634 0.5757 1.0000
+50.0000 2.5000 0.0000 50.0000 3.2592 0.3350 1.0000
+60.2574 -34.0099 36.2677 60.4626 -34.1751 39.4387 1.2644
+63.0109 -31.0961 -5.8663 62.8187 -29.7946 -4.0864 1.2630
+61.2901 3.7196 -5.3901 61.4292 2.2480 -4.9620 1.8731
+35.0831 -44.1164 3.7933 35.0232 -40.0716 1.5901 1.8645
+22.7233 20.0904 -46.6940 23.0331 14.9730 -42.5619 2.0373
+36.4612 47.8580 18.3852 36.2715 50.5065 21.2231 1.4146
+90.8027 -2.0831 1.4410 91.1528 -1.6435 0.0447 1.4441
+90.9257 -0.5406 -0.9208 88.6381 -0.8985 -0.7239 1.5381
+6.7747 -0.2908 -2.4247 5.8714 -0.0985 -2.2286 0.6377
+2.0776 0.0795 -1.1350 0.9033 -0.0636 -0.5514 0.9082
+"""
+
+
+def _lab_from_polar(lightness: np.ndarray, chroma: np.ndarray, hue_degrees: np.ndarray) -> np.ndarray:
+    hue = np.radians(hue_degrees)
+    return np.stack([lightness, chroma * np.cos(hue), chroma * np.sin(hue)], axis=-1)
+
+
+def test_ciede2000_matches_scikit_image_on_random_and_hue_wraparound_pairs() -> None:
+    rng = np.random.default_rng(7)
+    n = 4000
+    random_pairs = [rng.uniform([0, -128, -128], [100, 127, 127], (n, 3)) for _ in range(2)]
+    # Hue pairs straddling every branch of the mean-hue / hue-difference rules: |h1 - h2| just under and over 180,
+    # h1 + h2 under and over 360, hues either side of 0/360, and neutral colours (C = 0) on one or both sides.
+    h1 = rng.uniform(0, 360, n)
+    h2 = (h1 + rng.choice([179.0, 179.9, 180.1, 181.0, 359.0, 1.0, -1.0, -179.5, -180.5], n)) % 360
+    chroma = rng.uniform(0, 80, (2, n))
+    chroma[:, :200] = 0.0
+    chroma[0, 200:400] = 0.0
+    lightness = rng.uniform(0, 100, (2, n))
+    wrap_pairs = [_lab_from_polar(lightness[0], chroma[0], h1), _lab_from_polar(lightness[1], chroma[1], h2)]
+    for lab1, lab2 in (random_pairs, wrap_pairs):
+        ours = ciede2000(lab1, lab2)
+        assert ours.shape == (n,) and ours.dtype == np.float64
+        np.testing.assert_allclose(ours, deltaE_ciede2000(lab1, lab2), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(ciede2000(lab2, lab1), ours, rtol=1e-10, atol=1e-10)  # symmetric
+    # Image-shaped input keeps its shape.
+    assert ciede2000(random_pairs[0][:12].reshape(3, 4, 3), random_pairs[1][:12].reshape(3, 4, 3)).shape == (3, 4)
+
+
+def test_ciede2000_reproduces_sharma_test_data() -> None:
+    rows = np.array([[float(v) for v in line.split()] for line in SHARMA.strip().splitlines()])
+    assert rows.shape == (34, 7)
+    np.testing.assert_array_equal(np.round(ciede2000(rows[:, :3], rows[:, 3:6]), 4), rows[:, 6])
+
+
+def test_ciede2000_rejects_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match="one shape"):
+        ciede2000(np.zeros((4, 3)), np.zeros((5, 3)))
+
+
+@pytest.fixture(scope="module")
+def road_pair() -> tuple[np.ndarray, np.ndarray]:
+    """A real RoadScene pair (IR gray, visible BGR)."""
+    name = "FLIR_05893"
+    return load_pair(name, ROAD / "ir" / f"{name}.png", ROAD / "vis" / f"{name}.png")
+
+
+def test_identical_images_score_zero_and_full_correlation(road_pair) -> None:
+    _, vis = road_pair
+    assert colour_metrics(vis, vis.copy()) == {"dE00": 0.0, "chroma_r": 1.0}
+
+
+def test_gray_fusion_of_a_colour_scene_keeps_no_chroma(road_pair) -> None:
+    _, vis = road_pair
+    gray = cv2.cvtColor(vis, cv2.COLOR_BGR2GRAY)
+    scores = colour_metrics(gray, vis)
+    # OpenCV's float Lab of a gray image leaves a*/b* noise (std ~0.02) that correlates with lightness; the
+    # constant-channel rule turns it into the 0 it is, not a spurious 0.1-0.2.
+    assert scores["chroma_r"] == 0.0
+    assert scores["dE00"] > 2.0  # the visible scene's colour, lost (lightness is nearly the same)
+    assert colour_metrics(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), vis) == scores  # gray as 3 channels: same
+    # Two gray images: no colour structure on either side, nothing lost.
+    assert colour_metrics(gray, gray)["chroma_r"] == 1.0
+
+
+def test_lightness_change_keeps_chroma_structure(road_pair) -> None:
+    _, vis = road_pair
+    lab = bgr_to_lab(vis)
+    lab[:, :, 0] = lab[:, :, 0] * 0.7 + 20  # flatter, brighter; a* and b* untouched
+    brighter = np.clip(np.rint(cv2.cvtColor(lab, cv2.COLOR_Lab2BGR) * 255), 0, 255).astype(np.uint8)
+    scores = colour_metrics(brighter, vis)
+    assert scores["chroma_r"] > 0.99
+    assert scores["dE00"] > 3.0  # CIEDE2000 counts the lightness change
+    # A hue rotation keeps lightness but scrambles the colour structure: correlation collapses.
+    ab = lab[:, :, 1:].copy()
+    lab[:, :, 0], lab[:, :, 1], lab[:, :, 2] = bgr_to_lab(vis)[:, :, 0], -ab[:, :, 1], ab[:, :, 0]
+    rotated = np.clip(np.rint(cv2.cvtColor(lab, cv2.COLOR_Lab2BGR) * 255), 0, 255).astype(np.uint8)
+    assert colour_metrics(rotated, vis)["chroma_r"] < 0.5
+
+
+def test_ycbcr_route_keeps_chroma_better_than_gray(road_pair) -> None:
+    ir, vis = road_pair
+    fused = AverageFusion().fuse(ir, vis)
+    scores = colour_metrics(fused, vis)
+    assert scores["chroma_r"] > 0.95  # Cr/Cb restored: colour structure kept
+    assert scores["chroma_r"] > colour_metrics(cv2.cvtColor(fused, cv2.COLOR_BGR2GRAY), vis)["chroma_r"] + 0.9
+
+
+def test_colour_metrics_reject_size_mismatch(road_pair) -> None:
+    _, vis = road_pair
+    with pytest.raises(ValueError, match="differ in size"):
+        colour_metrics(vis[:-1], vis)
