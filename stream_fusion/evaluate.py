@@ -1,14 +1,16 @@
 """Score a folder of fused images: ``python -m stream_fusion.evaluate --ir DIR --vis DIR --fused DIR [--out DIR]``.
 
 Works for any method's output, ours or another paper's: fused images are matched to the source pairs by file name
-(stem, any image extension) and scored on their gray / luma with :mod:`stream_fusion.metrics`. Writes
-``metrics.md`` (mean and per-pair Markdown tables), ``metrics.csv`` and ``grid.png`` (rows of IR | visible | fused)
-into ``--out`` (default: the fused folder).
+(stem, any image extension) and scored on their gray / luma with :mod:`stream_fusion.metrics`. When every visible
+image of the set is colour, the colour fidelity of the fused images to them (``dE00``, ``chroma_r``) is scored too.
+Writes ``metrics.md`` (mean and per-pair Markdown tables), ``metrics.csv`` and ``grid.png`` (rows of IR | visible |
+fused, in colour where the images are) into ``--out`` (default: the fused folder).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,16 +21,23 @@ from tqdm import tqdm
 from stream_fusion.engine import to_gray
 from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.fuse import list_images, load_pair, match_pairs, read_colour
-from stream_fusion.metrics import METRIC_NAMES, all_metrics
+from stream_fusion.metrics import COLOUR_METRIC_NAMES, METRIC_NAMES, all_metrics, colour_metrics
 
 Scores = dict[str, float]
+log = logging.getLogger(__name__)
 
-# What each column means, for the header of every table we write (higher is better for all nine).
+# What each column means, for the header of every table we write (higher is better for all but dE00).
 METRIC_NOTES = (
     "EN entropy (bits), SD standard deviation, SF spatial frequency, AG average gradient (these four reward contrast "
     "and noise alike); MI mutual information with IR + with visible (nats); SCD sum of correlations of differences; "
     "VIF visual information fidelity, IR + visible; Qabf edge transfer (perfect = 0.975); SSIM IR + visible (L = 255). "
     "Higher is better for all; judge mainly by VIF, Qabf, SSIM and MI."
+)
+# Added to the notes when the set's visible images are colour and the two colour-fidelity columns are present.
+COLOUR_NOTES = (
+    "Colour fidelity to the visible image (colour sets only): dE00 mean CIEDE2000 colour difference fused vs visible "
+    "(LOWER is better; about 1 is just noticeable; lightness changes count too), chroma_r mean correlation of the a* "
+    "and b* channels fused vs visible (higher is better; 1 = colour structure kept, 0 = none, e.g. a gray fusion)."
 )
 
 
@@ -52,16 +61,33 @@ def load_triplet(name: str, ir_path: Path, vis_path: Path, fused_path: Path) -> 
     return ir, vis, fused
 
 
+def is_colour(image: np.ndarray) -> bool:
+    """True for a BGR image whose channels differ somewhere: a gray picture saved as RGB has no colour to keep."""
+    if image.ndim != 3:
+        return False
+    return bool(np.any(image[:, :, 0] != image[:, :, 1]) or np.any(image[:, :, 1] != image[:, :, 2]))
+
+
 def score_pairs(
     pairs: list[tuple[str, Path, Path]], fused: list[Path], progress: bool = True
 ) -> list[tuple[str, Scores]]:
-    """Per-pair metrics of every fused image against its IR and visible sources (gray / luma)."""
-    rows = []
+    """Per-pair metrics of every fused image against its IR and visible sources (gray / luma), plus the colour
+    fidelity (:data:`COLOUR_METRIC_NAMES`) when every visible image of the set is colour. A mixed set gets none
+    (with a warning): a mean over only its colour pairs would be another set's number under the same name."""
+    rows, colour = [], []
     for (name, ir_path, vis_path), fused_path in tqdm(
         list(zip(pairs, fused)), desc="evaluate", unit="pair", disable=not progress
     ):
         ir, vis, image = load_triplet(name, ir_path, vis_path, fused_path)
         rows.append((name, all_metrics(to_gray(image), ir, to_gray(vis))))
+        if is_colour(vis):
+            colour.append(colour_metrics(image, vis))
+    if colour and len(colour) == len(rows):
+        for (_, scores), extra in zip(rows, colour):
+            scores.update(extra)
+    elif colour:
+        log.warning("colour fidelity (dE00, chroma_r) not scored: %d of the %d visible images are gray; score the "
+                    "colour pairs as a set of their own", len(rows) - len(colour), len(rows))
     return rows
 
 
@@ -71,28 +97,36 @@ def score_folder(ir_dir: Path, vis_dir: Path, fused_dir: Path, progress: bool = 
     return score_pairs(pairs, fused_paths(pairs, fused_dir), progress)
 
 
+def metric_columns(rows: Sequence[tuple[str, Scores]]) -> tuple[str, ...]:
+    """The nine metrics, plus the colour-fidelity ones when every row has them (a colour set)."""
+    colour = bool(rows) and all(all(m in scores for m in COLOUR_METRIC_NAMES) for _, scores in rows)
+    return METRIC_NAMES + (COLOUR_METRIC_NAMES if colour else ())
+
+
 def mean_scores(rows: list[tuple[str, Scores]]) -> Scores:
     """Mean of every metric over the pairs (the number papers report)."""
-    return {metric: float(np.mean([scores[metric] for _, scores in rows])) for metric in METRIC_NAMES}
+    return {metric: float(np.mean([scores[metric] for _, scores in rows])) for metric in metric_columns(rows)}
 
 
 def markdown_table(rows: Sequence[tuple[str, Scores]], first_column: str = "pair") -> str:
     """A Markdown table, one row per (label, scores), metrics to 2 decimals (3 for the 0..2 ranged ones)."""
-    digits = {"MI": 3, "SCD": 3, "VIF": 3, "Qabf": 3, "SSIM": 3}
-    lines = [f"| {first_column} | " + " | ".join(METRIC_NAMES) + " |", "|---" * (len(METRIC_NAMES) + 1) + "|"]
+    digits = {"MI": 3, "SCD": 3, "VIF": 3, "Qabf": 3, "SSIM": 3, "chroma_r": 3}
+    columns = metric_columns(rows)
+    lines = [f"| {first_column} | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for label, scores in rows:
-        cells = [f"{scores[m]:.{digits.get(m, 2)}f}" for m in METRIC_NAMES]
+        cells = [f"{scores[m]:.{digits.get(m, 2)}f}" for m in columns]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def write_csv(rows: list[tuple[str, Scores]], path: Path) -> None:
     """Per-pair rows then a ``mean`` row, full precision."""
+    columns = metric_columns(rows)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["name", *METRIC_NAMES])
+        writer.writerow(["name", *columns])
         for name, scores in [*rows, ("mean", mean_scores(rows))]:
-            writer.writerow([name, *(f"{scores[m]:.6f}" for m in METRIC_NAMES)])
+            writer.writerow([name, *(f"{scores[m]:.6f}" for m in columns)])
 
 
 def _tile(image: np.ndarray, height: int) -> np.ndarray:
@@ -160,7 +194,8 @@ def parse_names(text: str | None, available: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m stream_fusion.evaluate",
-        description="Score fused images against their IR / visible sources (EN SD SF AG MI SCD VIF Qabf SSIM).",
+        description="Score fused images against their IR / visible sources (EN SD SF AG MI SCD VIF Qabf SSIM; "
+        "dE00 and chroma_r colour fidelity when the visible images are colour).",
     )
     parser.add_argument("--ir", type=Path, required=True, help="folder of infrared images")
     parser.add_argument("--vis", type=Path, required=True, help="folder of visible images, same names")
@@ -181,9 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     mean = mean_scores(rows)
+    notes = METRIC_NOTES + (" " + COLOUR_NOTES if "dE00" in mean else "")
     (out / "metrics.md").write_text(
         f"# Fusion metrics: {label}\n\n{len(rows)} pairs; IR `{args.ir}`, visible `{args.vis}`, fused `{args.fused}`."
-        f"\n\n{METRIC_NOTES}\n\n## Mean\n\n{markdown_table([(label, mean)], 'method')}\n\n"
+        f"\n\n{notes}\n\n## Mean\n\n{markdown_table([(label, mean)], 'method')}\n\n"
         f"## Per pair\n\n{markdown_table(rows)}\n"
     )
     write_csv(rows, out / "metrics.csv")

@@ -150,3 +150,60 @@ def test_colour_metrics_reject_size_mismatch(road_pair) -> None:
     _, vis = road_pair
     with pytest.raises(ValueError, match="differ in size"):
         colour_metrics(vis[:-1], vis)
+
+
+def _copy_pairs(split: str, names: list[str], root: Path) -> tuple[Path, Path]:
+    ir_dir, vis_dir = root / "ir", root / "vis"
+    ir_dir.mkdir(parents=True)
+    vis_dir.mkdir(parents=True)
+    for name in names:
+        shutil.copy(EVAL / split / "ir" / f"{name}.png", ir_dir)
+        shutil.copy(EVAL / split / "vis" / f"{name}.png", vis_dir)
+    return ir_dir, vis_dir
+
+
+def test_evaluate_adds_colour_columns_for_a_colour_set_only(tmp_path: Path) -> None:
+    road = ["FLIR_00211", "FLIR_05893"]
+    ir_dir, vis_dir = _copy_pairs("roadscene50", road, tmp_path / "road")
+    fused_dir = tmp_path / "road_average"
+    fuse_folder(AverageFusion(), ir_dir, vis_dir, fused_dir, progress=False)
+    out = tmp_path / "report"
+    assert evaluate.main(["--ir", str(ir_dir), "--vis", str(vis_dir), "--fused", str(fused_dir), "--out", str(out),
+                          "--label", "plain average"]) == 0
+    with (out / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["name", *evaluate.METRIC_NAMES, "dE00", "chroma_r"]
+    for row in rows[:-1]:
+        ir, vis = load_pair(row["name"], ir_dir / f"{row['name']}.png", vis_dir / f"{row['name']}.png")
+        expected = colour_metrics(cv2.imread(str(fused_dir / f"{row['name']}.png")), vis)
+        assert float(row["dE00"]) == pytest.approx(expected["dE00"], abs=1e-6)
+        assert float(row["chroma_r"]) == pytest.approx(expected["chroma_r"], abs=1e-6)
+    assert float(rows[-1]["dE00"]) == pytest.approx(np.mean([float(r["dE00"]) for r in rows[:-1]]), abs=1e-5)
+    report = (out / "metrics.md").read_text()
+    assert "| method | EN | SD | SF | AG | MI | SCD | VIF | Qabf | SSIM | dE00 | chroma_r |" in report
+    assert "dE00 mean CIEDE2000" in report and "LOWER is better" in report
+    # The grid shows colour images in colour: the fused tile of the first row has differing channels.
+    grid = cv2.imread(str(out / "grid.png")).astype(int)
+    fused_tile = grid[28:28 + 240, -200:]
+    assert np.abs(fused_tile[:, :, 0] - fused_tile[:, :, 2]).mean() > 1.0
+
+    tno = ["tno25_01", "tno25_13"]
+    ir_dir, vis_dir = _copy_pairs("tno25", tno, tmp_path / "tno")
+    fused_dir = tmp_path / "tno_average"
+    fuse_folder(AverageFusion(), ir_dir, vis_dir, fused_dir, progress=False)
+    evaluate.main(["--ir", str(ir_dir), "--vis", str(vis_dir), "--fused", str(fused_dir), "--out", str(out)])
+    with (out / "metrics.csv").open() as handle:
+        assert next(csv.reader(handle)) == ["name", *evaluate.METRIC_NAMES]
+    report = (out / "metrics.md").read_text()
+    assert "dE00" not in report and "chroma_r" not in report
+
+
+def test_a_set_mixing_gray_and_colour_visible_images_gets_no_colour_columns(tmp_path: Path, caplog) -> None:
+    ir_dir, vis_dir = _copy_pairs("roadscene50", ["FLIR_00211"], tmp_path)
+    shutil.copy(EVAL / "tno25" / "ir" / "tno25_01.png", ir_dir)
+    shutil.copy(EVAL / "tno25" / "vis" / "tno25_01.png", vis_dir)
+    fused_dir = tmp_path / "average"
+    fuse_folder(AverageFusion(), ir_dir, vis_dir, fused_dir, progress=False)
+    rows = evaluate.score_folder(ir_dir, vis_dir, fused_dir, progress=False)
+    assert all(set(scores) == set(evaluate.METRIC_NAMES) for _, scores in rows)
+    assert "1 of the 2 visible images are gray" in caplog.text
