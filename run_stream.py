@@ -52,7 +52,7 @@ OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--fps", "source.fps", {"type": float, "metavar": "N", "help": "pace of --realtime (needed for image folders)"}),
     ("--loop", "source.loop", {"action": "store_const", "const": True, "help": "replay: start again at the end"}),
     ("--tolerance-ms", "sync.tolerance_ms", {"type": float, "metavar": "MS", "help": "live pairing tolerance (default half a frame)"}),
-    ("--model", "engine.model", {"metavar": "M", "help": "default | lite | base | classical | path/to/model.onnx"}),
+    ("--model", "engine.model", {"metavar": "M", "help": "default | lite | base | cdfusion | classical | path/to/model.onnx"}),
     ("--provider", "engine.provider", {"choices": ["auto", "tensorrt", "cuda", "cpu"], "help": "ONNX Runtime provider"}),
     ("--align-policy", "align.policy", {"choices": ["warn", "correct", "drop"], "help": "on misalignment"}),
     ("--calibration", "align.calibration", {"metavar": "YAML", "help": "IR -> visible warp from stream_fusion.calibrate"}),

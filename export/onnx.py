@@ -1,9 +1,11 @@
-"""Export a DiffFuseNet checkpoint to the ONNX file the runtime engine loads, and prove the file is right.
+"""Export a fusion checkpoint (DiffFuseNet or the colour Dif-CDFusion) to the ONNX file the runtime engine loads,
+and prove the file is right.
 
     python -m export.onnx --checkpoint stream_fusion/weights/difffuse_lite.pt --out stream_fusion/weights/difffuse_lite.onnx
     python -m export.onnx --random-init --preset lite --out /tmp/untrained.onnx    # tests / placeholders only
 
-The file has inputs ``ir``, ``vis`` and output ``fused`` (N x 1 x H x W float32, 0..1, batch/height/width dynamic),
+The file has inputs ``ir``, ``vis`` and output ``fused`` (N x C x H x W float32, 0..1, batch/height/width dynamic;
+C = 1, except the colour model's ``vis`` and ``fused``: 3, BGR),
 opset 18, constants folded, and metadata the engine needs (preset, size multiple...). The export fails, with one line
 saying why, unless: ``onnx.checker`` passes; the graph has no op that runtimes handle badly (ScatterND, loops,
 random ops, FFTs, data-dependent slicing) and no constant subgraph left unfolded; and ONNX Runtime matches PyTorch
@@ -113,14 +115,16 @@ def for_export(model: torch.nn.Module) -> torch.nn.Module:
 def export_model(model: torch.nn.Module, out: Path, *, fp16: bool = False, metadata: dict[str, str]) -> onnx.ModelProto:
     """Trace ``model`` to ONNX, fold its constants, optionally convert to fp16, stamp metadata, check and save."""
     multiple = int(getattr(model, "size_multiple", 1))
+    colour = getattr(model, "vis_channels", 1) == 3
     example = torch.rand(1, 1, 8 * multiple, 12 * multiple)
+    example_vis = torch.rand(1, 3 if colour else 1, 8 * multiple, 12 * multiple)
     exportable = for_export(model)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript exporter: the dynamo one cannot trace the schedule's float() of a tensor (data-dependent).
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            exportable, (example, example.clone()), buffer, input_names=["ir", "vis"], output_names=["fused"],
+            exportable, (example, example_vis), buffer, input_names=["ir", "vis"], output_names=["fused"],
             opset_version=OPSET, dynamic_axes=DYNAMIC_AXES, do_constant_folding=True, dynamo=False,
         )
     # Folding only, by our own evaluator: onnxscript's optimizer (which also rewrites patterns) moved the trained
@@ -129,17 +133,25 @@ def export_model(model: torch.nn.Module, out: Path, *, fp16: bool = False, metad
     for value in [*proto.graph.input, *proto.graph.output]:  # the tracer leaves the output's channel symbolic
         dims = value.type.tensor_type.shape.dim
         dims[1].Clear()
-        dims[1].dim_value = 1
+        dims[1].dim_value = 3 if colour and value.name != "ir" else 1
     if fp16:
         scopes = tuple(scope_prefix(name) for name, m in exportable.named_modules() if isinstance(m, TwoPassGroupNorm))
         proto = to_fp16(proto, keep_fp32=[n.name for n in proto.graph.node if n.name.startswith(scopes)])
     proto.ir_version = IR_VERSION
     proto.producer_name = "stream_fusion export.onnx"
-    proto.doc_string = "DiffFuseNet infrared-visible fusion (stream_fusion): fused = net(ir, vis)"
+    name = "Dif-CDFusion" if colour else "DiffFuseNet"
+    proto.doc_string = f"{name} infrared-visible fusion (stream_fusion): fused = net(ir, vis)"
+    layout = (
+        "NCHW float32: ir = infrared, 1 channel; vis = visible colour, 3 channels BGR (a gray camera as 3 equal "
+        "channels); output fused = fused colour, 3 channels BGR" if colour else
+        "NCHW float32, 1 channel each: ir = infrared, vis = visible luma (Y of YCrCb, BT.601 as OpenCV); output "
+        "fused = fused luma, same layout"
+    )
     props = {
-        "model_name": "DiffFuseNet",
-        "input_layout": "NCHW float32, 1 channel each: ir = infrared, vis = visible luma (Y of YCrCb, BT.601 as "
-        "OpenCV); output fused = fused luma, same layout",
+        "model_name": name,
+        "input_layout": layout,
+        "vis_channels": "3" if colour else "1",
+        "output": "bgr" if colour else "luma",
         "value_range": "0..1 (inputs and output)",
         "size_multiple": str(multiple),
         "precision": "fp16" if fp16 else "fp32",
@@ -283,7 +295,7 @@ def opset(proto: onnx.ModelProto) -> int:
 
 def eval_pairs(count: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """``count`` real registered pairs from the evaluation splits (alternating TNO and RoadScene), as
-    ``(name, ir, visible luma)`` uint8 arrays."""
+    ``(name, ir, visible BGR)`` uint8 arrays (a gray visible image as three equal channels)."""
     folders = [DATA_DIR / "eval" / "tno25", DATA_DIR / "eval" / "roadscene50"]
     names = [sorted(p.name for p in (folder / "ir").glob("*.png")) for folder in folders]
     if not any(names):
@@ -298,7 +310,7 @@ def eval_pairs(count: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
         vis = cv2.imread(str(folder / "vis" / name), cv2.IMREAD_COLOR)
         if ir is None or vis is None:
             raise StreamFusionError(f"cannot read the pair {folder / '*' / name}")
-        pairs.append((f"{folder.name}/{name}", ir, split_luma(vis)[0]))
+        pairs.append((f"{folder.name}/{name}", ir, vis))
     return pairs
 
 
@@ -321,15 +333,18 @@ def parity(model: torch.nn.Module, path: Path, pairs: list[tuple[str, np.ndarray
     """ONNX Runtime (CPU provider) against PyTorch per pair, on 0..1 images padded to the size multiple as the
     engine pads them."""
     tolerance = TOLERANCE[precision]
-    session, _ = open_session(path.read_bytes(), "cpu", padded_shape=None, cache_dir=Path("."), threads=None,
+    session, _ = open_session(path.read_bytes(), "cpu", shapes=None, cache_dir=Path("."), threads=None,
                               device_id=0)
     multiple = int(getattr(model, "size_multiple", 1))
+    colour = getattr(model, "vis_channels", 1) == 3
     results = []
     for name, ir, vis in pairs:
-        frames = pad_to_multiple(np.stack([ir, vis])[:, None], multiple).astype(np.float32) / 255
+        planes = vis.transpose(2, 0, 1) if colour else split_luma(vis)[0][None]
+        ir_in = pad_to_multiple(ir[None, None], multiple).astype(np.float32) / 255
+        vis_in = pad_to_multiple(planes[None], multiple).astype(np.float32) / 255
         with torch.no_grad():
-            expected = model(torch.from_numpy(frames[0:1]), torch.from_numpy(frames[1:2])).numpy()
-        got = session.run(None, {"ir": frames[0:1], "vis": frames[1:2]})[0]
+            expected = model(torch.from_numpy(ir_in), torch.from_numpy(vis_in)).numpy()
+        got = session.run(None, {"ir": ir_in, "vis": vis_in})[0]
         diff = np.abs(got - expected).ravel()
         within = diff[diff <= tolerance]
         results.append(Parity(name, float(diff.max()), int(diff.size - within.size), int(diff.size),
@@ -337,17 +352,18 @@ def parity(model: torch.nn.Module, path: Path, pairs: list[tuple[str, np.ndarray
     return results
 
 
-def gpu_placement(path: Path) -> str:
+def gpu_placement(path: Path, proto: onnx.ModelProto) -> str:
     """Which nodes a GPU provider leaves to the CPU, from one profiled run (ORT profiling names each node's
     provider); on a machine with no working GPU provider, a line that says it was skipped and why."""
     for provider in ("cuda",):
         try:
-            session, _ = open_session(path.read_bytes(), provider, padded_shape=None, cache_dir=Path("."),
+            session, _ = open_session(path.read_bytes(), provider, shapes=None, cache_dir=Path("."),
                                       threads=None, device_id=0, profile=True)
         except StreamFusionError as error:
             return f"GPU placement check skipped: {str(error).split('; use ')[0]}"
-        frame = np.random.default_rng(0).random((1, 1, 64, 64), dtype=np.float32)
-        session.run(None, {"ir": frame, "vis": frame})
+        frames = {value.name: np.random.default_rng(0).random(
+            (1, value.type.tensor_type.shape.dim[1].dim_value, 64, 64), dtype=np.float32) for value in proto.graph.input}
+        session.run(None, frames)
         profile = Path(session.end_profiling())
         events = json.loads(profile.read_text())
         profile.unlink()
@@ -370,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--random-init", action="store_true",
                         help="export an untrained network of --preset (tests and placeholders only; marked so)")
     parser.add_argument("--out", type=Path, required=True, help="ONNX file to write")
-    parser.add_argument("--preset", choices=["lite", "base"], help="with --random-init: which network (default lite)")
+    parser.add_argument("--preset", choices=["lite", "base", "cdfusion"],
+                        help="with --random-init: which network (default lite)")
     parser.add_argument("--fp16", action="store_true", help="fp16 weights and activations, fp32 inputs/outputs")
     parser.add_argument("--pairs", type=int, default=4, help="real evaluation pairs for the parity check (default 4)")
     args = parser.parse_args(argv)
@@ -396,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                                 f"max {max(r.max_diff for r in results):.2e}")
     print(f"parity ok ({precision}): max |onnxruntime - torch| = {max(r.max_diff for r in results):.2e} <= "
           f"{tolerance:g} over {pixels} px of {len(results)} real pairs")
-    print(gpu_placement(args.out))
+    print(gpu_placement(args.out, proto))
     return 0
 
 

@@ -96,8 +96,8 @@ def timed(step: Callable[[], object], iters: int, budget_s: float, warmup: int =
 
 def bare_session_step(path: Path, provider: str, ir: np.ndarray, vis: np.ndarray) -> Callable[[], object]:
     """The float network alone; on a GPU provider inputs and output stay on the device (no copies timed)."""
-    session, _ = open_session(path.read_bytes(), provider, padded_shape=ir.shape, cache_dir=default_cache_dir(),
-                              threads=None, device_id=0)
+    session, _ = open_session(path.read_bytes(), provider, shapes={"ir": ir.shape, "vis": vis.shape},
+                              cache_dir=default_cache_dir(), threads=None, device_id=0)
     if provider == "cpu":
         feeds = {"ir": ir, "vis": vis}
         return lambda: session.run(None, feeds)
@@ -105,7 +105,7 @@ def bare_session_step(path: Path, provider: str, ir: np.ndarray, vis: np.ndarray
     values = [ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0) for a in (ir, vis)]
     binding.bind_ortvalue_input("ir", values[0])
     binding.bind_ortvalue_input("vis", values[1])
-    binding.bind_ortvalue_output("fused", ort.OrtValue.ortvalue_from_shape_and_type(ir.shape, np.float32, "cuda", 0))
+    binding.bind_ortvalue_output("fused", ort.OrtValue.ortvalue_from_shape_and_type(vis.shape, np.float32, "cuda", 0))
 
     def step() -> None:
         session.run_with_iobinding(binding)
@@ -150,8 +150,9 @@ def run(presets: list[str], sizes: list[tuple[int, int]], iters: int, budget_s: 
             ir8, vis8 = test_pair(width, height)
             h, w = height + -height % multiple, width + -width % multiple
             ir = np.ascontiguousarray(cv2.resize(ir8, (w, h))[None, None], np.float32) / 255
-            vis = np.ascontiguousarray(cv2.cvtColor(cv2.resize(vis8, (w, h)), cv2.COLOR_BGR2GRAY)[None, None],
-                                       np.float32) / 255
+            vis_planes = (cv2.resize(vis8, (w, h)).transpose(2, 0, 1) if getattr(model, "vis_channels", 1) == 3
+                          else cv2.cvtColor(cv2.resize(vis8, (w, h)), cv2.COLOR_BGR2GRAY)[None])
+            vis = np.ascontiguousarray(vis_planes[None], np.float32) / 255
 
             def record(runner: str, provider: str, precision: str, step: Callable[[], object]) -> None:
                 try:
@@ -222,16 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stream_fusion.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, help="also write the full report (machine, weights, results) here")
     parser.add_argument("--sizes", default="640x512,1280x1024", help="WIDTHxHEIGHT list (default 640x512,1280x1024)")
-    parser.add_argument("--presets", default="lite,base", help="comma list of lite, base (default both)")
+    parser.add_argument("--presets", default="lite,base",
+                        help="comma list of lite, base, cdfusion (default lite,base)")
     parser.add_argument("--iters", type=int, default=50, help="timed runs per case (default 50)")
     parser.add_argument("--budget", type=float, default=20.0,
                         help="seconds per case after which fewer runs are kept (at least 3; default 20)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to compile on a CPU)")
     args = parser.parse_args(argv)
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
-    unknown = sorted(set(presets) - {"lite", "base"})
+    unknown = sorted(set(presets) - {"lite", "base", "cdfusion"})
     if unknown or not presets:
-        raise StreamFusionError(f"--presets takes lite and/or base, got {args.presets!r}")
+        raise StreamFusionError(f"--presets takes lite, base and/or cdfusion, got {args.presets!r}")
     if args.iters < 3:
         raise StreamFusionError("--iters must be at least 3")
     with tempfile.TemporaryDirectory(prefix="stream_fusion_bench_") as workdir:

@@ -4,8 +4,10 @@ Every fuser the pipeline can run (the trained network through ONNX Runtime, or t
 ``FusionEngine``: it takes one registered IR / visible pair as 8-bit arrays and returns one fused 8-bit frame.
 The pipeline never knows which one it holds, so swapping the network in changes no pipeline code.
 
-Colour is handled here, once, for every engine: the network fuses luminance with IR, and the visible chroma (YCrCb)
-is put back afterwards, so a colour visible input gives a colour output and a gray one gives gray.
+Colour is handled here, once, for every engine: a luminance network fuses luminance with IR, and the visible chroma
+(YCrCb) is put back afterwards (:func:`fuse_luma`, "the YCbCr route"); a colour network (``cdfusion``, metadata
+``output: bgr``) takes the visible frame as BGR and returns BGR itself. Either way a colour visible input gives a
+colour output and a gray one gives gray.
 
 The network runs through ONNX Runtime (:class:`OnnxEngine`, made by :func:`create_engine`). This module must not
 import torch: deployment boxes run ONNX only.
@@ -116,7 +118,7 @@ class ClassicalEngine:
 # The trained network through ONNX Runtime.
 
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
-SHIPPED_MODELS = {"lite": WEIGHTS_DIR / "difffuse_lite.onnx", "base": WEIGHTS_DIR / "difffuse_base.onnx"}
+SHIPPED_MODELS = {name: WEIGHTS_DIR / f"difffuse_{name}.onnx" for name in ("lite", "base", "cdfusion")}
 DEFAULT_MODEL = "lite"
 # Frame size used for warm-up (and the TensorRT shape profile) when the caller does not say: the common thermal
 # core resolution. Pass ``resolution=`` (or call :meth:`OnnxEngine.warmup`) with the real camera size.
@@ -129,8 +131,8 @@ log = logging.getLogger(__name__)
 def create_engine(model: str | Path = "default", provider: str = "auto", **options: Any) -> FusionEngine:
     """The engine for a ``--model`` / ``--provider`` pair, as the config and CLIs spell them.
 
-    ``model``: ``default`` (the shipped lite network), ``lite``, ``base``, ``classical`` or a path to an ``.onnx``
-    file. ``options`` go to :class:`OnnxEngine` (``resolution=(w, h)``, ``cache_dir``, ``threads``, ``device_id``,
+    ``model``: ``default`` (the shipped lite network), ``lite``, ``base``, ``cdfusion`` (the colour network),
+    ``classical`` or a path to an ``.onnx`` file. ``options`` go to :class:`OnnxEngine` (``resolution=(w, h)``, ``cache_dir``, ``threads``, ``device_id``,
     ``warmup``); the classical engine takes none of them.
     """
     if provider not in ("auto", *PROVIDERS):
@@ -151,15 +153,17 @@ def create_engine(model: str | Path = "default", provider: str = "auto", **optio
     return OnnxEngine(Path(name), provider, **options)
 
 
-def pad_to_multiple(frames: np.ndarray, multiple: int) -> np.ndarray:
-    """Reflect-pad the last two axes up to a multiple of ``multiple`` (the network halves the size in its Haar
-    and U-Net stages). Reflection, not zeros: a black border would be a fake edge the network fuses as detail.
-    Returns the input itself when no padding is needed, so 640x512 and 1280x1024 frames are not copied."""
-    h, w = frames.shape[-2:]
+def pad_to_multiple(frames: np.ndarray, multiple: int, channels_last: bool = False) -> np.ndarray:
+    """Reflect-pad the height and width axes (the last two, or the two before a channels-last axis) up to a
+    multiple of ``multiple`` (the network halves the size in its Haar and U-Net stages). Reflection, not zeros: a
+    black border would be a fake edge the network fuses as detail. Returns the input itself when no padding is
+    needed, so 640x512 and 1280x1024 frames are not copied."""
+    h, w = frames.shape[-3:-1] if channels_last else frames.shape[-2:]
     ph, pw = -h % multiple, -w % multiple
     if ph == 0 and pw == 0:
         return frames
-    return np.pad(frames, [(0, 0)] * (frames.ndim - 2) + [(0, ph), (0, pw)], mode="reflect")
+    pads = [(0, ph), (0, pw)] + [(0, 0)] * channels_last
+    return np.pad(frames, [(0, 0)] * (frames.ndim - len(pads)) + pads, mode="reflect")
 
 
 def read_model(path: Path) -> onnx.ModelProto:
@@ -167,7 +171,7 @@ def read_model(path: Path) -> onnx.ModelProto:
     if not path.is_file():
         if not path.suffix and len(path.parts) == 1:
             raise StreamFusionError(
-                f"unknown model {str(path)!r}: use default, lite, base, classical or the path of an .onnx file"
+                f"unknown model {str(path)!r}: use default, lite, base, cdfusion, classical or the path of an .onnx file"
             )
         raise StreamFusionError(f"model file {path} does not exist")
     if path.suffix == ".pt":
@@ -197,10 +201,19 @@ def model_metadata(proto: onnx.ModelProto) -> dict[str, str]:
     return {prop.key: prop.value for prop in proto.metadata_props}
 
 
+def is_colour_model(metadata: dict[str, str]) -> bool:
+    """Whether a model file takes the visible frame as BGR and returns BGR (``cdfusion``), not luma."""
+    return metadata.get("output", "luma") == "bgr"
+
+
 def frame_graph(proto: onnx.ModelProto) -> onnx.ModelProto:
     """The network wrapped so that it takes and returns 8-bit frames: ``uint8 -> /255 -> net -> clip -> *255 ->
     round -> uint8``. Normalisation runs inside the session, on the GPU under a GPU provider, and only bytes
-    cross the bus (a quarter of float32). Padding and cropping stay on the host: a view or one small copy."""
+    cross the bus (a quarter of float32). Padding and cropping stay on the host: a view or one small copy.
+
+    A colour model's visible input and its output are channels-last (``N x H x W x 3``, OpenCV's own layout) and
+    transposed to and from the network's NCHW inside the session, so the host hands over the frame as it is."""
+    colour = is_colour_model(model_metadata(proto))
     model = onnx.ModelProto()
     model.CopyFrom(proto)
     graph = model.graph
@@ -216,15 +229,23 @@ def frame_graph(proto: onnx.ModelProto) -> onnx.ModelProto:
         source = value.name
         for node in graph.node:
             node.input[:] = [f"{source}_float" if name == source else name for name in node.input]
+        channels_last = colour and source == "vis"
         pre += [
             make("Cast", [source], [f"{source}_cast"], to=onnx.TensorProto.FLOAT),
-            make("Mul", [f"{source}_cast", "frame_scale_in"], [f"{source}_float"]),
+            make("Mul", [f"{source}_cast", "frame_scale_in"], [f"{source}_nhwc" if channels_last else f"{source}_float"]),
         ]
+        if channels_last:
+            pre.append(make("Transpose", [f"{source}_nhwc"], [f"{source}_float"], perm=[0, 3, 1, 2]))
+            _channels_last(value)
     for node in graph.node:
         node.output[:] = ["fused_float" if name == "fused" else name for name in node.output]
         node.input[:] = ["fused_float" if name == "fused" else name for name in node.input]
-    post = [
-        make("Clip", ["fused_float", "frame_low", "frame_high"], ["fused_clipped"]),
+    post = []
+    if colour:
+        post.append(make("Transpose", ["fused_float"], ["fused_nhwc"], perm=[0, 2, 3, 1]))
+        _channels_last(graph.output[0])
+    post += [
+        make("Clip", ["fused_nhwc" if colour else "fused_float", "frame_low", "frame_high"], ["fused_clipped"]),
         make("Mul", ["fused_clipped", "frame_scale_out"], ["fused_scaled"]),
         make("Round", ["fused_scaled"], ["fused_rounded"]),
         make("Cast", ["fused_rounded"], ["fused"], to=onnx.TensorProto.UINT8),
@@ -236,13 +257,23 @@ def frame_graph(proto: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def _channels_last(value: onnx.ValueInfoProto) -> None:
+    """Re-declare an NCHW graph input / output as NHWC (same dims, channel last)."""
+    dims = [onnx.TensorShapeProto.Dimension() for _ in range(4)]
+    for dim, source in zip(dims, [value.type.tensor_type.shape.dim[i] for i in (0, 2, 3, 1)]):
+        dim.CopyFrom(source)
+    del value.type.tensor_type.shape.dim[:]
+    value.type.tensor_type.shape.dim.extend(dims)
+
+
 class OnnxEngine:
     """The trained network on ONNX Runtime: TensorRT, then CUDA, then CPU, whichever actually loads.
 
-    Where each step runs: grayscale/YCrCb split and chroma merge (OpenCV, host), reflect padding to the size
-    multiple and the crop back (numpy, host; a no-op at multiples such as 640x512), uint8 -> float normalisation,
-    the network, clipping and rounding back to uint8 (inside the ONNX Runtime session: on the GPU under TensorRT or
-    CUDA, whose input and output buffers live on the device and are reused from frame to frame).
+    Where each step runs: grayscale/YCrCb split and chroma merge of a luminance model (OpenCV, host), reflect
+    padding to the size multiple and the crop back (numpy, host; a no-op at multiples such as 640x512), uint8 ->
+    float normalisation, a colour model's HWC <-> CHW transposes, the network, clipping and rounding back to uint8
+    (inside the ONNX Runtime session: on the GPU under TensorRT or CUDA, whose input and output buffers live on the
+    device and are reused from frame to frame).
     """
 
     def __init__(
@@ -265,13 +296,14 @@ class OnnxEngine:
         self.preset = self.metadata["preset"]
         self.precision = self.metadata.get("precision", "fp32")
         self.name = f"{self.metadata['model_name']}-{self.preset}"
+        self.colour = is_colour_model(self.metadata)
         self.resolution = resolution
         self.device_id = device_id
-        self._profile = None if resolution is None else self._padded_shape(resolution[1], resolution[0])
+        self._profile = None if resolution is None else self._padded_shapes(resolution[1], resolution[0])
         self.session, self.provider = open_session(
             frame_graph(proto).SerializeToString(),
             provider,
-            padded_shape=self._profile,
+            shapes=self._profile,
             # ONNX Runtime names a cached TensorRT engine after the model path, or (for an in-memory model, as here)
             # its graph, never its weights (ORT maintainers in triton-inference-server/onnxruntime_backend#126): one
             # folder per file content, so re-exported weights never run a stale engine.
@@ -286,11 +318,20 @@ class OnnxEngine:
     def warmup(self, width: int, height: int) -> None:
         """One run at the frame size to come: allocates buffers, picks kernels, builds a TensorRT engine, so the
         first real frame is not the slow one."""
-        frame = np.zeros((height, width), np.uint8)
-        self.fuse(frame, frame)
+        frame = np.zeros((height, width, 3) if self.colour else (height, width), np.uint8)
+        self.fuse(frame[:, :, 0] if self.colour else frame, frame)
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        return fuse_luma(ir, vis, self._fuse_y)
+        if not self.colour:
+            return fuse_luma(ir, vis, self._fuse_y)
+        check_pair(ir, vis)
+        gray = vis.ndim == 2 or vis.shape[2] == 1
+        bgr = cv2.cvtColor(to_gray(vis), cv2.COLOR_GRAY2BGR) if gray else vis
+        h, w = vis.shape[:2]
+        fused = self.run(pad_to_multiple(to_gray(ir)[None, None], self.size_multiple),
+                         pad_to_multiple(bgr[None], self.size_multiple, channels_last=True))
+        fused = np.ascontiguousarray(fused[0, :h, :w])
+        return to_gray(fused) if gray else fused
 
     def _fuse_y(self, ir: np.ndarray, vis_y: np.ndarray) -> np.ndarray:
         h, w = vis_y.shape
@@ -299,17 +340,22 @@ class OnnxEngine:
         return np.ascontiguousarray(fused[0, 0, :h, :w])
 
     def run(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        """The session alone: ``N x 1 x H x W`` uint8 (H, W multiples of ``size_multiple``) -> same shape uint8."""
-        if self.provider == "tensorrt" and self._profile is not None and ir.shape != self._profile:
+        """The session alone, uint8 in and out, H and W multiples of ``size_multiple``: ``N x 1 x H x W`` each ->
+        the same (luminance model); ``ir`` ``N x 1 x H x W`` and ``vis`` ``N x H x W x 3`` -> ``N x H x W x 3``
+        (colour model)."""
+        if self.provider == "tensorrt" and self._profile is not None and ir.shape != self._profile["ir"]:
+            expected = self._profile["ir"]
             raise StreamFusionError(
-                f"the TensorRT engine is built for {self._profile[3]}x{self._profile[2]} (padded) frames, got "
+                f"the TensorRT engine is built for {expected[3]}x{expected[2]} (padded) frames, got "
                 f"{ir.shape[3]}x{ir.shape[2]}: pass resolution= the camera size, or use the cuda provider"
             )
         return self._buffers.run(ir, vis)
 
-    def _padded_shape(self, height: int, width: int) -> tuple[int, int, int, int]:
+    def _padded_shapes(self, height: int, width: int) -> dict[str, tuple[int, ...]]:
+        """The session's input shapes for one frame of ``width`` x ``height`` (the TensorRT profile)."""
         m = self.size_multiple
-        return (1, 1, height + -height % m, width + -width % m)
+        h, w = height + -height % m, width + -width % m
+        return {"ir": (1, 1, h, w), "vis": (1, h, w, 3) if self.colour else (1, 1, h, w)}
 
 
 class _BoundBuffers:
@@ -322,22 +368,23 @@ class _BoundBuffers:
         self.session = session
         self.device = device
         self.device_id = device_id
-        self.shape: tuple[int, ...] | None = None
+        self.shape: tuple[tuple[int, ...], tuple[int, ...]] | None = None
 
-    def _bind(self, shape: tuple[int, ...]) -> None:
-        def device_buffer() -> ort.OrtValue:
+    def _bind(self, ir_shape: tuple[int, ...], vis_shape: tuple[int, ...]) -> None:
+        def device_buffer(shape: tuple[int, ...]) -> ort.OrtValue:
             return ort.OrtValue.ortvalue_from_shape_and_type(shape, np.uint8, self.device, self.device_id)
 
-        self.ir, self.vis, self.out = device_buffer(), device_buffer(), device_buffer()
+        # The output has the visible input's shape: N x 1 x H x W (luma) or N x H x W x 3 (colour).
+        self.ir, self.vis, self.out = device_buffer(ir_shape), device_buffer(vis_shape), device_buffer(vis_shape)
         self.binding = self.session.io_binding()
         self.binding.bind_ortvalue_input("ir", self.ir)
         self.binding.bind_ortvalue_input("vis", self.vis)
         self.binding.bind_ortvalue_output("fused", self.out)
-        self.shape = shape
+        self.shape = (ir_shape, vis_shape)
 
     def run(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        if ir.shape != self.shape:
-            self._bind(ir.shape)
+        if (ir.shape, vis.shape) != self.shape:
+            self._bind(ir.shape, vis.shape)
         self.ir.update_inplace(np.ascontiguousarray(ir))
         self.vis.update_inplace(np.ascontiguousarray(vis))
         self.session.run_with_iobinding(self.binding)
@@ -356,7 +403,7 @@ def default_cache_dir() -> Path:
 
 
 def provider_options(
-    name: str, *, padded_shape: tuple[int, ...] | None, cache_dir: Path, device_id: int
+    name: str, *, shapes: dict[str, tuple[int, ...]] | None, cache_dir: Path, device_id: int
 ) -> dict[str, str]:
     """ONNX Runtime options per provider (names from the TensorRT / CUDA execution provider docs). Values are
     strings, booleans spelled "True"/"False": the TensorRT provider rejects "1"/"0" for its flags."""
@@ -369,10 +416,9 @@ def provider_options(
             "trt_timing_cache_enable": "True",
             "trt_timing_cache_path": str(cache_dir),
         }
-        if padded_shape is not None:
+        if shapes is not None:
             # One profile for the configured frame size: without it TensorRT rebuilds an engine per new size.
-            dims = "x".join(map(str, padded_shape))
-            profile = f"ir:{dims},vis:{dims}"
+            profile = ",".join(f"{key}:{'x'.join(map(str, shape))}" for key, shape in shapes.items())
             options |= {"trt_profile_min_shapes": profile, "trt_profile_opt_shapes": profile,
                         "trt_profile_max_shapes": profile}
         return options
@@ -387,7 +433,7 @@ def open_session(
     model: bytes,
     provider: str,
     *,
-    padded_shape: tuple[int, ...] | None,
+    shapes: dict[str, tuple[int, ...]] | None,
     cache_dir: Path,
     threads: int | None,
     device_id: int,
@@ -418,11 +464,11 @@ def open_session(
         if PROVIDERS[name] not in available:
             failures.append(f"{name}: not in this onnxruntime build")
             continue
-        chain = [(PROVIDERS[name], provider_options(name, padded_shape=padded_shape, cache_dir=cache_dir,
+        chain = [(PROVIDERS[name], provider_options(name, shapes=shapes, cache_dir=cache_dir,
                                                     device_id=device_id))]
         if name == "tensorrt":
             # Nodes TensorRT cannot take go to CUDA, not the CPU; CPU stays last for shape-only nodes.
-            chain.append((PROVIDERS["cuda"], provider_options("cuda", padded_shape=None, cache_dir=cache_dir,
+            chain.append((PROVIDERS["cuda"], provider_options("cuda", shapes=None, cache_dir=cache_dir,
                                                               device_id=device_id)))
         if name != "cpu":
             chain.append((PROVIDERS["cpu"], {}))

@@ -5,7 +5,7 @@ fused pair is written as ``<stem>.png`` in ``--out``. The visible image keeps it
 in -> colour out with the visible chroma); IR is read as gray. A pair whose IR size differs from the visible one
 gets its IR resized to the visible size with a warning, the same rule the live pipeline applies.
 
-``--model`` takes what the engine takes (``default``, ``lite``, ``base``, ``classical`` or a path to an .onnx file)
+``--model`` takes what the engine takes (``default``, ``lite``, ``base``, ``cdfusion``, ``classical`` or a path to an .onnx file)
 plus the two evaluation baselines ``average`` and ``laplacian``.
 """
 from __future__ import annotations
@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--vis", type=Path, required=True, help="folder of visible images, same names")
     parser.add_argument("--out", type=Path, required=True, help="folder for the fused PNGs (created)")
     parser.add_argument("--model", default="default",
-                        help="default | lite | base | classical | average | laplacian | path/to/model.onnx")
+                        help="default | lite | base | cdfusion | classical | average | laplacian | path/to/model.onnx")
     parser.add_argument("--provider", default="auto", choices=("auto", *PROVIDERS),
                         help="ONNX Runtime provider for a network (default auto: TensorRT, CUDA, then CPU)")
     args = parser.parse_args(argv)

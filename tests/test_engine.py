@@ -141,7 +141,7 @@ def test_missing_corrupt_and_wrong_model_files_are_one_line_errors(tmp_path: Pat
 
 def test_model_names_and_unknown_provider(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert isinstance(create_engine("classical"), ClassicalEngine)
-    with pytest.raises(StreamFusionError, match="unknown model 'lightweight': use default, lite, base, classical"):
+    with pytest.raises(StreamFusionError, match="unknown model 'lightweight': use default, lite, base, cdfusion, classical"):
         create_engine("lightweight")
     with pytest.raises(StreamFusionError, match="unknown provider 'gpu'"):
         create_engine("classical", "gpu")

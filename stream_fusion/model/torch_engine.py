@@ -11,12 +11,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stream_fusion.engine import fuse_luma
+from stream_fusion.engine import check_pair, fuse_luma, to_gray
 from stream_fusion.model.checkpoint import load_checkpoint
-from stream_fusion.model.net import DiffFuseNet
 
 
-def fuse_tensors(model: DiffFuseNet, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+def fuse_tensors(model: torch.nn.Module, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
     """Any H x W: reflect-pad to the network's size multiple, fuse, crop back (reflect avoids dark borders)."""
     h, w = ir.shape[-2:]
     m = model.size_multiple
@@ -28,16 +27,27 @@ def fuse_tensors(model: DiffFuseNet, ir: torch.Tensor, vis: torch.Tensor) -> tor
 
 
 class TorchEngine:
-    """Fuses uint8 frames with a checkpoint: IR with the visible luma, visible chroma put back (YCrCb)."""
+    """Fuses uint8 frames with a checkpoint: a luminance network fuses IR with the visible luma and the visible
+    chroma is put back (YCrCb); the colour network fuses the BGR frame directly (as :class:`OnnxEngine` does)."""
 
     provider = "torch-cpu"
 
     def __init__(self, checkpoint: str | Path) -> None:
         self.model, preset = load_checkpoint(checkpoint)
         self.name = f"difffuse-{preset['name']}"
+        self.colour = getattr(self.model, "vis_channels", 1) == 3
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        return fuse_luma(ir, vis, self._fuse_y)
+        if not self.colour:
+            return fuse_luma(ir, vis, self._fuse_y)
+        check_pair(ir, vis)
+        gray = vis.ndim == 2 or vis.shape[2] == 1
+        bgr = np.repeat(to_gray(vis)[:, :, None], 3, axis=2) if gray else vis
+        planes = torch.from_numpy(np.ascontiguousarray(bgr.transpose(2, 0, 1)).astype(np.float32) / 255.0)[None]
+        ir_plane = torch.from_numpy(to_gray(ir).astype(np.float32) / 255.0)[None, None]
+        fused = fuse_tensors(self.model, ir_plane, planes)[0].numpy().transpose(1, 2, 0)
+        fused = np.ascontiguousarray(np.clip(np.rint(fused * 255.0), 0, 255).astype(np.uint8))
+        return to_gray(fused) if gray else fused
 
     def _fuse_y(self, ir: np.ndarray, vis_y: np.ndarray) -> np.ndarray:
         as_tensor = lambda x: torch.from_numpy(x.astype(np.float32) / 255.0)[None, None]  # noqa: E731
