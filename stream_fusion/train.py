@@ -173,10 +173,17 @@ def init_from(model: torch.nn.Module, path: Path) -> None:
     if model.preset.get("model") != "cdfusion" or payload["preset"].get("model", "difffuse") != "difffuse":
         raise StreamFusionError(f"init checkpoint {path} has preset {payload['preset'].get('name')!r} with other settings")
     own = model.state_dict()
-    shared = {k: v for k, v in payload["state_dict"].items()
-              if k.split(".")[0] in D2FE_MODULES and k in own and own[k].shape == v.shape}
-    if not shared:
-        raise StreamFusionError(f"init checkpoint {path} shares no D²FE weights with the {model.preset['name']} network")
+    wanted = [key for key in own if key.split(".")[0] in D2FE_MODULES]
+    theirs = payload["state_dict"]
+    mismatched = [key for key in wanted if key not in theirs or theirs[key].shape != own[key].shape]
+    if mismatched:  # a partial warm start would put random layers under trained ones: refuse it
+        first = mismatched[0]
+        problem = "is missing" if first not in theirs else "differs in shape"
+        raise StreamFusionError(
+            f"init checkpoint {path} ({payload['preset'].get('name')}) does not match the {model.preset['name']} "
+            f"network's D²FE: {first} {problem} ({len(mismatched)} of {len(wanted)} tensors do not match)"
+        )
+    shared = {key: theirs[key] for key in wanted}
     model.load_state_dict(shared, strict=False)
     print(f"warm start: {len(shared)} D²FE tensors from {path}")
 

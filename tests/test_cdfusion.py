@@ -364,12 +364,6 @@ def test_init_from_a_foreign_checkpoint_is_a_clear_error(tmp_path: Path) -> None
         init_from(build_model(other), colour_ckpt)  # another colour preset
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "train.init_from loads whatever D²FE tensors happen to match in shape: a luma checkpoint at another downscale "
-    "or width warm-starts only part of the D²FE with no error (of the colour model's 44 D²FE tensors: 39 at "
-    "downscale 1, the encoder's first layer left random under a trained denoiser; 22 at 8 channels; 3 biases at "
-    "6 channels). It should require every D²FE tensor to match. Its 'shares no D²FE weights' error is unreachable "
-    "with DiffFuseNet checkpoints: weight_map.3.bias is shape (1,) in every preset"))
 @pytest.mark.parametrize("change", [
     {"downscale": 1},
     {"channels": 8, "gn_groups": 4},
@@ -400,9 +394,6 @@ def test_checkpoint_round_trip_rebuilds_the_colour_network(tmp_path: Path) -> No
         build_model({k: v for k, v in CD_TINY.items() if k != "cdaf_blocks"})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "check_preset skips an absent 'downscale' for every network (PRESET_DEFAULTS is for old DiffFuseNet checkpoints), "
-    "but CDFusionNet reads preset['downscale']: a cdfusion preset without it is a KeyError traceback"))
 def test_colour_preset_without_downscale_is_built_or_a_clear_error() -> None:
     preset = {k: v for k, v in CD_TINY.items() if k != "downscale"}
     try:

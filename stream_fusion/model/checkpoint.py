@@ -52,7 +52,7 @@ def check_preset(preset: dict[str, Any]) -> dict[str, Any]:
         raise StreamFusionError(f"unknown model preset key '{unknown[0]}' (known: {', '.join(keys)})")
     checked = {}
     for key, kind in keys.items():
-        if key not in preset and key in PRESET_DEFAULTS:
+        if key not in preset and network == "difffuse" and key in PRESET_DEFAULTS:
             continue
         if key not in preset:
             raise StreamFusionError(f"model preset is missing key '{key}'")
