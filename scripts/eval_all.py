@@ -1,11 +1,17 @@
-"""The evaluation run behind docs/evaluation.md: ``python scripts/eval_all.py [--provider auto]``.
+"""The evaluation run behind docs/evaluation.md: ``python scripts/eval_all.py [--provider auto] [--limit N]``.
 
 Fuses the two standard test splits (``../shared/data/eval/tno25``, ``eval/roadscene50``) with the plain average, the
-Laplacian pyramid and our shipped networks (``lite``, ``base``: ``stream_fusion/weights/difffuse_*.onnx`` through
-the engine; skipped with a message while a file is absent), scores every output with ``stream_fusion.metrics``, and
-writes the tables, the quality-bar check and the grids (both sets and the demo clip) into ``docs/`` (the results section of ``docs/evaluation.md``
-between its markers; the hand-written text around it is kept). Fused images and per-pair CSVs go under
-``runs/eval/`` (git-ignored).
+Laplacian pyramid and our shipped networks (``lite``, ``base``, ``cdfusion`` and any other model the engine ships:
+``stream_fusion/weights/difffuse_<name>.onnx`` through the engine; skipped with a message while a file is absent or
+the engine does not know the name yet), scores every output with ``stream_fusion.metrics`` (plus colour fidelity,
+dE00 and chroma_r, on the colour set roadscene50), and writes the tables, the quality-bar checks and the grids (both
+sets, the demo clip, and the colour grid visible | IR | base | cdfusion) into ``docs/`` (the results section of
+``docs/evaluation.md`` between its markers; the hand-written text around it is kept). Fused images and per-pair CSVs
+go under ``runs/eval/`` (git-ignored).
+
+``--limit N`` scores only N pairs per set (the grid pairs first) for a quick check of the script itself; its outputs
+then go under ``runs/eval_limit<N>/`` (docs included) unless ``--out`` / ``--docs`` say otherwise, so a short run
+never overwrites the real results.
 """
 from __future__ import annotations
 
@@ -13,19 +19,21 @@ import argparse
 import datetime
 import json
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
 
+import cv2
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a plain script from a checkout, installed or not
 
 from stream_fusion import DEMO_IR, DEMO_VIS, WEIGHTS_DIR  # noqa: E402
 from stream_fusion.baselines import BASELINES  # noqa: E402
-from stream_fusion.engine import FusionEngine  # noqa: E402
+from stream_fusion.engine import SHIPPED_MODELS, FusionEngine  # noqa: E402
 from stream_fusion.evaluate import (  # noqa: E402
-    load_triplet, make_grid, markdown_table, mean_scores, score_folder, write_csv, write_png,
+    COLOUR_NOTES, load_triplet, make_grid, markdown_table, mean_scores, score_folder, write_csv, write_png,
 )
 from stream_fusion.fuse import fuse_folder, load_engine, load_pair, match_pairs  # noqa: E402
 
@@ -41,7 +49,13 @@ ATTRIBUTION = (
     "github.com/hanna-xu/RoadScene); test splits as distributed with CDDFuse (Zhao et al., CVPR 2023)."
 )
 DEMO_FRAMES = ["1800", "1810", "1821", "1831"]
-LABELS = {"average": "plain average", "laplacian": "Laplacian pyramid", "lite": "ours (lite)", "base": "ours (base)"}
+# Colour grid rows (roadscene50): red traffic lights and people at night, a blue-lit building, a yellow-lit church,
+# a daylight street (among the most colourful visible images of the set, by mean CIELAB chroma).
+COLOUR_PAIRS = ["FLIR_06282", "FLIR_08021", "FLIR_06993", "FLIR_00211"]
+COLOUR_SET = "roadscene50"
+LABELS = {"average": "plain average", "laplacian": "Laplacian pyramid", "lite": "ours (lite)", "base": "ours (base)",
+          "cdfusion": "ours (cdfusion, colour)"}
+NETWORKS = ("lite", "base", "cdfusion")  # table order; any other model the engine ships follows
 RESULTS_BEGIN = "<!-- results: written by scripts/eval_all.py; edits between these markers are overwritten -->"
 RESULTS_END = "<!-- end of results -->"
 PAPER_TNO_FLOOR = {"VIF": 0.72, "Qabf": 0.52}  # DiffFuseNet's weakest ablation row on TNO (one-stage training)
@@ -78,15 +92,25 @@ def describe_training(training: str) -> str:
 
 
 def available_methods(provider: str) -> tuple[dict[str, FusionEngine], list[str]]:
-    """Engines to run, in table order, and one line per network saying which file was scored (or why not)."""
+    """Engines to run, in table order, and one line per network saying which file was scored (or why not).
+
+    A network is scored through the engine by its shipped name (``load_engine("cdfusion")``), so it runs exactly
+    as ``fuse`` and ``run_stream.py`` serve it (a colour model outputs colour itself; lite and base take the YCbCr
+    route). A file the engine does not know by name yet is skipped with a note, not guessed at."""
     engines: dict[str, FusionEngine] = {name: cls() for name, cls in BASELINES.items()}
     notes = []
-    for preset in ("lite", "base"):
+    for preset in dict.fromkeys([*NETWORKS, *SHIPPED_MODELS]):
+        LABELS.setdefault(preset, f"ours ({preset})")
         path = WEIGHTS_DIR / f"difffuse_{preset}.onnx"
         shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
         if not path.exists():
             notes.append(f"{LABELS[preset]}: not evaluated, {shown} does not exist yet")
             print(f"skip {preset}: {path} does not exist", flush=True)
+            continue
+        if preset not in SHIPPED_MODELS:
+            notes.append(f"{LABELS[preset]}: not evaluated, the engine does not ship a model named '{preset}' yet "
+                         f"({shown} exists)")
+            print(f"skip {preset}: the engine does not know the model name {preset!r} yet", flush=True)
             continue
         meta = onnx_metadata(path)
         training = meta.get("training", "")
@@ -96,7 +120,7 @@ def available_methods(provider: str) -> tuple[dict[str, FusionEngine], list[str]
         else:
             notes.append(f"{LABELS[preset]}: `{shown}`, model_version {meta.get('model_version', '?')}; its last "
                          f"training run: {describe_training(training) or 'not recorded'} (history: docs/model.md)")
-        engines[preset] = load_engine(str(path), provider)
+        engines[preset] = load_engine(preset, provider)
     return engines, notes
 
 
@@ -125,17 +149,84 @@ def quality_bar(means: dict[str, dict[str, dict[str, float]]]) -> list[tuple[str
     return rows
 
 
-def write_grid(split: str, engines: dict[str, FusionEngine], out: Path, target: Path) -> str:
+def colour_bar(by_method: dict[str, dict[str, float]]) -> list[tuple[str, str, str, str]]:
+    """(check, value, required, verdict) rows for issue 6's bar on the colour set: cdfusion's colour error below
+    the base model's YCbCr route, with VIF and Qabf within 5% of base; 'not run' where either network is absent."""
+    cd, base = by_method.get("cdfusion"), by_method.get("base")
+    both = cd is not None and base is not None
+    rows = [("cdfusion dE00 < base dE00 (YCbCr route)", f"{cd['dE00']:.2f}" if cd else "-",
+             f"< {base['dE00']:.2f}" if base else "< base", ("PASS" if cd["dE00"] < base["dE00"] else "FAIL")
+             if both else "not run")]
+    for metric in ("VIF", "Qabf"):
+        rows.append((f"cdfusion {metric} >= 0.95 x base", f"{cd[metric]:.3f}" if cd else "-",
+                     f">= {0.95 * base[metric]:.3f}" if base else ">= 0.95 x base",
+                     ("PASS" if cd[metric] >= 0.95 * base[metric] else "FAIL") if both else "not run"))
+    return rows
+
+
+def colour_table(by_method: dict[str, dict[str, float]]) -> str:
+    """Every method's colour fidelity next to the two structural metrics the bar trades it against."""
+    columns = ("dE00", "chroma_r", "VIF", "Qabf")
+    lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for method, scores in by_method.items():
+        cells = [f"{scores['dE00']:.2f}", *(f"{scores[m]:.3f}" for m in columns[1:])]
+        lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def pick_pairs(split: str, limit: int | None) -> list[str]:
+    """The pairs a run scores: all of them, or with ``--limit`` the grid pairs first, then the rest by name."""
+    names = [name for name, _, _ in match_pairs(DATA / split / "ir", DATA / split / "vis")]
+    if limit is None:
+        return names
+    wanted = [*SETS[split], *names]
+    return list(dict.fromkeys(n for n in wanted if n in names))[:limit]
+
+
+def pair_dirs(split: str, names: list[str], root: Path) -> tuple[Path, Path]:
+    """The set's own folders, or for a subset, copies of its pairs under ``root`` (the CLIs work on folders)."""
+    ir_dir, vis_dir = DATA / split / "ir", DATA / split / "vis"
+    pairs = match_pairs(ir_dir, vis_dir)
+    if len(names) == len(pairs):
+        return ir_dir, vis_dir
+    subset = root / "pairs" / split
+    shutil.rmtree(subset, ignore_errors=True)
+    for role in ("ir", "vis"):
+        (subset / role).mkdir(parents=True)
+    for name, ir_path, vis_path in pairs:
+        if name in names:
+            shutil.copy(ir_path, subset / "ir")
+            shutil.copy(vis_path, subset / "vis")
+    return subset / "ir", subset / "vis"
+
+
+def write_grid(split: str, engines: dict[str, FusionEngine], out: Path, target: Path,
+               dirs: tuple[Path, Path] | None = None) -> str:
     """IR | visible | ours (base) | Laplacian for the chosen pairs; without base, IR | visible | Laplacian."""
     columns = [m for m in ("base", "laplacian") if m in engines]
-    ir_dir, vis_dir = DATA / split / "ir", DATA / split / "vis"
+    ir_dir, vis_dir = dirs or (DATA / split / "ir", DATA / split / "vis")
     paths = {name: (ir, vis) for name, ir, vis in match_pairs(ir_dir, vis_dir)}
     rows = []
-    for name in SETS[split]:
+    for name in [n for n in SETS[split] if n in paths] or list(paths)[:4]:
         images = [load_triplet(name, *paths[name], out / split / m / f"{name}.png") for m in columns]
         rows.append((name, [images[0][0], images[0][1], *(fused for _, _, fused in images)]))
     write_png(target, make_grid(rows, ["IR", "visible", *(LABELS[m] for m in columns)], height=220))
     return " | ".join(["IR", "visible", *(LABELS[m] for m in columns)])
+
+
+def write_colour_grid(engines: dict[str, FusionEngine], target: Path) -> str:
+    """Visible | IR | ours (base), YCbCr route | ours (cdfusion): the colour examples issue 6 asks for, visible
+    first so the eye compares each fused image's colours with it. Fused in memory (a ``--limit`` run shows the same
+    pairs); returns the pairs and columns for the caption."""
+    rows = []
+    for name in COLOUR_PAIRS:
+        ir, vis = load_pair(name, DATA / COLOUR_SET / "ir" / f"{name}.png", DATA / COLOUR_SET / "vis" / f"{name}.png")
+        rows.append((name, [vis, ir, engines["base"].fuse(ir, vis), engines["cdfusion"].fuse(ir, vis)]))
+    headers = ["visible", "IR", f"{LABELS['base']}, YCbCr route", LABELS["cdfusion"]]
+    # JPEG: a grid of colour photographs is 1.5 MB as PNG and a fifth of that at a quality that shows no artefacts.
+    if not cv2.imwrite(str(target), make_grid(rows, headers, height=220), [cv2.IMWRITE_JPEG_QUALITY, 92]):
+        raise SystemExit(f"cannot write {target}")
+    return f"pairs {', '.join(COLOUR_PAIRS)}: {' | '.join(headers)}"
 
 
 def write_demo_grid(engines: dict[str, FusionEngine], target: Path) -> str:
@@ -161,19 +252,28 @@ def write_results(path: Path, text: str) -> None:
     path.write_text(f"{head}{RESULTS_BEGIN}\n{text}\n{RESULTS_END}{tail}")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--provider", default="auto", help="ONNX Runtime provider for the networks (default auto)")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "eval", help="fused images and CSVs")
-    parser.add_argument("--docs", type=Path, default=REPO / "docs", help="where evaluation.md and the grids go")
-    args = parser.parse_args()
+    parser.add_argument("--limit", type=int, help="score only N pairs per set (a quick check; default: all)")
+    parser.add_argument("--out", type=Path, help="fused images and CSVs (default runs/eval, or runs/eval_limit<N>)")
+    parser.add_argument("--docs", type=Path, help="where evaluation.md and the grids go (default docs/, or "
+                        "<out>/docs with --limit)")
+    args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
+    args.out = args.out or REPO / "runs" / ("eval" if args.limit is None else f"eval_limit{args.limit}")
+    args.docs = args.docs or (REPO / "docs" if args.limit is None else args.out / "docs")
     started = time.perf_counter()
     engines, notes = available_methods(args.provider)
     means: dict[str, dict[str, dict[str, float]]] = {}
     timing: dict[str, dict[str, float]] = {}
     counts: dict[str, int] = {}
+    dirs: dict[str, tuple[Path, Path]] = {}
+    picked: dict[str, list[str]] = {}
     for split in SETS:
-        ir_dir, vis_dir = DATA / split / "ir", DATA / split / "vis"
+        picked[split] = pick_pairs(split, args.limit)
+        ir_dir, vis_dir = dirs[split] = pair_dirs(split, picked[split], args.out)
         means[split] = {}
         for method, engine in engines.items():
             fused_dir = args.out / split / method
@@ -186,8 +286,14 @@ def main() -> int:
                   flush=True)
 
     args.docs.mkdir(parents=True, exist_ok=True)
-    grids = {split: write_grid(split, engines, args.out, args.docs / f"grid_{split}.png") for split in SETS}
+    grids = {split: write_grid(split, engines, args.out, args.docs / f"grid_{split}.png", dirs[split])
+             for split in SETS}
     demo_grid = write_demo_grid(engines, args.docs / "grid_nato_camp.png")
+    colour_grid = None
+    if "base" in engines and "cdfusion" in engines:
+        colour_grid = write_colour_grid(engines, args.docs / "colour_grid.jpg")
+    else:
+        print("skip colour grid: it needs ours (base) and ours (cdfusion) evaluated", flush=True)
     elapsed = time.perf_counter() - started
     providers = ", ".join(f"{LABELS[m]}: {e.provider}" for m, e in engines.items() if m not in BASELINES)
     lines = [
@@ -197,16 +303,22 @@ def main() -> int:
         f"on a 2-core x86-64 CPU, no GPU ({cpu_name()}, shared with other jobs); the whole run took "
         f"{elapsed:.0f} s. Inputs at their native sizes: `eval/tno25` ({counts['tno25']} pairs, 256-768 px, gray) "
         f"and `eval/roadscene50` ({counts['roadscene50']} pairs, ~500x330, visible RGB), the test splits "
-        "CDDFuse and most IVIF papers report on (never used for training). Each method fuses the visible *luma* with "
-        "IR; every fused image is scored on its gray/luma by `python -m stream_fusion.evaluate`'s metrics "
-        "(MI, VIF and SSIM summed over the two sources; see Metric conventions below). Means over the pairs.",
+        "CDDFuse and most IVIF papers report on (never used for training). Every method but cdfusion fuses the "
+        "visible *luma* with IR and puts the visible chroma back (the YCbCr route); cdfusion outputs colour itself. "
+        "Every fused image is scored on its gray/luma by `python -m stream_fusion.evaluate`'s metrics "
+        "(MI, VIF and SSIM summed over the two sources; see Metric conventions below) and, on roadscene50 (colour "
+        "visible images), on its colour fidelity to the visible image (dE00, chroma_r; see Colour fidelity below). "
+        "Means over the pairs.",
         "",
-        "Higher is better for every column. EN, SD, SF and AG reward noise as much as information; judge by VIF, "
-        "Qabf, SSIM and MI, and by the images. The plain average maximises SSIM (it is the closest image to both "
-        "sources at once) but halves the contrast of every thermal target; the Laplacian pyramid keeps the "
+        "Higher is better for every column but dE00. EN, SD, SF and AG reward noise as much as information; judge "
+        "by VIF, Qabf, SSIM and MI, and by the images. The plain average maximises SSIM (it is the closest image to "
+        "both sources at once) but halves the contrast of every thermal target; the Laplacian pyramid keeps the "
         "stronger detail of either source at each scale.",
         "",
     ]
+    if args.limit is not None:
+        lines += [f"**Quick check (`--limit {args.limit}`): only {args.limit} pairs of each set (the grid pairs "
+                  "first), NOT the test sets' numbers.**", ""]
     if notes:
         lines += [f"- {note}" for note in notes] + [""]
     for split in SETS:
@@ -217,6 +329,21 @@ def main() -> int:
         "| check | set | value | required | verdict |",
         "|---|---|---|---|---|",
         *(f"| {' | '.join(row)} |" for row in quality_bar(means)),
+        "",
+        f"### Colour fidelity on {COLOUR_SET} (issue 6)",
+        "",
+        COLOUR_NOTES + " Both are computed in CIELAB (OpenCV, D65) by `stream_fusion.metrics.colour_metrics`; "
+        "dE00 follows Sharma, Wu & Dalal (2005) and is checked against their 34 published test pairs and "
+        "scikit-image (`tests/test_colour_metrics.py`). The YCbCr route keeps the visible chroma, so its chroma_r is "
+        "near 1 and its dE00 is almost all lightness: the fusion brightens IR targets and lifts dark night scenes "
+        "(see \"Colour fidelity\" above the results). A lower dE00 mostly means a fused lightness closer to the "
+        "visible one.",
+        "",
+        colour_table(means[COLOUR_SET]),
+        "",
+        "| check | value | required | verdict |",
+        "|---|---|---|---|",
+        *(f"| {' | '.join(row)} |" for row in colour_bar(means[COLOUR_SET])),
         "",
         "### Metric conventions",
         "",
@@ -246,16 +373,25 @@ def main() -> int:
         "",
     ]
     for split in SETS:
-        lines += [f"`docs/grid_{split}.png`: {grids[split]}; pairs {', '.join(SETS[split])}.", "",
+        shown = [n for n in SETS[split] if n in picked[split]] or picked[split][:4]
+        lines += [f"`docs/grid_{split}.png`: {grids[split]}; pairs {', '.join(shown)}.", "",
                   f"![{split}](grid_{split}.png)", ""]
     lines += [f"`docs/grid_nato_camp.png`: the demo clip (`stream_fusion/assets/nato_camp`, TNO Nato_camp, a person "
               f"walking who shows only in IR), frames {', '.join(DEMO_FRAMES)}: {demo_grid}.", "",
               "![nato_camp](grid_nato_camp.png)", ""]
+    if colour_grid:
+        lines += [f"`docs/colour_grid.jpg`: colour examples from {COLOUR_SET}, {colour_grid}.", "",
+                  "![colour](colour_grid.jpg)", ""]
+    else:
+        lines += ["`docs/colour_grid.jpg` (visible | IR | ours (base), YCbCr route | ours (cdfusion, colour)): not "
+                  "drawn, ours (cdfusion, colour) was not evaluated in this run.", ""]
     lines += [
         "### Reproduce",
         "",
         "```",
         "python scripts/eval_all.py                      # all of the above; fused images under runs/eval/",
+        "python scripts/eval_all.py --limit 3            # quick check of the script: 3 pairs per set, under "
+        "runs/eval_limit3/",
         "python -m stream_fusion.fuse --ir ../shared/data/eval/tno25/ir --vis ../shared/data/eval/tno25/vis \\",
         "    --out runs/tno25_base --model base",
         "python -m stream_fusion.evaluate --ir ../shared/data/eval/tno25/ir --vis ../shared/data/eval/tno25/vis \\",

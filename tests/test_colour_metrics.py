@@ -207,3 +207,89 @@ def test_a_set_mixing_gray_and_colour_visible_images_gets_no_colour_columns(tmp_
     rows = evaluate.score_folder(ir_dir, vis_dir, fused_dir, progress=False)
     assert all(set(scores) == set(evaluate.METRIC_NAMES) for _, scores in rows)
     assert "1 of the 2 visible images are gray" in caplog.text
+
+
+def _eval_all_module():
+    """scripts/eval_all.py is a script, not a package module: load it from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("eval_all_colour", REPO / "scripts" / "eval_all.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_colour_bar_verdicts() -> None:
+    eval_all = _eval_all_module()
+    base = {"dE00": 15.9, "chroma_r": 0.993, "VIF": 0.80, "Qabf": 0.63}
+    good = {"dE00": 9.0, "chroma_r": 0.97, "VIF": 0.77, "Qabf": 0.60}  # 0.77 >= 0.76, 0.60 >= 0.5985
+    verdicts = {check: verdict for check, _, _, verdict in eval_all.colour_bar({"base": base, "cdfusion": good})}
+    assert verdicts == {"cdfusion dE00 < base dE00 (YCbCr route)": "PASS", "cdfusion VIF >= 0.95 x base": "PASS",
+                        "cdfusion Qabf >= 0.95 x base": "PASS"}
+    worse = {**good, "dE00": 16.0, "Qabf": 0.59}
+    verdicts = {check: verdict for check, _, _, verdict in eval_all.colour_bar({"base": base, "cdfusion": worse})}
+    assert verdicts["cdfusion dE00 < base dE00 (YCbCr route)"] == "FAIL"
+    assert verdicts["cdfusion Qabf >= 0.95 x base"] == "FAIL"
+    assert {verdict for _, _, _, verdict in eval_all.colour_bar({"base": base})} == {"not run"}
+
+
+def test_eval_all_limited_run_has_colour_columns_table_and_skips_absent_networks(tmp_path: Path, monkeypatch) -> None:
+    """A 2-pair run with the baselines only (no network files): the script's outputs, not its numbers."""
+    eval_all = _eval_all_module()
+    monkeypatch.setattr(eval_all, "WEIGHTS_DIR", tmp_path / "weights")
+    out, docs = tmp_path / "runs", tmp_path / "docs"
+    assert eval_all.main(["--limit", "2", "--out", str(out), "--docs", str(docs)]) == 0
+    text = (docs / "evaluation.md").read_text()
+    assert "Quick check (`--limit 2`)" in text
+    shown = tmp_path / "weights" / "difffuse_cdfusion.onnx"
+    assert f"- ours (cdfusion, colour): not evaluated, {shown} does not exist yet" in text
+    tno, road = text.split("### tno25")[1].split("### roadscene50")
+    assert "| method | EN | SD | SF | AG | MI | SCD | VIF | Qabf | SSIM |\n" in tno
+    assert "| method | EN | SD | SF | AG | MI | SCD | VIF | Qabf | SSIM | dE00 | chroma_r |" in road
+    colour = text.split("### Colour fidelity on roadscene50")[1].split("### Metric conventions")[0]
+    assert "| method | dE00 | chroma_r | VIF | Qabf |" in colour
+    assert "| plain average |" in colour and "| Laplacian pyramid |" in colour
+    assert "| cdfusion dE00 < base dE00 (YCbCr route) | - | < base | not run |" in colour
+    assert "colour_grid.jpg` (visible | IR | ours (base), YCbCr route | ours (cdfusion, colour)): not drawn" in text
+    assert not (docs / "colour_grid.jpg").exists()
+    # The subset: grid pairs first, 2 per set, and the grids show them.
+    with (out / "roadscene50" / "average.csv").open() as handle:
+        assert [row["name"] for row in csv.DictReader(handle)] == ["FLIR_00211", "FLIR_05893", "mean"]
+    assert cv2.imread(str(docs / "grid_roadscene50.png")).shape[0] == 28 + 2 * (220 + 4)
+
+
+def test_eval_all_scores_cdfusion_and_draws_the_colour_grid_once_the_engine_serves_it(tmp_path, monkeypatch) -> None:
+    """The path the colour model will take: its file exists and the engine knows the name. Stand-in engines
+    (the two baselines) replace the networks so the test is fast; what is checked is the script's wiring."""
+    from stream_fusion.baselines import LaplacianFusion
+
+    eval_all = _eval_all_module()
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for name in ("base", "cdfusion"):
+        (weights / f"difffuse_{name}.onnx").write_bytes(b"stand-in")
+    stand_ins = {"base": AverageFusion, "cdfusion": LaplacianFusion}
+    monkeypatch.setattr(eval_all, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(eval_all, "SHIPPED_MODELS", {name: weights / f"difffuse_{name}.onnx" for name in stand_ins})
+    monkeypatch.setattr(eval_all, "onnx_metadata", lambda path: {"model_version": "test", "training": "{}"})
+    monkeypatch.setattr(eval_all, "load_engine", lambda name, provider: stand_ins[name]())
+    docs = tmp_path / "docs"
+    assert eval_all.main(["--limit", "2", "--out", str(tmp_path / "runs"), "--docs", str(docs)]) == 0
+    text = (docs / "evaluation.md").read_text()
+    colour = text.split("### Colour fidelity on roadscene50")[1].split("### Metric conventions")[0]
+    assert "| ours (cdfusion, colour) |" in colour and "| ours (base) |" in colour
+    # Stand-ins: "cdfusion" is the Laplacian pyramid, "base" the plain average; their verdicts follow the numbers.
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in colour.splitlines() if " | " in line}
+    cd_de, base_de = float(rows["ours (cdfusion, colour)"][1]), float(rows["ours (base)"][1])
+    verdict = rows["cdfusion dE00 < base dE00 (YCbCr route)"][3].strip(" |")
+    assert verdict == ("PASS" if cd_de < base_de else "FAIL")
+    grid = cv2.imread(str(docs / "colour_grid.jpg"))
+    assert grid.shape[0] == 28 + 4 * (220 + 4)  # its four colour pairs, whatever --limit scored
+    assert "`docs/colour_grid.jpg`: colour examples from roadscene50, pairs FLIR_06282, FLIR_08021, FLIR_06993, " \
+           "FLIR_00211: visible | IR | ours (base), YCbCr route | ours (cdfusion, colour)." in text
+    # Columns in order visible | IR | base | cdfusion: the first tile is the visible image itself, in colour.
+    vis = cv2.imread(str(ROAD / "vis" / "FLIR_06282.png"))
+    width = round(vis.shape[1] * 220 / vis.shape[0])
+    expected = cv2.resize(vis, (width, 220), interpolation=cv2.INTER_AREA)
+    tile = grid[28:28 + 220, :width]
+    assert np.abs(tile.astype(int) - expected).mean() < 3  # only the name label differs
