@@ -1,9 +1,9 @@
 """The evaluation run behind docs/evaluation.md: ``python scripts/eval_all.py [--provider auto] [--limit N]``.
 
 Fuses the two standard test splits (``../shared/data/eval/tno25``, ``eval/roadscene50``) with the plain average, the
-Laplacian pyramid and our shipped networks (``lite``, ``base``, ``cdfusion`` and any other model the engine ships:
-``stream_fusion/weights/difffuse_<name>.onnx`` through the engine; skipped with a message while a file is absent or
-the engine does not know the name yet), scores every output with ``stream_fusion.metrics`` (plus colour fidelity,
+Laplacian pyramid and our shipped networks (every model the engine ships: ``lite``, ``base``, ``cdfusion``, as
+``stream_fusion/weights/difffuse_<name>.onnx``, through the engine; skipped with a message while a file is absent),
+scores every output with ``stream_fusion.metrics`` (plus colour fidelity,
 dE00 and chroma_r, on the colour set roadscene50), and writes the tables, the quality-bar checks and the grids (both
 sets, the demo clip, and the colour grid visible | IR | base | cdfusion) into ``docs/`` (the results section of
 ``docs/evaluation.md`` between its markers; the hand-written text around it is kept). Fused images and per-pair CSVs
@@ -29,7 +29,7 @@ import cv2
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a plain script from a checkout, installed or not
 
-from stream_fusion import DEMO_IR, DEMO_VIS, WEIGHTS_DIR  # noqa: E402
+from stream_fusion import DEMO_IR, DEMO_VIS  # noqa: E402
 from stream_fusion.baselines import BASELINES  # noqa: E402
 from stream_fusion.engine import SHIPPED_MODELS, FusionEngine  # noqa: E402
 from stream_fusion.evaluate import (  # noqa: E402
@@ -55,7 +55,6 @@ COLOUR_PAIRS = ["FLIR_06282", "FLIR_08021", "FLIR_06993", "FLIR_00211"]
 COLOUR_SET = "roadscene50"
 LABELS = {"average": "plain average", "laplacian": "Laplacian pyramid", "lite": "ours (lite)", "base": "ours (base)",
           "cdfusion": "ours (cdfusion, colour)"}
-NETWORKS = ("lite", "base", "cdfusion")  # table order; any other model the engine ships follows
 RESULTS_BEGIN = "<!-- results: written by scripts/eval_all.py; edits between these markers are overwritten -->"
 RESULTS_END = "<!-- end of results -->"
 PAPER_TNO_FLOOR = {"VIF": 0.72, "Qabf": 0.52}  # DiffFuseNet's weakest ablation row on TNO (one-stage training)
@@ -94,23 +93,17 @@ def describe_training(training: str) -> str:
 def available_methods(provider: str) -> tuple[dict[str, FusionEngine], list[str]]:
     """Engines to run, in table order, and one line per network saying which file was scored (or why not).
 
-    A network is scored through the engine by its shipped name (``load_engine("cdfusion")``), so it runs exactly
-    as ``fuse`` and ``run_stream.py`` serve it (a colour model outputs colour itself; lite and base take the YCbCr
-    route). A file the engine does not know by name yet is skipped with a note, not guessed at."""
+    Every model the engine ships (``SHIPPED_MODELS``, in its order) is scored through the engine by name
+    (``load_engine("cdfusion")``), so it runs exactly as ``fuse`` and ``run_stream.py`` serve it: a colour model
+    outputs colour itself, lite and base take the YCbCr route."""
     engines: dict[str, FusionEngine] = {name: cls() for name, cls in BASELINES.items()}
     notes = []
-    for preset in dict.fromkeys([*NETWORKS, *SHIPPED_MODELS]):
+    for preset, path in SHIPPED_MODELS.items():
         LABELS.setdefault(preset, f"ours ({preset})")
-        path = WEIGHTS_DIR / f"difffuse_{preset}.onnx"
         shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
         if not path.exists():
             notes.append(f"{LABELS[preset]}: not evaluated, {shown} does not exist yet")
             print(f"skip {preset}: {path} does not exist", flush=True)
-            continue
-        if preset not in SHIPPED_MODELS:
-            notes.append(f"{LABELS[preset]}: not evaluated, the engine does not ship a model named '{preset}' yet "
-                         f"({shown} exists)")
-            print(f"skip {preset}: the engine does not know the model name {preset!r} yet", flush=True)
             continue
         meta = onnx_metadata(path)
         training = meta.get("training", "")

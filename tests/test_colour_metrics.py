@@ -236,7 +236,9 @@ def test_colour_bar_verdicts() -> None:
 def test_eval_all_limited_run_has_colour_columns_table_and_skips_absent_networks(tmp_path: Path, monkeypatch) -> None:
     """A 2-pair run with the baselines only (no network files): the script's outputs, not its numbers."""
     eval_all = _eval_all_module()
-    monkeypatch.setattr(eval_all, "WEIGHTS_DIR", tmp_path / "weights")
+    weights = tmp_path / "weights"
+    networks = ("lite", "base", "cdfusion")
+    monkeypatch.setattr(eval_all, "SHIPPED_MODELS", {n: weights / f"difffuse_{n}.onnx" for n in networks})
     out, docs = tmp_path / "runs", tmp_path / "docs"
     assert eval_all.main(["--limit", "2", "--out", str(out), "--docs", str(docs)]) == 0
     text = (docs / "evaluation.md").read_text()
@@ -269,7 +271,6 @@ def test_eval_all_scores_cdfusion_and_draws_the_colour_grid_once_the_engine_serv
     for name in ("base", "cdfusion"):
         (weights / f"difffuse_{name}.onnx").write_bytes(b"stand-in")
     stand_ins = {"base": AverageFusion, "cdfusion": LaplacianFusion}
-    monkeypatch.setattr(eval_all, "WEIGHTS_DIR", weights)
     monkeypatch.setattr(eval_all, "SHIPPED_MODELS", {name: weights / f"difffuse_{name}.onnx" for name in stand_ins})
     monkeypatch.setattr(eval_all, "onnx_metadata", lambda path: {"model_version": "test", "training": "{}"})
     monkeypatch.setattr(eval_all, "load_engine", lambda name, provider: stand_ins[name]())
