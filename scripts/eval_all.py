@@ -351,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "### Time per pair",
         "",
-        "Engine time only (`FusionEngine.fuse`, including the luma/chroma split; file reading and writing excluded), "
+        "Engine time only (`FusionEngine.fuse`, including the YCbCr route's luma/chroma split; file reading and writing "
+        "excluded), "
         f"mean over each set, same machine and run{' (' + providers + ')' if providers else ''}. Time grows with the "
         "pixel count (tno25 is mostly 768x576 and 620x450, roadscene50 ~500x330), and the CPU was shared with other "
         "jobs: take these as upper bounds; `docs/engine.md` has the controlled engine benchmark.",
