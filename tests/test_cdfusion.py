@@ -38,7 +38,7 @@ TRAIN = DATA / "train"
 CD_TINY = {
     "name": "cdtiny", "model": "cdfusion", "channels": 4, "gn_groups": 2, "denoiser_width": 4, "time_dim": 8,
     "timesteps": 50, "beta_start": 1e-4, "beta_end": 0.02, "t_infer": 10, "steps": 1, "cdaf_blocks": 2,
-    "decoder_width": 4, "skip_levels": 2, "downscale": 2,
+    "decoder_width": 4, "colour_head_width": 4, "skip_levels": 2, "downscale": 2,
 }
 TINY_LUMA = {**TINY, "name": "tinyluma", "downscale": 2}
 LUMA_BGR = torch.tensor([0.114, 0.587, 0.299]).view(1, 3, 1, 1)  # BT.601, OpenCV's YCrCb Y

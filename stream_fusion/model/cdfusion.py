@@ -16,8 +16,11 @@ and saturation in Lab and clips saturated channels. This network sees and writes
 3. **Colour out.** A decoder turns the fused features (with the three per-channel features, which carry the
    colour) into a per-channel B, G, R residual at full resolution. It sits on a fixed colour prior: the same
    multi-scale skip as DiffFuseNet's on luminance (D²FE enhancement and weight map included), added equally to the
-   three visible channels. The untrained network is therefore the YCbCr route of that classical fusion; training
-   with a Lab chroma loss moves it off that route where colour suffers.
+   three visible channels. A per-pixel colour head (1x1 convs at full resolution on the prior, the visible colour
+   and the luminance change) learns the correction that keeps hue and saturation where the luminance moved: adding
+   the same amount to B, G and R (the YCbCr route) shifts a* / b* and desaturates brightened pixels, and clips
+   saturated ones. The untrained network is exactly the YCbCr route of the classical fusion; training with a Lab
+   chroma loss moves it off that route where colour suffers.
 
 Inputs: ``ir`` N x 1 x H x W and ``vis`` N x 3 x H x W **BGR**, floats in 0..1; output N x 3 x H x W BGR in 0..1.
 A gray visible camera is fed as three equal channels. H, W multiples of ``size_multiple`` (4 x ``downscale``).
@@ -49,6 +52,7 @@ PRESET_KEYS = {
     "steps": int,
     "cdaf_blocks": int,
     "decoder_width": int,
+    "colour_head_width": int,
     "skip_levels": int,
     "downscale": int,
 }
@@ -117,6 +121,8 @@ class CDFusionNet(nn.Module):
         self.decoder = nn.Sequential(
             nn.Conv2d(c, d, 3, padding=1), nn.GELU(), zero_init(nn.Conv2d(d, 3 * s * s, 3, padding=1))
         )
+        h = preset["colour_head_width"]
+        self.colour_head = nn.Sequential(nn.Conv2d(7, h, 1), nn.GELU(), zero_init(nn.Conv2d(h, 3, 1)))
         self.skip = MultiScaleSkip(preset["skip_levels"])
         # Stage I only: reconstructs each single-channel source from its denoised features (as DiffFuseNet's).
         self.reconstruct = nn.Conv2d(c, s * s, 3, padding=1)
@@ -147,12 +153,14 @@ class CDFusionNet(nn.Module):
         enhancement = self.to_full(self.project(w * f_vis + (1 - w) * f_ir))
         vis_y = self.luma(vis)
         fused_y = self.skip(vis_y + enhancement, ir + enhancement, self.weight_to_full(w))
-        prior = vis + (fused_y - vis_y)  # the YCbCr route: the same luma change in every channel
+        change = fused_y - vis_y
+        prior = vis + change  # the YCbCr route: the same luma change in every channel
         a, b = f_vis, f_ir
         for block in self.cdaf:
             a, b = block(a, b)
         fused = self.merge(torch.cat([a, b, f_b, f_g, f_r], dim=1))
-        return torch.clamp(prior + self.colour_to_full(self.decoder(fused)), 0.0, 1.0)
+        colour = self.colour_head(torch.cat([prior, vis, change], dim=1))
+        return torch.clamp(prior + self.colour_to_full(self.decoder(fused)) + colour, 0.0, 1.0)
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         return self.fuse_features(ir, vis, self.denoise(self.encoder(self.to_low(self.split_sources(ir, vis)))))
