@@ -402,3 +402,23 @@ def test_colour_preset_without_downscale_is_built_or_a_clear_error() -> None:
         assert "downscale" in str(error)
     else:
         assert model.size_multiple == 4
+
+
+def test_colour_head_moves_colour_never_lightness() -> None:
+    """The per-pixel colour head is luma-neutral: with a trained-like (random) head and everything else fresh, the
+    output's BT.601 luma is the prior's (the YCbCr route's) wherever nothing clips, while its colour differs."""
+    model = build_model(CD_TINY).eval()
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(3)
+        for p in model.colour_head.parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    ir, vis = pairs(1, 32, 48, seed=4)
+    vis = 0.25 + 0.5 * vis  # mid-range colours: the head's correction stays inside 0..1, so no clipping hides it
+    fresh = build_model(CD_TINY).eval()
+    with torch.no_grad():
+        out, prior = model(ir, vis), fresh(ir, vis)
+    inside = ((out > 0) & (out < 1)).all(dim=1, keepdim=True) & ((prior > 0) & (prior < 1)).all(dim=1, keepdim=True)
+    assert inside.float().mean() > 0.5  # random IR brightens some pixels past white: those are left out
+    luma_diff = (CDFusionNet.luma(out) - CDFusionNet.luma(prior))[inside]
+    assert luma_diff.abs().max() < 1e-5
+    assert (out - prior).abs().amax(dim=1, keepdim=True)[inside].mean() > 0.01  # the colour did move
