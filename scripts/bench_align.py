@@ -1,9 +1,10 @@
 """Cost and accuracy of the per-frame alignment check, the numbers in docs/alignment.md.
 
-    python scripts/bench_align.py [--widths 160 192 256] [--repeats 200]
+    python scripts/bench_align.py [--widths 160 192 256] [--refine-widths 0 320] [--repeats 200]
 
 Cost: ``ShiftEstimator.measure`` and ``AlignmentMonitor.process`` on real TNO pairs resized to 640x512, on one core
-(``cv2.setNumThreads(1)``), median and 95th percentile wall time per pair. Accuracy, on all 75 eval pairs
+(``cv2.setNumThreads(1)``), median and 95th percentile per pair of the thread's CPU time and of wall time, with and
+without the sub-pixel refinement. Accuracy, on all 75 eval pairs
 (``../shared/data/eval``): agreement with the second opinion ``calibrate.reference_shift`` and the verdicts on each
 pair registered with it and then shifted by 3 px (8 directions) and 5-20 px (6 shifts). Calibration (``--calibration``):
 on every eval pair, cropped by 64 px, the IR is warped by 9 synthetic warps (shifts 1-20 px, rotations up to 3
@@ -43,23 +44,30 @@ def eval_pairs() -> list[tuple[str, np.ndarray, np.ndarray]]:
     return pairs
 
 
-def timing(widths: list[int], repeats: int) -> None:
+def timing(widths: list[int], refine_widths: list[int], repeats: int) -> None:
+    """Per-pair cost, as the CPU time of this thread (what the check costs one core, even while other processes
+    share the machine) and as wall time (which also counts the time other processes held the core)."""
     cv2.setNumThreads(1)
     pairs = [(cv2.resize(ir, (640, 512)), cv2.resize(vis, (640, 512))) for _, ir, vis in eval_pairs()[:25:5]]
     print(f"cost per 640x512 pair, one core ({platform.machine()}, {platform.processor() or 'cpu'}), {repeats} runs:")
     for width in widths:
-        estimator = ShiftEstimator(width)
-        monitor = AlignmentMonitor("correct", every_n=1, width=width)
-        for name, call in (("measure", estimator.measure), ("process+correct", monitor.process)):
-            times = []
-            for i in range(repeats):
-                ir, vis = pairs[i % len(pairs)]
-                ir = shift_image(ir, 6, 0) if name != "measure" else ir  # misaligned: the correction warp runs too
-                started = time.perf_counter()
-                call(ir, vis)
-                times.append(time.perf_counter() - started)
-            ms = np.array(times[repeats // 10:]) * 1000  # the first tenth warms caches and allocations
-            print(f"  width {width:>3} {name:>15}: median {np.median(ms):.2f} ms, p95 {np.percentile(ms, 95):.2f} ms")
+        for refine_width in refine_widths:
+            estimator = ShiftEstimator(width, refine_width=refine_width)
+            monitor = AlignmentMonitor("correct", every_n=1, width=width)
+            monitor.estimator = estimator
+            for name, call in (("measure", estimator.measure), ("process+correct", monitor.process)):
+                cpu, wall = [], []
+                for i in range(repeats):
+                    ir, vis = pairs[i % len(pairs)]
+                    ir = shift_image(ir, 6, 0) if name != "measure" else ir  # misaligned: the correction warp runs too
+                    started, started_cpu = time.perf_counter(), time.thread_time()
+                    call(ir, vis)
+                    cpu.append(time.thread_time() - started_cpu)
+                    wall.append(time.perf_counter() - started)
+                cpu_ms, wall_ms = (np.array(t[repeats // 10:]) * 1000 for t in (cpu, wall))  # first tenth: warm-up
+                print(f"  width {width:>3}, refine {refine_width:>3} {name:>15}: CPU median {np.median(cpu_ms):.2f} ms, "
+                      f"p95 {np.percentile(cpu_ms, 95):.2f} ms; wall median {np.median(wall_ms):.2f} ms, "
+                      f"p95 {np.percentile(wall_ms, 95):.2f} ms")
 
 
 TRACKING_SHIFTS = [(3, 0), (0, 3), (-3, 0), (0, -3), (5, 5), (-8, 4), (12, -12)]
@@ -152,6 +160,8 @@ def calibration_accuracy(model: str, margin: int = 64) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[160, 192, 256])
+    parser.add_argument("--refine-widths", type=int, nargs="+", default=[0, 320],
+                        help="sub-pixel refinement grids to time (0 = coarse phase correlation only)")
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--accuracy-widths", type=int, nargs="*", default=[160, 192, 256])
     parser.add_argument("--thresholds", type=float, nargs="+", default=[2.0], help="align.threshold_px values")
@@ -159,7 +169,7 @@ def main() -> int:
                         help="spectrum whitening exponents to compare (1 = plain phase correlation)")
     parser.add_argument("--calibration", action="store_true", help="also sweep calibrate over all eval pairs (minutes)")
     args = parser.parse_args()
-    timing(args.widths, args.repeats)
+    timing(args.widths, args.refine_widths, args.repeats)
     for whitening in args.whitening:
         tracking(192, whitening)
     for width in args.accuracy_widths:
