@@ -64,27 +64,28 @@ def survey() -> dict[str, dict]:
 
 
 def test_flags_on_unshifted_pairs_are_real_misregistrations():
-    """Of the 75 unshifted eval pairs, the check flags only pairs the reference also finds >= 2 px off, except three
-    named pairs where the two methods disagree; and it does flag tno25_01, which is visibly ~10 px off."""
+    """Of the 75 unshifted eval pairs, the check flags only pairs the reference also finds >= 2 px off, except two
+    named pairs where the two methods disagree (three before the sub-pixel refinement); and it does flag tno25_01,
+    which is visibly ~10 px off."""
     results = survey()
     flagged = {name for name, r in results.items() if r["raw"].status == "misaligned"}
     false_alarms = {name for name in flagged if results[name]["reference"] is None or results[name]["reference"] < 2.0}
     assert "tno25_01" in flagged
     assert results["tno25_07"]["raw"].status == "ok"  # the best-registered TNO pair (reference 0.4 px)
-    assert false_alarms <= {"FLIR_04722", "FLIR_07809", "FLIR_08058"}, false_alarms
+    assert false_alarms <= {"FLIR_04722", "FLIR_07809"}, false_alarms
     confirmed = flagged - false_alarms
-    assert len(confirmed) >= 14  # 16 measured: the eval splits are registered to a few pixels only
+    assert len(confirmed) >= 15  # 17 measured: the eval splits are registered to a few pixels only
 
 
 def _agreeing_pairs() -> dict[str, dict]:
     """Pairs on which the check and the reference agree about the pair's own offset (< 2 px apart).
 
-    On the others (9 of 75: parallax, or structure only one sensor sees) two methods disagree by 2-6 px and neither
-    can be called right, so injected shifts there cannot be judged.
+    On the others (2 of 75, 9 before the sub-pixel refinement: parallax, or structure only one sensor sees) two
+    methods disagree by 2 px or more and neither can be called right, so injected shifts there cannot be judged.
     """
     results = survey()
     agreeing = {name: r for name, r in results.items() if r["registered"].status != "misaligned"}
-    assert len(agreeing) >= 66
+    assert len(agreeing) >= 72
     return agreeing
 
 
@@ -100,11 +101,12 @@ def test_shifts_of_5_to_20_px_are_always_flagged_or_unknown():
 
 
 def test_shifts_of_3_px_are_flagged():
-    """3 px is 1 px on the check's grid: most of the 8 directions x 60 measurable pairs are flagged."""
+    """3 px is 1 px on the coarse grid, but the refined shift is good to ~0.2 px: 98.7 % of the 8 directions x 67
+    measurable pairs are flagged (95 % before the refinement)."""
     agreeing = _agreeing_pairs()
     verdicts = [a.status for r in agreeing.values() for a in r["shift3"] if r["registered"].status != "unknown"]
     flagged = sum(status == "misaligned" for status in verdicts) / len(verdicts)
-    assert flagged >= 0.94, flagged
+    assert flagged >= 0.98, flagged
 
 
 def test_measured_shift_follows_injected_shift():
