@@ -81,11 +81,13 @@ def test_affine_calibration_recovers_shifts_rotations_and_scales(name):
     assert max(errors) < 0.5, [round(e, 2) for e in errors]
 
 
-def test_homography_calibration_recovers_warps_within_1px():
-    """A homography has 8 parameters to fit on one still, so it is looser than affine (measured worst case here
-    0.54 px; across all eval pairs see docs/alignment.md); it is for rigs with perspective (next test)."""
-    errors = recovery_errors("tno25_16", "homography", CASES)
-    assert max(errors) < 1.0, [round(e, 2) for e in errors]
+@pytest.mark.parametrize("name", ["tno25_16", "tno25_18"])
+def test_homography_calibration_recovers_warps_within_half_a_pixel(name):
+    """A homography has 8 parameters to fit on one still, so it is looser than affine (measured worst cases here
+    0.34 and 0.15 px; 0.54 px on tno25_16 before the template left the border band out; across all eval pairs see
+    docs/alignment.md); it is for rigs with perspective (next test)."""
+    errors = recovery_errors(name, "homography", CASES)
+    assert max(errors) < 0.5, [round(e, 2) for e in errors]
 
 
 def test_homography_recovers_a_perspective_warp_that_affine_cannot():
