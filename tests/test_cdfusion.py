@@ -422,3 +422,23 @@ def test_colour_head_moves_colour_never_lightness() -> None:
     luma_diff = (CDFusionNet.luma(out) - CDFusionNet.luma(prior))[inside]
     assert luma_diff.abs().max() < 1e-5
     assert (out - prior).abs().amax(dim=1, keepdim=True)[inside].mean() > 0.01  # the colour did move
+
+
+def test_chroma_loss_never_trains_lightness() -> None:
+    """The chroma loss reaches the colour head and the decoder's colour, never the layers that only set the
+    luminance (the weight map and the enhancement projection): otherwise the cheapest way to keep a*/b* close to the
+    visible image is to brighten less, which is what an unconstrained run learned."""
+    model = randomized(build_model(CD_TINY), scale=0.02).train()
+    ir, vis = pairs(2, 32, 32, seed=5)
+    ir, vis = 0.35 + 0.3 * ir, 0.35 + 0.3 * vis  # nothing clips: where a channel clips, brightening does move hue
+    with torch.no_grad():
+        fused = model(ir, vis)
+    assert fused.min() > 0 and fused.max() < 1
+    torch.manual_seed(0)
+    model.training_losses(ir, vis, stage=2, weights={})["chroma"].backward()
+    lightness_only = [*model.weight_map.parameters(), *model.project.parameters()]
+    # Zero up to float rounding (the BT.601 weights sum to 1 only to float32 precision): 1e-9 at most, against
+    # gradients of 1e-3..1e-1 where the loss does reach.
+    assert all(p.grad is None or p.grad.abs().max() < 1e-7 for p in lightness_only)
+    assert model.colour_head[2].weight.grad.abs().max() > 0
+    assert model.decoder[2].weight.grad.abs().max() > 0
