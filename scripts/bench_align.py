@@ -6,7 +6,8 @@ Cost: ``ShiftEstimator.measure`` and ``AlignmentMonitor.process`` on real TNO pa
 (``cv2.setNumThreads(1)``), median and 95th percentile per pair of the thread's CPU time and of wall time, with and
 without the sub-pixel refinement. Accuracy, on all 75 eval pairs
 (``../shared/data/eval``): agreement with the second opinion ``calibrate.reference_shift`` and the verdicts on each
-pair registered with it and then shifted by 3 px (8 directions) and 5-20 px (6 shifts). Calibration (``--calibration``):
+pair registered with it and then shifted by 3 px (8 directions) and 5-20 px (6 shifts). Agreement (``--agreement``): the
+shift error on pairs registered by their own affine calibration, then shifted. Calibration (``--calibration``):
 on every eval pair, cropped by 64 px, the IR is warped by 9 synthetic warps (shifts 1-20 px, rotations up to 3
 degrees, scale up to 5 %); the mean corner error of the recovered warp against the pair's own calibration composed
 with the synthetic one.
@@ -26,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a plain script from a checkout, installed or not
 
 from stream_fusion.align import AlignmentMonitor, ShiftEstimator, shift_image  # noqa: E402
-from stream_fusion.calibrate import estimate_pair, reference_shift  # noqa: E402
+from stream_fusion.calibrate import calibrate, estimate_pair, reference_shift  # noqa: E402
 from stream_fusion.errors import StreamFusionError  # noqa: E402
 
 DATA = REPO / ".." / "shared" / "data" / "eval"
@@ -86,6 +87,34 @@ def tracking(width: int, whitening: float) -> None:
         tracked += max(errors) < 1.0
     print(f"width {width}, whitening {whitening}: measured shift follows 7 injected shifts (3-17 px) within 1 px on "
           f"{tracked} of 75 eval pairs")
+
+
+AGREEMENT_SHIFTS = [(2, 0), (0, 2), (4, 0), (0, 4), (8, 0), (0, 8), (16, 0), (0, 16), (-5.5, 3.3), (3, -3)]
+STUDY_PAIRS = ["tno25_07", "tno25_10", "tno25_16", "tno25_17", "tno25_18"]  # scripts/misalignment_study.py's
+
+
+def agreement(refine_widths: list[int]) -> None:
+    """How well the measured shift undoes injected shifts on pairs registered by their own affine calibration (the
+    truth of scripts/misalignment_study.py), with and without the sub-pixel refinement."""
+    registered = {}
+    for name, ir, vis in eval_pairs():
+        try:
+            calibration, _ = calibrate([ir], [vis])
+        except StreamFusionError:
+            continue
+        registered[name] = (calibration.apply(ir, (vis.shape[1], vis.shape[0])), vis)
+    for refine_width in refine_widths:
+        estimator = ShiftEstimator(refine_width=refine_width)
+        errors = {}
+        for name, (ir, vis) in registered.items():
+            errors[name] = [
+                float(np.hypot(*np.add(estimator.measure(shift_image(ir, sx, sy, 0), vis)[:2], (sx, sy))))
+                for sx, sy in AGREEMENT_SHIFTS
+            ]
+        for label, names in (("study pairs", STUDY_PAIRS), (f"{len(registered)} calibrated eval pairs", registered)):
+            e = np.array([x for name in names for x in errors[name]])
+            print(f"refine {refine_width:>3}, {label}: shift error median {np.median(e):.2f} px, within 0.25 px "
+                  f"{np.mean(e < 0.25):.0%}, within 0.5 px {np.mean(e < 0.5):.0%}, within 1 px {np.mean(e < 1):.0%}")
 
 
 def accuracy(width: int, threshold: float) -> None:
@@ -167,6 +196,8 @@ def main() -> int:
     parser.add_argument("--thresholds", type=float, nargs="+", default=[2.0], help="align.threshold_px values")
     parser.add_argument("--whitening", type=float, nargs="*", default=[1.0, 0.3],
                         help="spectrum whitening exponents to compare (1 = plain phase correlation)")
+    parser.add_argument("--agreement", action="store_true",
+                        help="also measure the shift error on eval pairs registered by their own calibration (minutes)")
     parser.add_argument("--calibration", action="store_true", help="also sweep calibrate over all eval pairs (minutes)")
     args = parser.parse_args()
     timing(args.widths, args.refine_widths, args.repeats)
@@ -175,6 +206,8 @@ def main() -> int:
     for width in args.accuracy_widths:
         for threshold in args.thresholds:
             accuracy(width, threshold)
+    if args.agreement:
+        agreement(args.refine_widths)
     if args.calibration:
         for model in ("affine", "homography"):
             calibration_accuracy(model)
