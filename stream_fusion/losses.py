@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from stream_fusion.model.colour import bgr_to_lab
+
 DEFAULT_WEIGHTS = {
     "intensity": 1.0,
     "gradient": 10.0,
@@ -57,30 +59,11 @@ def fusion_losses(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> d
     }
 
 
-# sRGB (D65) -> CIE XYZ, rows X, Y, Z; columns R, G, B. The same constants OpenCV's BGR2Lab uses.
-_RGB_TO_XYZ = torch.tensor(
-    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
-)
-_WHITE_D65 = torch.tensor([0.950456, 1.0, 1.088754])
-
-
-def bgr_to_lab(bgr: torch.Tensor) -> torch.Tensor:
-    """N x 3 x H x W BGR in 0..1 -> CIE L*a*b* (L 0..100), differentiably. The colour model's chroma loss is taken
-    here because Lab is where the evaluation's CIEDE2000 measures colour: a loss on BGR or YCrCb differences would
-    weigh a dark pixel's hue shift far less than a viewer (or the metric) does."""
-    rgb = bgr.flip(1)
-    linear = torch.where(rgb > 0.04045, ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92)
-    xyz = torch.einsum("ij,njhw->nihw", _RGB_TO_XYZ.to(bgr), linear) / _WHITE_D65.to(bgr).view(1, 3, 1, 1)
-    eps = 0.008856
-    f = torch.where(xyz > eps, xyz.clamp(min=eps) ** (1.0 / 3.0), 7.787 * xyz + 16.0 / 116.0)
-    fx, fy, fz = f.unbind(1)
-    return torch.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=1)
-
-
 def chroma_loss(fused_bgr: torch.Tensor, vis_bgr: torch.Tensor) -> torch.Tensor:
-    """Mean |Δa*| + |Δb*| between the fused and visible colour images, in Lab units / 100. Lightness is left to
-    the fusion losses: it is where thermal targets and IR detail must show, so it cannot also be pinned to the
-    visible image."""
+    """Mean |Δa*| + |Δb*| between the fused and visible colour images, in Lab units / 100. Lab, because that is
+    where the evaluation's CIEDE2000 measures colour: a loss on BGR or YCrCb differences would weigh a dark pixel's
+    hue shift far less than a viewer (or the metric) does. Lightness is left to the fusion losses: it is where
+    thermal targets and IR detail must show, so it cannot also be pinned to the visible image."""
     a = bgr_to_lab(fused_bgr)[:, 1:]
     b = bgr_to_lab(vis_bgr)[:, 1:]
     return (a - b).abs().mean() * (2.0 / 100.0)

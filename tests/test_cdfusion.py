@@ -21,7 +21,8 @@ from stream_fusion import WEIGHTS_DIR
 from stream_fusion.config import load_yaml
 from stream_fusion.data import PairCrops, list_pairs
 from stream_fusion.errors import StreamFusionError
-from stream_fusion.losses import bgr_to_lab, chroma_loss
+from stream_fusion.losses import chroma_loss
+from stream_fusion.model.colour import bgr_to_lab
 from stream_fusion.model import build_model, load_checkpoint, load_preset, save_checkpoint
 from stream_fusion.model.cdfusion import CDAFBlock, CDFusionNet
 from stream_fusion.model.pyramid import MultiScaleSkip
@@ -38,7 +39,7 @@ TRAIN = DATA / "train"
 CD_TINY = {
     "name": "cdtiny", "model": "cdfusion", "channels": 4, "gn_groups": 2, "denoiser_width": 4, "time_dim": 8,
     "timesteps": 50, "beta_start": 1e-4, "beta_end": 0.02, "t_infer": 10, "steps": 1, "cdaf_blocks": 2,
-    "decoder_width": 4, "colour_head_width": 4, "skip_levels": 2, "downscale": 2,
+    "decoder_width": 4, "colour_head_width": 4, "colour_prior": "ycbcr", "skip_levels": 2, "downscale": 2,
 }
 TINY_LUMA = {**TINY, "name": "tinyluma", "downscale": 2}
 LUMA_BGR = torch.tensor([0.114, 0.587, 0.299]).view(1, 3, 1, 1)  # BT.601, OpenCV's YCrCb Y
@@ -442,3 +443,22 @@ def test_chroma_loss_never_trains_lightness() -> None:
     assert all(p.grad is None or p.grad.abs().max() < 1e-7 for p in lightness_only)
     assert model.colour_head[2].weight.grad.abs().max() > 0
     assert model.decoder[2].weight.grad.abs().max() > 0
+
+
+def test_lab_prior_keeps_the_visible_colour_at_the_fused_lightness() -> None:
+    """``colour_prior: lab``: the untrained network's output has the YCbCr-route output's lightness (L*) and the
+    visible image's a*/b*, wherever the new colour is inside sRGB; the YCbCr route itself shifts a*/b*."""
+    lab_net = build_model({**CD_TINY, "colour_prior": "lab"}).eval()
+    ycbcr_net = build_model(CD_TINY).eval()
+    ir, vis = pairs(1, 32, 48, seed=6)
+    vis = 0.2 + 0.6 * vis
+    with torch.no_grad():
+        out, route = lab_net(ir, vis), ycbcr_net(ir, vis)
+    lab_out, lab_route, lab_vis = bgr_to_lab(out), bgr_to_lab(route), bgr_to_lab(vis)
+    inside = ((out > 0.002) & (out < 0.998)).all(dim=1) & ((route > 0.002) & (route < 0.998)).all(dim=1)
+    assert inside.float().mean() > 0.3
+    assert (lab_out[:, 0] - lab_route[:, 0]).abs()[inside].max() < 1e-3
+    assert (lab_out[:, 1:] - lab_vis[:, 1:]).abs().amax(dim=1)[inside].max() < 1e-3
+    assert (lab_route[:, 1:] - lab_vis[:, 1:]).abs().amax(dim=1)[inside].mean() > 0.5  # what the prior fixes
+    with pytest.raises(StreamFusionError, match="colour_prior must be lab or ycbcr"):
+        build_model({**CD_TINY, "colour_prior": "hsv"})

@@ -15,14 +15,16 @@ and saturation in Lab and clips saturated channels. This network sees and writes
    features through its own zero-initialised 1x1 layers, so an untrained block is the identity.
 3. **Colour out.** A decoder turns the fused features (with the three per-channel features, which carry the
    colour) into a per-channel B, G, R residual at full resolution. It sits on a fixed colour prior: the same
-   multi-scale skip as DiffFuseNet's on luminance (D²FE enhancement and weight map included), added equally to the
-   three visible channels. A per-pixel colour head (1x1 convs at full resolution on the prior, the visible colour
+   multi-scale skip as DiffFuseNet's on luminance (D²FE enhancement and weight map included) gives the new
+   lightness, and the prior is the visible colour at that lightness: ``colour_prior: lab`` changes L* and keeps the
+   visible a*/b* exactly (``colour.with_lightness_of``); ``ycbcr`` adds the luma change equally to the three
+   channels (the luminance models' route, kept for comparison). A per-pixel colour head (1x1 convs at full resolution on the prior, the visible colour
    and the luminance change) learns the correction that keeps hue and saturation where the luminance moved: adding
    the same amount to B, G and R (the YCbCr route) shifts a* / b* and desaturates brightened pixels, and clips
    saturated ones. The head's correction is made luma-neutral (its BT.601 luma is subtracted from each channel):
    it may only move colour, never lightness, which is the fusion's job; for the same reason the chroma loss takes
-   the output's luma as a constant (``training_losses``). The untrained network is exactly the YCbCr route of the
-   classical fusion; training with a Lab chroma loss moves it off that route where colour suffers.
+   the output's luma as a constant (``training_losses``). The untrained network is exactly its prior over the
+   classical fusion; training with a Lab chroma loss moves it off that where colour suffers.
 
 Inputs: ``ir`` N x 1 x H x W and ``vis`` N x 3 x H x W **BGR**, floats in 0..1; output N x 3 x H x W BGR in 0..1.
 A gray visible camera is fed as three equal channels. H, W multiples of ``size_multiple`` (4 x ``downscale``).
@@ -35,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stream_fusion.model.colour import with_lightness_of
 from stream_fusion.model.denoiser import Denoiser
 from stream_fusion.model.layers import DepthToSpace, SharedEncoder, SpaceToDepth, Upsample2x, norm, zero_init
 from stream_fusion.model.pyramid import MultiScaleSkip
@@ -55,6 +58,7 @@ PRESET_KEYS = {
     "cdaf_blocks": int,
     "decoder_width": int,
     "colour_head_width": int,
+    "colour_prior": str,
     "skip_levels": int,
     "downscale": int,
 }
@@ -97,6 +101,9 @@ class CDFusionNet(nn.Module):
         s = self.downscale = preset["downscale"]
         if s not in (1, 2):
             raise ValueError(f"downscale must be 1 (full resolution) or 2 (half), got {s}")
+        if preset["colour_prior"] not in ("lab", "ycbcr"):
+            raise ValueError(f"colour_prior must be lab or ycbcr, got {preset['colour_prior']!r}")
+        self.colour_prior = preset["colour_prior"]
         if preset["cdaf_blocks"] < 2:
             raise ValueError("cdaf_blocks must be >= 2 (at least one differential and one common block)")
         self.size_multiple = 4 * s
@@ -157,6 +164,8 @@ class CDFusionNet(nn.Module):
         fused_y = self.skip(vis_y + enhancement, ir + enhancement, self.weight_to_full(w))
         change = fused_y - vis_y
         prior = vis + change  # the YCbCr route: the same luma change in every channel
+        if self.colour_prior == "lab":  # the same lightness, the visible a*/b*
+            prior = with_lightness_of(vis, prior.clamp(0.0, 1.0))
         a, b = f_vis, f_ir
         for block in self.cdaf:
             a, b = block(a, b)
