@@ -4,7 +4,7 @@ Fuses the two standard test splits (``../shared/data/eval/tno25``, ``eval/roadsc
 Laplacian pyramid and our shipped networks (every model the engine ships: ``lite``, ``base``, ``cdfusion``, as
 ``stream_fusion/weights/difffuse_<name>.onnx``, through the engine; skipped with a message while a file is absent),
 scores every output with ``stream_fusion.metrics`` (plus colour fidelity,
-dE00 and chroma_r, on the colour set roadscene50), and writes the tables, the quality-bar checks and the grids (both
+dE00, dE00_ab and chroma_r, on the colour set roadscene50), and writes the tables, the quality-bar checks and the grids (both
 sets, the demo clip, and the colour grid visible | IR | base | cdfusion) into ``docs/`` (the results section of
 ``docs/evaluation.md`` between its markers; the hand-written text around it is kept). Fused images and per-pair CSVs
 go under ``runs/eval/`` (git-ignored).
@@ -147,9 +147,10 @@ def colour_bar(by_method: dict[str, dict[str, float]]) -> list[tuple[str, str, s
     the base model's YCbCr route, with VIF and Qabf within 5% of base; 'not run' where either network is absent."""
     cd, base = by_method.get("cdfusion"), by_method.get("base")
     both = cd is not None and base is not None
-    rows = [("cdfusion dE00 < base dE00 (YCbCr route)", f"{cd['dE00']:.2f}" if cd else "-",
-             f"< {base['dE00']:.2f}" if base else "< base", ("PASS" if cd["dE00"] < base["dE00"] else "FAIL")
-             if both else "not run")]
+    rows = [(f"cdfusion {metric} < base {metric} (YCbCr route)", f"{cd[metric]:.{digits}f}" if cd else "-",
+             f"< {base[metric]:.{digits}f}" if base else "< base",
+             ("PASS" if cd[metric] < base[metric] else "FAIL") if both else "not run")
+            for metric, digits in (("dE00", 2), ("dE00_ab", 3))]
     for metric in ("VIF", "Qabf"):
         rows.append((f"cdfusion {metric} >= 0.95 x base", f"{cd[metric]:.3f}" if cd else "-",
                      f">= {0.95 * base[metric]:.3f}" if base else ">= 0.95 x base",
@@ -159,7 +160,7 @@ def colour_bar(by_method: dict[str, dict[str, float]]) -> list[tuple[str, str, s
 
 def colour_table(by_method: dict[str, dict[str, float]]) -> str:
     """Every method's colour fidelity next to the two structural metrics the bar trades it against."""
-    columns = ("dE00", "chroma_r", "VIF", "Qabf")
+    columns = ("dE00", "dE00_ab", "chroma_r", "VIF", "Qabf")
     lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for method, scores in by_method.items():
         cells = [f"{scores['dE00']:.2f}", *(f"{scores[m]:.3f}" for m in columns[1:])]
@@ -300,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         "visible *luma* with IR and puts the visible chroma back (the YCbCr route); cdfusion outputs colour itself. "
         "Every fused image is scored on its gray/luma by `python -m stream_fusion.evaluate`'s metrics "
         "(MI, VIF and SSIM summed over the two sources; see Metric conventions below) and, on roadscene50 (colour "
-        "visible images), on its colour fidelity to the visible image (dE00, chroma_r; see Colour fidelity below). "
+        "visible images), on its colour fidelity to the visible image (dE00, dE00_ab, chroma_r; see Colour fidelity below). "
         "Means over the pairs.",
         "",
         "Higher is better for every column but dE00. EN, SD, SF and AG reward noise as much as information; judge "

@@ -2,7 +2,7 @@
 
 Works for any method's output, ours or another paper's: fused images are matched to the source pairs by file name
 (stem, any image extension) and scored on their gray / luma with :mod:`stream_fusion.metrics`. When every visible
-image of the set is colour, the colour fidelity of the fused images to them (``dE00``, ``chroma_r``) is scored too.
+image of the set is colour, the colour fidelity of the fused images to them (``dE00``, ``dE00_ab``, ``chroma_r``) is scored too.
 Writes ``metrics.md`` (mean and per-pair Markdown tables), ``metrics.csv`` and ``grid.png`` (rows of IR | visible |
 fused, in colour where the images are) into ``--out`` (default: the fused folder).
 """
@@ -36,7 +36,8 @@ METRIC_NOTES = (
 # Added to the notes when the set's visible images are colour and the two colour-fidelity columns are present.
 COLOUR_NOTES = (
     "Colour fidelity to the visible image (colour sets only): dE00 mean CIEDE2000 colour difference fused vs visible "
-    "(LOWER is better; about 1 is just noticeable; lightness changes count too), chroma_r mean correlation of the a* "
+    "(LOWER is better; about 1 is just noticeable; lightness changes count too), dE00_ab the same at the visible "
+    "lightness (hue and saturation error alone; LOWER is better), chroma_r mean correlation of the a* "
     "and b* channels fused vs visible (higher is better; 1 = colour structure kept, 0 = none, e.g. a gray fusion)."
 )
 
@@ -86,7 +87,7 @@ def score_pairs(
         for (_, scores), extra in zip(rows, colour):
             scores.update(extra)
     elif colour:
-        log.warning("colour fidelity (dE00, chroma_r) not scored: %d of the %d visible images are gray; score the "
+        log.warning("colour fidelity (dE00, dE00_ab, chroma_r) not scored: %d of the %d visible images are gray; score the "
                     "colour pairs as a set of their own", len(rows) - len(colour), len(rows))
     return rows
 
@@ -110,7 +111,7 @@ def mean_scores(rows: list[tuple[str, Scores]]) -> Scores:
 
 def markdown_table(rows: Sequence[tuple[str, Scores]], first_column: str = "pair") -> str:
     """A Markdown table, one row per (label, scores), metrics to 2 decimals (3 for the 0..2 ranged ones)."""
-    digits = {"MI": 3, "SCD": 3, "VIF": 3, "Qabf": 3, "SSIM": 3, "chroma_r": 3}
+    digits = {"MI": 3, "SCD": 3, "VIF": 3, "Qabf": 3, "SSIM": 3, "chroma_r": 3, "dE00_ab": 3}
     columns = metric_columns(rows)
     lines = [f"| {first_column} | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for label, scores in rows:
@@ -195,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m stream_fusion.evaluate",
         description="Score fused images against their IR / visible sources (EN SD SF AG MI SCD VIF Qabf SSIM; "
-        "dE00 and chroma_r colour fidelity when the visible images are colour).",
+        "dE00, dE00_ab and chroma_r colour fidelity when the visible images are colour).",
     )
     parser.add_argument("--ir", type=Path, required=True, help="folder of infrared images")
     parser.add_argument("--vis", type=Path, required=True, help="folder of visible images, same names")

@@ -107,7 +107,7 @@ def road_pair() -> tuple[np.ndarray, np.ndarray]:
 
 def test_identical_images_score_zero_and_full_correlation(road_pair) -> None:
     _, vis = road_pair
-    assert colour_metrics(vis, vis.copy()) == {"dE00": 0.0, "chroma_r": 1.0}
+    assert colour_metrics(vis, vis.copy()) == {"dE00": 0.0, "dE00_ab": 0.0, "chroma_r": 1.0}
 
 
 def test_gray_fusion_of_a_colour_scene_keeps_no_chroma(road_pair) -> None:
@@ -131,11 +131,14 @@ def test_lightness_change_keeps_chroma_structure(road_pair) -> None:
     scores = colour_metrics(brighter, vis)
     assert scores["chroma_r"] > 0.99
     assert scores["dE00"] > 3.0  # CIEDE2000 counts the lightness change
+    assert scores["dE00_ab"] < 0.3 * scores["dE00"]  # ... and at the visible lightness little is left (8-bit rounding)
     # A hue rotation keeps lightness but scrambles the colour structure: correlation collapses.
     ab = lab[:, :, 1:].copy()
     lab[:, :, 0], lab[:, :, 1], lab[:, :, 2] = bgr_to_lab(vis)[:, :, 0], -ab[:, :, 1], ab[:, :, 0]
     rotated = np.clip(np.rint(cv2.cvtColor(lab, cv2.COLOR_Lab2BGR) * 255), 0, 255).astype(np.uint8)
-    assert colour_metrics(rotated, vis)["chroma_r"] < 0.5
+    rotated_scores = colour_metrics(rotated, vis)
+    assert rotated_scores["chroma_r"] < 0.5
+    assert rotated_scores["dE00_ab"] > 0.8 * rotated_scores["dE00"]  # a colour error, not a lightness one
 
 
 def test_ycbcr_route_keeps_chroma_better_than_gray(road_pair) -> None:
@@ -172,7 +175,7 @@ def test_evaluate_adds_colour_columns_for_a_colour_set_only(tmp_path: Path) -> N
                           "--label", "plain average"]) == 0
     with (out / "metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["name", *evaluate.METRIC_NAMES, "dE00", "chroma_r"]
+    assert list(rows[0]) == ["name", *evaluate.METRIC_NAMES, "dE00", "dE00_ab", "chroma_r"]
     for row in rows[:-1]:
         ir, vis = load_pair(row["name"], ir_dir / f"{row['name']}.png", vis_dir / f"{row['name']}.png")
         expected = colour_metrics(cv2.imread(str(fused_dir / f"{row['name']}.png")), vis)
@@ -180,7 +183,7 @@ def test_evaluate_adds_colour_columns_for_a_colour_set_only(tmp_path: Path) -> N
         assert float(row["chroma_r"]) == pytest.approx(expected["chroma_r"], abs=1e-6)
     assert float(rows[-1]["dE00"]) == pytest.approx(np.mean([float(r["dE00"]) for r in rows[:-1]]), abs=1e-5)
     report = (out / "metrics.md").read_text()
-    assert "| method | EN | SD | SF | AG | MI | SCD | VIF | Qabf | SSIM | dE00 | chroma_r |" in report
+    assert "| method | EN | SD | SF | AG | MI | SCD | VIF | Qabf | SSIM | dE00 | dE00_ab | chroma_r |" in report
     assert "dE00 mean CIEDE2000" in report and "LOWER is better" in report
     # The grid shows colour images in colour: the fused tile of the first row has differing channels.
     grid = cv2.imread(str(out / "grid.png")).astype(int)
@@ -221,14 +224,16 @@ def _eval_all_module():
 
 def test_colour_bar_verdicts() -> None:
     eval_all = _eval_all_module()
-    base = {"dE00": 15.9, "chroma_r": 0.993, "VIF": 0.80, "Qabf": 0.63}
-    good = {"dE00": 9.0, "chroma_r": 0.97, "VIF": 0.77, "Qabf": 0.60}  # 0.77 >= 0.76, 0.60 >= 0.5985
+    base = {"dE00": 15.9, "dE00_ab": 0.38, "chroma_r": 0.993, "VIF": 0.80, "Qabf": 0.63}
+    good = {"dE00": 9.0, "dE00_ab": 0.24, "chroma_r": 0.97, "VIF": 0.77, "Qabf": 0.60}  # 0.77 >= 0.76, 0.60 >= 0.5985
     verdicts = {check: verdict for check, _, _, verdict in eval_all.colour_bar({"base": base, "cdfusion": good})}
-    assert verdicts == {"cdfusion dE00 < base dE00 (YCbCr route)": "PASS", "cdfusion VIF >= 0.95 x base": "PASS",
+    assert verdicts == {"cdfusion dE00 < base dE00 (YCbCr route)": "PASS",
+                        "cdfusion dE00_ab < base dE00_ab (YCbCr route)": "PASS", "cdfusion VIF >= 0.95 x base": "PASS",
                         "cdfusion Qabf >= 0.95 x base": "PASS"}
-    worse = {**good, "dE00": 16.0, "Qabf": 0.59}
+    worse = {**good, "dE00": 16.0, "dE00_ab": 0.40, "Qabf": 0.59}
     verdicts = {check: verdict for check, _, _, verdict in eval_all.colour_bar({"base": base, "cdfusion": worse})}
     assert verdicts["cdfusion dE00 < base dE00 (YCbCr route)"] == "FAIL"
+    assert verdicts["cdfusion dE00_ab < base dE00_ab (YCbCr route)"] == "FAIL"
     assert verdicts["cdfusion Qabf >= 0.95 x base"] == "FAIL"
     assert {verdict for _, _, _, verdict in eval_all.colour_bar({"base": base})} == {"not run"}
 
@@ -247,9 +252,9 @@ def test_eval_all_limited_run_has_colour_columns_table_and_skips_absent_networks
     assert f"- ours (cdfusion, colour): not evaluated, {shown} does not exist yet" in text
     tno, road = text.split("### tno25")[1].split("### roadscene50")
     assert "| method | EN | SD | SF | AG | MI | SCD | VIF | Qabf | SSIM |\n" in tno
-    assert "| method | EN | SD | SF | AG | MI | SCD | VIF | Qabf | SSIM | dE00 | chroma_r |" in road
+    assert "| method | EN | SD | SF | AG | MI | SCD | VIF | Qabf | SSIM | dE00 | dE00_ab | chroma_r |" in road
     colour = text.split("### Colour fidelity on roadscene50")[1].split("### Metric conventions")[0]
-    assert "| method | dE00 | chroma_r | VIF | Qabf |" in colour
+    assert "| method | dE00 | dE00_ab | chroma_r | VIF | Qabf |" in colour
     assert "| plain average |" in colour and "| Laplacian pyramid |" in colour
     assert "| cdfusion dE00 < base dE00 (YCbCr route) | - | < base | not run |" in colour
     assert "colour_grid.jpg` (visible | IR | ours (base), YCbCr route | ours (cdfusion, colour)): not drawn" in text
