@@ -174,7 +174,7 @@ def test_auto_falls_back_to_cpu_with_one_warning_and_no_log_spam(network, caplog
     assert "EP Error" not in out + err and "Failed to load library" not in out + err
 
 
-@pytest.mark.parametrize("preset", ["lite", "base"])
+@pytest.mark.parametrize("preset", ["lite", "base", "cdfusion"])
 def test_shipped_onnx_is_the_export_of_the_shipped_checkpoint(preset: str) -> None:
     """A new checkpoint without a re-export would ship stale weights to every deployment: the ONNX metadata names the
     checkpoint it came from (preset + sha256 prefix)."""
