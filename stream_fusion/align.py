@@ -259,6 +259,7 @@ class AlignmentMonitor:
         hysteresis: int = 3,
         smoothing: float = 0.3,
         width: int = 192,
+        refine_width: int = REFINE_WIDTH,
     ) -> None:
         if policy not in POLICIES:
             raise StreamFusionError(f"align.policy must be one of {', '.join(POLICIES)}, got {policy!r}")
@@ -266,13 +267,15 @@ class AlignmentMonitor:
             raise StreamFusionError(f"align.every_n and align.hysteresis must be >= 1, got {every_n} and {hysteresis}")
         if not 0.0 < smoothing <= 1.0:
             raise StreamFusionError(f"align.smoothing must be in (0, 1], got {smoothing}")
+        if width < 16 or refine_width < 0:
+            raise StreamFusionError(f"align.width must be >= 16 and align.refine_width >= 0, got {width} and {refine_width}")
         self.policy = policy
         self.every_n = every_n
         self.threshold_px = threshold_px
         self.min_confidence = min_confidence
         self.hysteresis = hysteresis
         self.smoothing = smoothing
-        self.estimator = ShiftEstimator(width)
+        self.estimator = ShiftEstimator(width, refine_width=refine_width)
         self._count = 0
         self._last = Alignment(0.0, 0.0, 0.0, "unknown", False)
         self._status = "unknown"
@@ -283,7 +286,7 @@ class AlignmentMonitor:
     @classmethod
     def from_config(cls, align_cfg: dict[str, Any]) -> AlignmentMonitor:
         """Build from the ``align:`` config section; ``calibration`` is the pipeline's (see ``load_calibration``)."""
-        keys = ("policy", "every_n", "threshold_px", "min_confidence", "hysteresis", "smoothing", "width")
+        keys = ("policy", "every_n", "threshold_px", "min_confidence", "hysteresis", "smoothing", "width", "refine_width")
         return cls(**{key: align_cfg[key] for key in keys if key in align_cfg})
 
     @property

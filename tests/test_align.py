@@ -251,13 +251,17 @@ def test_from_config_accepts_every_align_key_of_the_default_config():
     assert monitor.policy == config["align"]["policy"] == "warn"
     assert monitor.every_n == config["align"]["every_n"]
     assert monitor.estimator.width == config["align"]["width"]
-    known = {"policy", "calibration", "every_n", "threshold_px", "min_confidence", "hysteresis", "smoothing", "width"}
+    assert monitor.estimator.refine_width == config["align"]["refine_width"] == 320
+    assert AlignmentMonitor.from_config({"refine_width": 0}).estimator.refine_width == 0
+    known = {"policy", "calibration", "every_n", "threshold_px", "min_confidence", "hysteresis", "smoothing", "width",
+             "refine_width"}
     assert set(config["align"]) <= known
 
 
 @pytest.mark.parametrize(
     "settings, message",
-    [({"policy": "fix"}, "align.policy"), ({"every_n": 0}, "every_n"), ({"smoothing": 0.0}, "smoothing")],
+    [({"policy": "fix"}, "align.policy"), ({"every_n": 0}, "every_n"), ({"smoothing": 0.0}, "smoothing"),
+     ({"refine_width": -1}, "refine_width")],
 )
 def test_bad_settings_are_one_line_errors(settings, message):
     with pytest.raises(StreamFusionError, match=message):
