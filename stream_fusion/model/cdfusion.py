@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stream_fusion.model.colour import with_lightness_of
-from stream_fusion.model.denoiser import Denoiser
+from stream_fusion.model.denoiser import Denoiser, reverse_diffusion
 from stream_fusion.model.layers import DepthToSpace, SharedEncoder, SpaceToDepth, Upsample2x, norm, zero_init
 from stream_fusion.model.pyramid import MultiScaleSkip
 from stream_fusion.model.schedule import NoiseSchedule
@@ -148,11 +148,7 @@ class CDFusionNet(nn.Module):
 
     def denoise(self, features: torch.Tensor) -> torch.Tensor:
         """Deterministic reverse diffusion from ``t_infer`` (no noise drawn), as in DiffFuseNet."""
-        x = features
-        for t, t_prev in self.inference_steps:
-            eps = self.denoiser(x, torch.full((1,), float(t), device=x.device))
-            x = self.schedule.step(x, eps, t, t_prev)
-        return x
+        return reverse_diffusion(self.denoiser, self.schedule, self.inference_steps, features)
 
     def fuse_features(self, ir: torch.Tensor, vis: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
         """Everything after the denoiser; ``denoised`` is the B, G, R, IR features stacked along N."""

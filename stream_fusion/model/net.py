@@ -27,7 +27,7 @@ from torch import nn
 
 from stream_fusion.model.attention import CrossFrequencyAttention
 from stream_fusion.model.coupling import AffineCoupling
-from stream_fusion.model.denoiser import Denoiser
+from stream_fusion.model.denoiser import Denoiser, reverse_diffusion
 from stream_fusion.model.haar import HaarDWT, HaarIDWT
 from stream_fusion.model.layers import DepthToSpace, SharedEncoder, SpaceToDepth, Upsample2x, norm, zero_init
 from stream_fusion.model.pyramid import MultiScaleSkip
@@ -101,11 +101,7 @@ class DiffFuseNet(nn.Module):
 
     def denoise(self, features: torch.Tensor) -> torch.Tensor:
         """Deterministic reverse diffusion: the clean features are taken as x_t at ``t_infer`` (no noise drawn)."""
-        x = features
-        for t, t_prev in self.inference_steps:
-            eps = self.denoiser(x, torch.full((1,), float(t), device=x.device))  # a constant: folds at export
-            x = self.schedule.step(x, eps, t, t_prev)
-        return x
+        return reverse_diffusion(self.denoiser, self.schedule, self.inference_steps, features)
 
     def fuse_features(
         self, ir: torch.Tensor, vis: torch.Tensor, f_vis: torch.Tensor, f_ir: torch.Tensor
