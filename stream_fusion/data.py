@@ -37,28 +37,27 @@ def list_pairs(root: str | Path) -> list[tuple[Path, Path]]:
     return [(ir_dir / name, vis_dir / name) for name in sorted(ir)]
 
 
-def read_luma(path: Path) -> np.ndarray:
-    """An 8-bit single-channel image: gray as is, colour as its YCrCb luma."""
+def read_8bit(path: Path) -> np.ndarray:
+    """An 8-bit image as stored (gray, or BGR without its alpha channel); anything else is a one-line error."""
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise StreamFusionError(f"cannot read image {path}")
     if image.dtype != np.uint8:
         raise StreamFusionError(f"{path} is {image.dtype}; training expects 8-bit images")
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = image[:, :, :3]
+    return np.ascontiguousarray(image[:, :, :3]) if image.ndim == 3 and image.shape[2] == 4 else image
+
+
+def read_luma(path: Path) -> np.ndarray:
+    """An 8-bit single-channel image: gray as is, colour as its YCrCb luma."""
+    image = read_8bit(path)
     return split_luma(image)[0] if image.ndim == 3 and image.shape[2] == 3 else to_gray(image)
 
 
 def read_bgr(path: Path) -> np.ndarray | None:
     """An 8-bit BGR image, or None when it is gray (single channel, or three equal channels)."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise StreamFusionError(f"cannot read image {path}")
-    if image.dtype != np.uint8:
-        raise StreamFusionError(f"{path} is {image.dtype}; training expects 8-bit images")
+    image = read_8bit(path)
     if image.ndim == 2 or image.shape[2] == 1:
         return None
-    image = np.ascontiguousarray(image[:, :, :3])
     if np.array_equal(image[:, :, 0], image[:, :, 1]) and np.array_equal(image[:, :, 1], image[:, :, 2]):
         return None
     return image
