@@ -13,9 +13,9 @@ import torch
 from export import onnx as export_onnx
 from stream_fusion import WEIGHTS_DIR
 from stream_fusion.engine import OnnxEngine, create_engine, frame_graph, provider_options
-from stream_fusion.model import build_model, load_preset, save_checkpoint
+from stream_fusion.model import build_model, save_checkpoint
 from stream_fusion.model.torch_engine import TorchEngine
-from tiny_network import one_thread  # noqa: F401 - autouse fixture
+from tiny_network import jittered, one_thread  # noqa: F401 - one_thread: autouse fixture
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 PAIR = "FLIR_00211.png"
@@ -23,16 +23,8 @@ PAIR = "FLIR_00211.png"
 
 def jittered_cdfusion(jitter: float = 0.2, seed: int = 0) -> torch.nn.Module:
     """The real cdfusion structure at 4 channels, weights jittered so the learned colour residual is not zero
-    (freshly built, the network is exactly its YCbCr-route prior, which would let parity pass on the prior alone)."""
-    cfg = {**load_preset("cdfusion"), "channels": 4, "gn_groups": 2, "denoiser_width": 4, "time_dim": 8,
-           "decoder_width": 4}
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(jitter * torch.randn(parameter.shape, generator=generator))
-    return model
+    (freshly built, the network is exactly its colour prior, which would let parity pass on the prior alone)."""
+    return jittered("cdfusion", {}, jitter, seed)
 
 
 @pytest.fixture(scope="module")

@@ -27,10 +27,15 @@ def jittered_lite(jitter: float, seed: int) -> torch.nn.Module:
     its inputs (zero-init residual branches), which would let export and engine checks pass without exercising the
     graph. Small jitter keeps the output mid-range (large jitter saturates it to 0/255, where colour round trips are
     lossy)."""
+    return jittered("lite", {"coupling_hidden": 4}, jitter, seed)
+
+
+def jittered(preset: str, overrides: dict, jitter: float, seed: int) -> torch.nn.Module:
+    """A shipped preset's structure at 4 channels (plus ``overrides``), every weight jittered (see jittered_lite)."""
     from stream_fusion.model import build_model, load_preset
 
-    cfg = {**load_preset("lite"), "name": "lite", "channels": 4, "gn_groups": 2, "denoiser_width": 4,
-           "time_dim": 8, "coupling_hidden": 4, "decoder_width": 4}
+    cfg = {**load_preset(preset), "name": preset, "channels": 4, "gn_groups": 2, "denoiser_width": 4, "time_dim": 8,
+           "decoder_width": 4, **overrides}
     torch.manual_seed(0)  # the initialisation too, not only the jitter: the test network is the same every run
     model = build_model(cfg).eval()
     generator = torch.Generator().manual_seed(seed)
