@@ -38,23 +38,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from stream_fusion.model.colour import with_lightness_of
-from stream_fusion.model.denoiser import Denoiser, reverse_diffusion
-from stream_fusion.model.layers import DepthToSpace, SharedEncoder, SpaceToDepth, Upsample2x, norm, zero_init
+from stream_fusion.model.d2fe import D2FE_KEYS, D2FENet, weight_map_and_projection
+from stream_fusion.model.layers import DepthToSpace, norm, zero_init
 from stream_fusion.model.pyramid import MultiScaleSkip
-from stream_fusion.model.schedule import NoiseSchedule
 
 PRESET_KEYS = {
     "name": str,
     "model": str,
-    "channels": int,
-    "gn_groups": int,
-    "denoiser_width": int,
-    "time_dim": int,
-    "timesteps": int,
-    "beta_start": float,
-    "beta_end": float,
-    "t_infer": int,
-    "steps": int,
+    **D2FE_KEYS,
     "cdaf_blocks": int,
     "decoder_width": int,
     "colour_head_width": int,
@@ -89,38 +80,23 @@ class CDAFBlock(nn.Module):
         return f_vis + self.to_vis(h), f_ir + self.to_ir(h)
 
 
-class CDFusionNet(nn.Module):
+class CDFusionNet(D2FENet):
     """``forward(ir, vis_bgr) -> fused_bgr``; see the module docstring for the structure."""
 
     vis_channels = 3
 
     def __init__(self, preset: dict[str, Any]) -> None:
-        super().__init__()
-        self.preset = dict(preset)
-        c, g = preset["channels"], preset["gn_groups"]
-        s = self.downscale = preset["downscale"]
-        if s not in (1, 2):
-            raise ValueError(f"downscale must be 1 (full resolution) or 2 (half), got {s}")
+        super().__init__(preset, preset["downscale"])
+        c, g, s = preset["channels"], preset["gn_groups"], self.downscale
         if preset["colour_prior"] not in ("lab", "ycbcr"):
             raise ValueError(f"colour_prior must be lab or ycbcr, got {preset['colour_prior']!r}")
         self.colour_prior = preset["colour_prior"]
         if preset["cdaf_blocks"] < 2:
             raise ValueError("cdaf_blocks must be >= 2 (at least one differential and one common block)")
-        self.size_multiple = 4 * s
-        self.to_low = SpaceToDepth(s) if s > 1 else nn.Identity()
-        self.to_full = DepthToSpace(s) if s > 1 else nn.Identity()
         self.colour_to_full = DepthToSpace(s, channels=3) if s > 1 else nn.Identity()
-        self.weight_to_full = Upsample2x() if s > 1 else nn.Identity()
-        self.schedule = NoiseSchedule(preset["timesteps"], preset["beta_start"], preset["beta_end"])
-        self.inference_steps = self.schedule.inference_timesteps(preset["t_infer"], preset["steps"])
-        # D²FE, per channel (names as in DiffFuseNet, so its checkpoints warm-start these)
-        self.encoder = SharedEncoder(c, g, s * s)
-        self.denoiser = Denoiser(c, preset["denoiser_width"], preset["time_dim"], g)
+        # D²FE, per channel (encoder and denoiser: D2FENet, shared with DiffFuseNet, whose checkpoints warm-start it)
         self.spectral = nn.Sequential(nn.Conv2d(3 * c, c, 1), norm(c, g), nn.GELU())
-        self.weight_map = nn.Sequential(
-            nn.Conv2d(2 * c, c, 1), norm(c, g), nn.GELU(), zero_init(nn.Conv2d(c, 1, 1)), nn.Sigmoid()
-        )
-        self.project = zero_init(nn.Conv2d(c, s * s, 3, padding=1))
+        self.weight_map, self.project = weight_map_and_projection(c, g, s)
         # CDAF: differential, common, differential, ...
         self.cdaf = nn.ModuleList(
             CDAFBlock(c, g, "differential" if k % 2 == 0 else "common") for k in range(preset["cdaf_blocks"])
@@ -145,10 +121,6 @@ class CDFusionNet(nn.Module):
     def luma(vis: torch.Tensor) -> torch.Tensor:
         b, g, r = LUMA_BGR
         return b * vis[:, 0:1] + g * vis[:, 1:2] + r * vis[:, 2:3]
-
-    def denoise(self, features: torch.Tensor) -> torch.Tensor:
-        """Deterministic reverse diffusion from ``t_infer`` (no noise drawn), as in DiffFuseNet."""
-        return reverse_diffusion(self.denoiser, self.schedule, self.inference_steps, features)
 
     def fuse_features(self, ir: torch.Tensor, vis: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
         """Everything after the denoiser; ``denoised`` is the B, G, R, IR features stacked along N."""

@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from stream_fusion.model.layers import norm, sinusoidal_embedding
-from stream_fusion.model.schedule import NoiseSchedule
 
 
 class TimeMLP(nn.Module):
@@ -53,14 +52,3 @@ class Denoiser(nn.Module):
         u1 = self.fuse2(self.up2(h2) + h1)
         return self.head(torch.cat([self.up1(u1), x], dim=1))
 
-
-def reverse_diffusion(
-    denoiser: Denoiser, schedule: NoiseSchedule, steps: list[tuple[int, int]], features: torch.Tensor
-) -> torch.Tensor:
-    """Deterministic reverse diffusion: the clean features are taken as x_t at the first step's t (no noise drawn)
-    and stepped down with DDIM (eta = 0) over the fixed ``steps`` from ``NoiseSchedule.inference_timesteps``."""
-    x = features
-    for t, t_prev in steps:
-        eps = denoiser(x, torch.full((1,), float(t), device=x.device))  # a constant: folds at export
-        x = schedule.step(x, eps, t, t_prev)
-    return x

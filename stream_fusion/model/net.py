@@ -27,23 +27,14 @@ from torch import nn
 
 from stream_fusion.model.attention import CrossFrequencyAttention
 from stream_fusion.model.coupling import AffineCoupling
-from stream_fusion.model.denoiser import Denoiser, reverse_diffusion
+from stream_fusion.model.d2fe import D2FE_KEYS, D2FENet, weight_map_and_projection
 from stream_fusion.model.haar import HaarDWT, HaarIDWT
-from stream_fusion.model.layers import DepthToSpace, SharedEncoder, SpaceToDepth, Upsample2x, norm, zero_init
+from stream_fusion.model.layers import norm, zero_init
 from stream_fusion.model.pyramid import MultiScaleSkip
-from stream_fusion.model.schedule import NoiseSchedule
 
 PRESET_KEYS = {
     "name": str,
-    "channels": int,
-    "gn_groups": int,
-    "denoiser_width": int,
-    "time_dim": int,
-    "timesteps": int,
-    "beta_start": float,
-    "beta_end": float,
-    "t_infer": int,
-    "steps": int,
+    **D2FE_KEYS,
     "coupling_blocks": int,
     "coupling_hidden": int,
     "coupling_clamp": float,
@@ -56,30 +47,15 @@ PRESET_KEYS = {
 PRESET_DEFAULTS = {"downscale": 1}
 
 
-class DiffFuseNet(nn.Module):
+class DiffFuseNet(D2FENet):
     """``forward(ir, vis) -> fused``: N x 1 x H x W floats in 0..1 (vis = visible luma); H, W multiples of
     ``size_multiple`` (4 x ``downscale``: two stride-2 levels in the denoiser at the learned path's resolution)."""
 
     def __init__(self, preset: dict[str, Any]) -> None:
-        super().__init__()
-        self.preset = dict(preset)
-        c, g = preset["channels"], preset["gn_groups"]
-        s = self.downscale = preset.get("downscale", PRESET_DEFAULTS["downscale"])
-        if s not in (1, 2):
-            raise ValueError(f"downscale must be 1 (full resolution) or 2 (half), got {s}")
-        self.size_multiple = 4 * s
-        self.to_low = SpaceToDepth(s) if s > 1 else nn.Identity()
-        self.to_full = DepthToSpace(s) if s > 1 else nn.Identity()
-        self.weight_to_full = Upsample2x() if s > 1 else nn.Identity()
-        self.schedule = NoiseSchedule(preset["timesteps"], preset["beta_start"], preset["beta_end"])
-        self.inference_steps = self.schedule.inference_timesteps(preset["t_infer"], preset["steps"])
-        # D²FE
-        self.encoder = SharedEncoder(c, g, s * s)
-        self.denoiser = Denoiser(c, preset["denoiser_width"], preset["time_dim"], g)
-        self.weight_map = nn.Sequential(
-            nn.Conv2d(2 * c, c, 1), norm(c, g), nn.GELU(), zero_init(nn.Conv2d(c, 1, 1)), nn.Sigmoid()
-        )
-        self.project = zero_init(nn.Conv2d(c, s * s, 3, padding=1))
+        super().__init__(preset, preset.get("downscale", PRESET_DEFAULTS["downscale"]))
+        c, g, s = preset["channels"], preset["gn_groups"], self.downscale
+        # D²FE (encoder and denoiser: D2FENet)
+        self.weight_map, self.project = weight_map_and_projection(c, g, s)
         # EDFD
         self.shared = nn.Sequential(nn.Conv2d(2 * c, c, 1), norm(c, g), nn.GELU(), nn.Conv2d(c, c, 3, padding=1))
         self.specific_vis = nn.Sequential(nn.Conv2d(c, c, 1), nn.GELU())
@@ -98,10 +74,6 @@ class DiffFuseNet(nn.Module):
         self.skip = MultiScaleSkip(preset["skip_levels"])
         # Stage I only: reconstructs each source from its denoised features so the encoder cannot collapse.
         self.reconstruct = nn.Conv2d(c, s * s, 3, padding=1)
-
-    def denoise(self, features: torch.Tensor) -> torch.Tensor:
-        """Deterministic reverse diffusion: the clean features are taken as x_t at ``t_infer`` (no noise drawn)."""
-        return reverse_diffusion(self.denoiser, self.schedule, self.inference_steps, features)
 
     def fuse_features(
         self, ir: torch.Tensor, vis: torch.Tensor, f_vis: torch.Tensor, f_ir: torch.Tensor
