@@ -15,6 +15,7 @@ from stream_fusion import evaluate
 from stream_fusion.baselines import AverageFusion
 from stream_fusion.fuse import fuse_folder, load_pair
 from stream_fusion.metrics import bgr_to_lab, ciede2000, colour_metrics
+from eval_script import load_eval_all
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = REPO / ".." / "shared" / "data" / "eval"
@@ -212,18 +213,9 @@ def test_a_set_mixing_gray_and_colour_visible_images_gets_no_colour_columns(tmp_
     assert "1 of the 2 visible images are gray" in caplog.text
 
 
-def _eval_all_module():
-    """scripts/eval_all.py is a script, not a package module: load it from its file."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("eval_all_colour", REPO / "scripts" / "eval_all.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_colour_bar_verdicts() -> None:
-    eval_all = _eval_all_module()
+    eval_all = load_eval_all()
     base = {"dE00": 15.9, "dE00_ab": 0.38, "chroma_r": 0.993, "VIF": 0.80, "Qabf": 0.63}
     good = {"dE00": 9.0, "dE00_ab": 0.24, "chroma_r": 0.97, "VIF": 0.77, "Qabf": 0.60}  # 0.77 >= 0.76, 0.60 >= 0.5985
     verdicts = {check: verdict for check, _, _, verdict in eval_all.colour_bar({"base": base, "cdfusion": good})}
@@ -240,7 +232,7 @@ def test_colour_bar_verdicts() -> None:
 
 def test_eval_all_limited_run_has_colour_columns_table_and_skips_absent_networks(tmp_path: Path, monkeypatch) -> None:
     """A 2-pair run with the baselines only (no network files): the script's outputs, not its numbers."""
-    eval_all = _eval_all_module()
+    eval_all = load_eval_all()
     weights = tmp_path / "weights"
     networks = ("lite", "base", "cdfusion")
     monkeypatch.setattr(eval_all, "SHIPPED_MODELS", {n: weights / f"difffuse_{n}.onnx" for n in networks})
@@ -270,7 +262,7 @@ def test_eval_all_scores_cdfusion_and_draws_the_colour_grid_once_the_engine_serv
     (the two baselines) replace the networks so the test is fast; what is checked is the script's wiring."""
     from stream_fusion.baselines import LaplacianFusion
 
-    eval_all = _eval_all_module()
+    eval_all = load_eval_all()
     weights = tmp_path / "weights"
     weights.mkdir()
     for name in ("base", "cdfusion"):

@@ -15,6 +15,7 @@ from stream_fusion import evaluate, metrics
 from stream_fusion.baselines import AverageFusion
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.fuse import fuse_folder
+from eval_script import load_eval_all
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = REPO / ".." / "shared" / "data" / "eval"
@@ -130,18 +131,9 @@ def test_cli_missing_fused_exits_2_with_one_line(dataset) -> None:
     assert result.stderr.strip().splitlines() == [f"error: no fused image for tno25_01 in {fused_dir}"]
 
 
-def _eval_all_module():
-    """scripts/eval_all.py is a script, not a package module: load it from its file."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("eval_all", REPO / "scripts" / "eval_all.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_quality_bar_verdicts() -> None:
-    eval_all = _eval_all_module()
+    eval_all = load_eval_all()
     flat = dict.fromkeys(metrics.METRIC_NAMES, 0.0)
     means = {
         "tno25": {
@@ -167,7 +159,7 @@ def test_quality_bar_verdicts() -> None:
 
 
 def test_results_section_is_replaced_and_hand_written_text_kept(tmp_path: Path) -> None:
-    eval_all = _eval_all_module()
+    eval_all = load_eval_all()
     doc = tmp_path / "evaluation.md"
     doc.write_text("# Usage\n\nhand-written\n")
     eval_all.write_results(doc, "first numbers")
