@@ -88,6 +88,18 @@ def fuse_luma(ir: np.ndarray, vis: np.ndarray, fuse_y: Callable[[np.ndarray, np.
     return merge_luma(fuse_y(to_gray(ir), vis_y), chroma)
 
 
+def fuse_colour(
+    ir: np.ndarray, vis: np.ndarray, fuse_bgr: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """What every engine of a colour network does around it: check the pair, fuse the IR (HxW uint8) with the visible
+    frame as BGR (HxWx3 uint8, a gray camera as three equal channels) by ``fuse_bgr``, return BGR, or gray for a
+    gray camera."""
+    check_pair(ir, vis)
+    gray = vis.ndim == 2 or vis.shape[2] == 1
+    fused = fuse_bgr(to_gray(ir), cv2.cvtColor(to_gray(vis), cv2.COLOR_GRAY2BGR) if gray else vis)
+    return to_gray(fused) if gray else fused
+
+
 class ClassicalEngine:
     """Two-scale fusion (mean of the base layers, larger-magnitude detail): no model file, runs anywhere.
 
@@ -132,8 +144,8 @@ def create_engine(model: str | Path = "default", provider: str = "auto", **optio
     """The engine for a ``--model`` / ``--provider`` pair, as the config and CLIs spell them.
 
     ``model``: ``default`` (the shipped lite network), ``lite``, ``base``, ``cdfusion`` (the colour network),
-    ``classical`` or a path to an ``.onnx`` file. ``options`` go to :class:`OnnxEngine` (``resolution=(w, h)``, ``cache_dir``, ``threads``, ``device_id``,
-    ``warmup``); the classical engine takes none of them.
+    ``classical`` or a path to an ``.onnx`` file. ``options`` go to :class:`OnnxEngine` (``resolution=(w, h)``,
+    ``cache_dir``, ``threads``, ``device_id``, ``warmup``); the classical engine takes none of them.
     """
     if provider not in ("auto", *PROVIDERS):
         raise StreamFusionError(f"unknown provider {provider!r}: use auto, tensorrt, cuda or cpu")
@@ -171,7 +183,8 @@ def read_model(path: Path) -> onnx.ModelProto:
     if not path.is_file():
         if not path.suffix and len(path.parts) == 1:
             raise StreamFusionError(
-                f"unknown model {str(path)!r}: use default, lite, base, cdfusion, classical or the path of an .onnx file"
+                f"unknown model {str(path)!r}: use default, lite, base, cdfusion, classical or the path of an "
+                ".onnx file"
             )
         raise StreamFusionError(f"model file {path} does not exist")
     if path.suffix == ".pt":
@@ -230,9 +243,10 @@ def frame_graph(proto: onnx.ModelProto) -> onnx.ModelProto:
         for node in graph.node:
             node.input[:] = [f"{source}_float" if name == source else name for name in node.input]
         channels_last = colour and source == "vis"
+        scaled = f"{source}_nhwc" if channels_last else f"{source}_float"
         pre += [
             make("Cast", [source], [f"{source}_cast"], to=onnx.TensorProto.FLOAT),
-            make("Mul", [f"{source}_cast", "frame_scale_in"], [f"{source}_nhwc" if channels_last else f"{source}_float"]),
+            make("Mul", [f"{source}_cast", "frame_scale_in"], [scaled]),
         ]
         if channels_last:
             pre.append(make("Transpose", [f"{source}_nhwc"], [f"{source}_float"], perm=[0, 3, 1, 2]))
@@ -322,16 +336,13 @@ class OnnxEngine:
         self.fuse(frame[:, :, 0] if self.colour else frame, frame)
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        if not self.colour:
-            return fuse_luma(ir, vis, self._fuse_y)
-        check_pair(ir, vis)
-        gray = vis.ndim == 2 or vis.shape[2] == 1
-        bgr = cv2.cvtColor(to_gray(vis), cv2.COLOR_GRAY2BGR) if gray else vis
-        h, w = vis.shape[:2]
-        fused = self.run(pad_to_multiple(to_gray(ir)[None, None], self.size_multiple),
+        return fuse_colour(ir, vis, self._fuse_bgr) if self.colour else fuse_luma(ir, vis, self._fuse_y)
+
+    def _fuse_bgr(self, ir: np.ndarray, bgr: np.ndarray) -> np.ndarray:
+        h, w = bgr.shape[:2]
+        fused = self.run(pad_to_multiple(ir[None, None], self.size_multiple),
                          pad_to_multiple(bgr[None], self.size_multiple, channels_last=True))
-        fused = np.ascontiguousarray(fused[0, :h, :w])
-        return to_gray(fused) if gray else fused
+        return np.ascontiguousarray(fused[0, :h, :w])
 
     def _fuse_y(self, ir: np.ndarray, vis_y: np.ndarray) -> np.ndarray:
         h, w = vis_y.shape

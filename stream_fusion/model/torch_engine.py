@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stream_fusion.engine import check_pair, fuse_luma, to_gray
+from stream_fusion.engine import fuse_colour, fuse_luma
 from stream_fusion.model.checkpoint import load_checkpoint
 
 
@@ -38,16 +38,13 @@ class TorchEngine:
         self.colour = getattr(self.model, "vis_channels", 1) == 3
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        if not self.colour:
-            return fuse_luma(ir, vis, self._fuse_y)
-        check_pair(ir, vis)
-        gray = vis.ndim == 2 or vis.shape[2] == 1
-        bgr = np.repeat(to_gray(vis)[:, :, None], 3, axis=2) if gray else vis
+        return fuse_colour(ir, vis, self._fuse_bgr) if self.colour else fuse_luma(ir, vis, self._fuse_y)
+
+    def _fuse_bgr(self, ir: np.ndarray, bgr: np.ndarray) -> np.ndarray:
         planes = torch.from_numpy(np.ascontiguousarray(bgr.transpose(2, 0, 1)).astype(np.float32) / 255.0)[None]
-        ir_plane = torch.from_numpy(to_gray(ir).astype(np.float32) / 255.0)[None, None]
+        ir_plane = torch.from_numpy(ir.astype(np.float32) / 255.0)[None, None]
         fused = fuse_tensors(self.model, ir_plane, planes)[0].numpy().transpose(1, 2, 0)
-        fused = np.ascontiguousarray(np.clip(np.rint(fused * 255.0), 0, 255).astype(np.uint8))
-        return to_gray(fused) if gray else fused
+        return np.ascontiguousarray(np.clip(np.rint(fused * 255.0), 0, 255).astype(np.uint8))
 
     def _fuse_y(self, ir: np.ndarray, vis_y: np.ndarray) -> np.ndarray:
         as_tensor = lambda x: torch.from_numpy(x.astype(np.float32) / 255.0)[None, None]  # noqa: E731
