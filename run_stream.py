@@ -124,9 +124,14 @@ def choose_mode(mode: str, ir: Source, vis: Source) -> bool:
     return ir.live or vis.live if mode == "auto" else mode == "live"
 
 
-def make_engine(engine_cfg: dict[str, Any], size: tuple[int, int] | None) -> FusionEngine:
-    """The fusion engine, warmed up at the stream's frame size when it is known."""
-    options = {"resolution": size} if size else {}
+def make_engine(
+    engine_cfg: dict[str, Any], size: tuple[int, int] | None, ir_size: tuple[int, int] | None = None
+) -> FusionEngine:
+    """The fusion engine, warmed up at the stream's frame sizes when they are known (``ir_size``: the IR camera's,
+    which the engine's in-session calibration warp takes as it comes)."""
+    options: dict[str, Any] = {"resolution": size} if size else {}
+    if size and ir_size:
+        options["ir_resolution"] = ir_size
     return create_engine(engine_cfg["model"], engine_cfg["provider"], **options)
 
 
@@ -187,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     realtime = demo if src["realtime"] is None else src["realtime"]
     if realtime and not live and file_fps is None:
         raise StreamFusionError("--realtime needs --fps N here: image folders carry no frame rate")
-    engine = make_engine(cfg["engine"], vis.size)
+    engine = make_engine(cfg["engine"], vis.size, ir.size if calibration else None)
 
     publisher = None
     if publish_cfg["zmq"] and publish_cfg["zmq"].lower() != "none":

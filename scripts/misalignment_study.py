@@ -81,8 +81,8 @@ def fuse_shifted(engine: FusionEngine, ir: np.ndarray, vis: np.ndarray, dx: floa
         return engine.fuse(moved, vis)
     monitor = AlignmentMonitor("correct", every_n=1)
     for _ in range(CLIP_FRAMES):
-        corrected, _ = monitor.process(moved, vis)
-    return engine.fuse(corrected, vis)
+        verdict = monitor.process(moved, vis)
+    return engine.fuse(moved, vis, verdict.warp)
 
 
 def plot(shifts: list[float], series: dict[str, list[float]], path: Path, title: str) -> None:

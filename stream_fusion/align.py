@@ -4,7 +4,9 @@ Real rigs have parallax, different lenses and drifting mounts; a misregistered p
 frame. ``AlignmentMonitor.process`` measures each pair's residual shift (cheaply, on every Nth pair), turns it into a
 status with hysteresis, and applies the stream's policy: ``warn`` only reports, ``correct`` shifts the IR by the
 smoothed measured shift, ``drop`` skips misaligned pairs. ``load_calibration`` reads the fixed warp written by
-``python -m stream_fusion.calibrate`` that maps the IR camera onto the visible camera's pixel grid.
+``python -m stream_fusion.calibrate`` that maps the IR camera onto the visible camera's pixel grid. Neither warps
+the IR frame that is fused: the calibration and the correction are composed into one :class:`IrWarp` that the
+fusion engine applies once, on the GPU when it runs there (``stream_fusion.warp``).
 
 How the shift is measured, and why: IR and visible intensities are unrelated (a hot road is bright in IR and dark in
 the visible), but both sensors see the same *edges*, so we correlate gradient-magnitude maps. Plain phase correlation
@@ -27,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -35,6 +37,7 @@ import numpy as np
 from stream_fusion.config import load_yaml
 from stream_fusion.engine import to_gray
 from stream_fusion.errors import StreamFusionError
+from stream_fusion.warp import IrWarp, register, scale_matrix
 
 POLICIES = ("warn", "correct", "drop")
 MODELS = ("affine", "homography")
@@ -313,10 +316,13 @@ class AlignmentMonitor:
                 self._shift = (self._shift[0] + a * (dx - self._shift[0]), self._shift[1] + a * (dy - self._shift[1]))
         return self._status
 
-    def process(self, ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray | None, Alignment]:
-        """The IR to fuse (None: drop this pair) and the alignment record."""
+    def process(self, ir: np.ndarray, vis: np.ndarray, warp: IrWarp | None = None) -> Verdict:
+        """Whether to fuse this pair, the warp to fuse its IR with, and the alignment record. ``warp``: the one that
+        brings ``ir`` onto the visible grid (a calibration), None when it is there already. The check measures the
+        IR so warped (resampled here on the host, on measured pairs only); the returned warp is ``warp`` followed
+        by the policy's correction, for the engine to apply in one resampling."""
         if self._count % self.every_n == 0:
-            dx, dy, confidence = self.estimator.measure(ir, vis)
+            dx, dy, confidence = self.estimator.measure(register(ir, warp), vis)
             status = self._update(dx, dy, confidence)
             self._last = Alignment(round(float(dx), 2), round(float(dy), 2), round(float(confidence), 3), status, True)
             record = self._last
@@ -324,13 +330,22 @@ class AlignmentMonitor:
             record = Alignment(self._last.dx, self._last.dy, self._last.confidence, self._last.status, False)
         self._count += 1
         if self.policy == "drop" and record.status == "misaligned":
-            return None, record
+            return Verdict(False, warp, record)
         if self.policy == "correct" and record.status != "unknown" and math.hypot(*self.correction) >= CORRECT_FROM_PX:
             # Also below the alarm threshold: a 1-2 px offset already costs a fifth of Qabf (docs/alignment.md), and the
             # refined estimate is good to ~0.2 px. Not below 1 px: resampling blurs, and there the estimate's own
             # error on cross-modal pairs is as large as the offset.
-            return shift_image(ir, *self.correction), record
-        return ir, record
+            base = warp or IrWarp.resize((ir.shape[1], ir.shape[0]), (vis.shape[1], vis.shape[0]))
+            return Verdict(True, base.shifted(*self.correction), record)
+        return Verdict(True, warp, record)
+
+
+class Verdict(NamedTuple):
+    """What :meth:`AlignmentMonitor.process` decided for one pair."""
+
+    fuse: bool  # False: policy ``drop`` skips this misaligned pair
+    warp: IrWarp | None  # brings the IR onto the visible grid, correction included; None: it is there already
+    alignment: Alignment
 
 
 def shift_image(image: np.ndarray, dx: float, dy: float, min_shift: float = 0.25) -> np.ndarray:
@@ -340,11 +355,6 @@ def shift_image(image: np.ndarray, dx: float, dy: float, min_shift: float = 0.25
     h, w = image.shape[:2]
     matrix = np.float32([[1, 0, dx], [0, 1, dy]])
     return cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
-def scale_matrix(sx: float, sy: float) -> np.ndarray:
-    """3x3 pixel-coordinate map of a resize by (sx, sy), pixel centres aligned as ``cv2.resize`` aligns them."""
-    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]], np.float64)
 
 
 @dataclass(frozen=True)
@@ -359,19 +369,23 @@ class Calibration:
     residual_px: float
     correlation: float
 
-    def apply(self, ir: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """The IR frame warped onto the visible grid of ``size`` (w, h); areas the IR camera does not see are black.
+    def warp(self, ir_size: tuple[int, int], size: tuple[int, int]) -> IrWarp:
+        """The warp of ``ir_size`` (w, h) IR frames onto the visible grid of ``size`` (w, h); areas the IR camera
+        does not see are black.
 
         Frames of another size than calibrated (a camera switched to a lower mode, a pipeline that resized first)
         are handled by scaling the warp, since the lenses, not the pixel counts, fix the geometry.
         """
-        h, w = ir.shape[:2]
-        into = scale_matrix(w / self.ir_size[0], h / self.ir_size[1])
+        into = scale_matrix(ir_size[0] / self.ir_size[0], ir_size[1] / self.ir_size[1])
         out = scale_matrix(size[0] / self.vis_size[0], size[1] / self.vis_size[1])
         matrix = out @ self.matrix @ np.linalg.inv(into)
         if self.model == "affine":
-            return cv2.warpAffine(ir, matrix[:2], size, flags=cv2.INTER_LINEAR)
-        return cv2.warpPerspective(ir, matrix, size, flags=cv2.INTER_LINEAR)
+            matrix[2] = (0, 0, 1)  # exactly, so the host warp takes OpenCV's affine path
+        return IrWarp(matrix, ir_size, size)
+
+    def apply(self, ir: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """The IR frame warped onto the visible grid of ``size`` (w, h) on the host (see :meth:`warp`)."""
+        return self.warp((ir.shape[1], ir.shape[0]), size).apply(ir)
 
 
 def load_calibration(path: str | Path) -> Calibration:

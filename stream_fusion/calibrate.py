@@ -26,9 +26,10 @@ import cv2
 import numpy as np
 import yaml
 
-from stream_fusion.align import MODELS, Calibration, ShiftEstimator, gradient_map, scale_matrix
+from stream_fusion.align import MODELS, Calibration, ShiftEstimator, gradient_map
 from stream_fusion.engine import to_gray
 from stream_fusion.errors import StreamFusionError, run_cli
+from stream_fusion.warp import scale_matrix
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp"}
 # Final ECC correlation of the registered gradient maps (over the template, border band left out) below which the

@@ -15,6 +15,7 @@ import torch: deployment boxes run ONNX only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import logging
@@ -33,11 +34,14 @@ import onnxruntime as ort
 
 from stream_fusion import WEIGHTS_DIR
 from stream_fusion.errors import StreamFusionError
+from stream_fusion.warp import IrWarp, register
 
 
 @runtime_checkable
 class FusionEngine(Protocol):
-    """Fuses one registered pair. ``ir``: HxW (or HxWx3) uint8; ``vis``: HxW or HxWx3 BGR uint8, same HxW.
+    """Fuses one registered pair. ``ir``: HxW (or HxWx3) uint8; ``vis``: HxW or HxWx3 BGR uint8, same HxW. With
+    ``warp``, ``ir`` is the frame as its camera delivers it (any size) and the engine resamples it onto the visible
+    grid first, where it runs best (host or GPU).
 
     Returns uint8, HxW when ``vis`` is gray, HxWx3 BGR when it is colour.
     """
@@ -45,7 +49,7 @@ class FusionEngine(Protocol):
     name: str
     provider: str
 
-    def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray: ...
+    def fuse(self, ir: np.ndarray, vis: np.ndarray, warp: IrWarp | None = None) -> np.ndarray: ...
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -72,29 +76,38 @@ def merge_luma(y: np.ndarray, chroma: np.ndarray | None) -> np.ndarray:
     return cv2.cvtColor(np.dstack([y, chroma]), cv2.COLOR_YCrCb2BGR)
 
 
-def check_pair(ir: np.ndarray, vis: np.ndarray) -> None:
-    """Engines fuse registered pairs only: resizing is the pipeline's job, so a size mismatch here is a bug upstream."""
-    if ir.shape[:2] != vis.shape[:2]:
+def check_pair(ir: np.ndarray, vis: np.ndarray, warp: IrWarp | None = None) -> None:
+    """Engines fuse registered pairs only (or IR frames with the warp that registers them): resizing is the
+    pipeline's job, so a size mismatch here is a bug upstream."""
+    ir_size, vis_size = (ir.shape[1], ir.shape[0]), (vis.shape[1], vis.shape[0])
+    if warp is None and ir_size != vis_size:
         raise ValueError(f"IR {ir.shape[1]}x{ir.shape[0]} and visible {vis.shape[1]}x{vis.shape[0]} differ in size")
+    if warp is not None and (warp.ir_size, warp.size) != (ir_size, vis_size):
+        raise ValueError(f"the warp maps {warp.ir_size[0]}x{warp.ir_size[1]} IR onto {warp.size[0]}x{warp.size[1]}, "
+                         f"got IR {ir_size[0]}x{ir_size[1]} and visible {vis_size[0]}x{vis_size[1]}")
     if ir.dtype != np.uint8 or vis.dtype != np.uint8:
         raise ValueError(f"engines take uint8 frames, got IR {ir.dtype} and visible {vis.dtype}")
 
 
-def fuse_luma(ir: np.ndarray, vis: np.ndarray, fuse_y: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+def fuse_luma(
+    ir: np.ndarray, vis: np.ndarray, fuse_y: Callable[[np.ndarray, np.ndarray], np.ndarray], warp: IrWarp | None = None
+) -> np.ndarray:
     """What every engine does around its fusion: check the pair, fuse the IR with the visible luma (two HxW uint8
-    arrays in, HxW uint8 out, by ``fuse_y``), put the visible chroma back."""
-    check_pair(ir, vis)
+    arrays in, HxW uint8 out, by ``fuse_y``), put the visible chroma back. ``warp``: the one ``fuse_y`` applies to
+    the IR (checked here against both frames)."""
+    check_pair(ir, vis, warp)
     vis_y, chroma = split_luma(vis)
     return merge_luma(fuse_y(to_gray(ir), vis_y), chroma)
 
 
 def fuse_colour(
-    ir: np.ndarray, vis: np.ndarray, fuse_bgr: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    ir: np.ndarray, vis: np.ndarray, fuse_bgr: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    warp: IrWarp | None = None,
 ) -> np.ndarray:
     """What every engine of a colour network does around it: check the pair, fuse the IR (HxW uint8) with the visible
     frame as BGR (HxWx3 uint8, a gray camera as three equal channels) by ``fuse_bgr``, return BGR, or gray for a
-    gray camera."""
-    check_pair(ir, vis)
+    gray camera. ``warp`` as in :func:`fuse_luma`."""
+    check_pair(ir, vis, warp)
     gray = vis.ndim == 2 or vis.shape[2] == 1
     fused = fuse_bgr(to_gray(ir), cv2.cvtColor(to_gray(vis), cv2.COLOR_GRAY2BGR) if gray else vis)
     return to_gray(fused) if gray else fused
@@ -112,8 +125,8 @@ class ClassicalEngine:
     def __init__(self, base_kernel: int = 31) -> None:
         self.base_kernel = base_kernel
 
-    def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        return fuse_luma(ir, vis, self._fuse_y)
+    def fuse(self, ir: np.ndarray, vis: np.ndarray, warp: IrWarp | None = None) -> np.ndarray:
+        return fuse_luma(register(ir, warp), vis, self._fuse_y)
 
     def _fuse_y(self, ir: np.ndarray, vis_y: np.ndarray) -> np.ndarray:
         a, b = ir.astype(np.float32), vis_y.astype(np.float32)
@@ -219,13 +232,17 @@ def is_colour_model(metadata: dict[str, str]) -> bool:
     return metadata.get("output", "luma") == "bgr"
 
 
-def frame_graph(proto: onnx.ModelProto) -> onnx.ModelProto:
+def frame_graph(proto: onnx.ModelProto, ir_warp: bool = False) -> onnx.ModelProto:
     """The network wrapped so that it takes and returns 8-bit frames: ``uint8 -> /255 -> net -> clip -> *255 ->
     round -> uint8``. Normalisation runs inside the session, on the GPU under a GPU provider, and only bytes
     cross the bus (a quarter of float32). Padding and cropping stay on the host: a view or one small copy.
 
     A colour model's visible input and its output are channels-last (``N x H x W x 3``, OpenCV's own layout) and
-    transposed to and from the network's NCHW inside the session, so the host hands over the frame as it is."""
+    transposed to and from the network's NCHW inside the session, so the host hands over the frame as it is.
+
+    With ``ir_warp`` the IR input is the frame as its camera delivers it (any size) and is resampled onto the
+    visible grid inside the session (:func:`_ir_warp_nodes`): a calibration's warp then runs on the GPU with the
+    network. One frame per run (batch 1)."""
     colour = is_colour_model(model_metadata(proto))
     model = onnx.ModelProto()
     model.CopyFrom(proto)
@@ -237,13 +254,14 @@ def frame_graph(proto: onnx.ModelProto) -> onnx.ModelProto:
     high = onnx.numpy_helper.from_array(np.array(1, dtype=np.float32), "frame_high")
     graph.initializer.extend([scale_in, scale_out, low, high])
     pre = []
-    for value in graph.input:
+    for value in list(graph.input):  # a snapshot: the warp adds inputs of its own
         value.type.tensor_type.elem_type = onnx.TensorProto.UINT8
         source = value.name
         for node in graph.node:
             node.input[:] = [f"{source}_float" if name == source else name for name in node.input]
         channels_last = colour and source == "vis"
-        scaled = f"{source}_nhwc" if channels_last else f"{source}_float"
+        warped = ir_warp and source == "ir"
+        scaled = f"{source}_nhwc" if channels_last else "ir_raw" if warped else f"{source}_float"
         pre += [
             make("Cast", [source], [f"{source}_cast"], to=onnx.TensorProto.FLOAT),
             make("Mul", [f"{source}_cast", "frame_scale_in"], [scaled]),
@@ -251,6 +269,10 @@ def frame_graph(proto: onnx.ModelProto) -> onnx.ModelProto:
         if channels_last:
             pre.append(make("Transpose", [f"{source}_nhwc"], [f"{source}_float"], perm=[0, 3, 1, 2]))
             _channels_last(value)
+        if warped:
+            pre += _ir_warp_nodes(model, "ir_raw", "ir_float")
+            for axis, name in ((2, "ir_height"), (3, "ir_width")):
+                value.type.tensor_type.shape.dim[axis].dim_param = name
     for node in graph.node:
         node.output[:] = ["fused_float" if name == "fused" else name for name in node.output]
         node.input[:] = ["fused_float" if name == "fused" else name for name in node.input]
@@ -271,6 +293,53 @@ def frame_graph(proto: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def _ir_warp_nodes(model: onnx.ModelProto, source: str, target: str) -> list[onnx.NodeProto]:
+    """``target`` = the IR image ``source`` (1 x 1 x h x w float) resampled onto the padded visible grid by the inputs
+    of :meth:`stream_fusion.warp.IrWarp.session_inputs`, which this adds to the graph. The sampling grid is built
+    here from a 3x3 matrix and two coordinate rows (a homography per pixel: one MatMul and a division), so the host
+    computes and uploads nothing per pixel; ``GridSample`` then samples bilinearly, zeros outside the IR frame."""
+    make = onnx.helper.make_node
+    floats = onnx.TensorProto.FLOAT
+    model.graph.input.extend([
+        onnx.helper.make_tensor_value_info("ir_warp", floats, [3, 3]),
+        onnx.helper.make_tensor_value_info("grid_x", floats, ["padded_width"]),
+        onnx.helper.make_tensor_value_info("grid_y", floats, ["padded_height"]),
+        onnx.helper.make_tensor_value_info("ir_low", floats, [2]),
+        onnx.helper.make_tensor_value_info("ir_high", floats, [2]),
+    ])
+    constants = {"warp_axis0": [0], "warp_axis1": [1], "warp_last": [-1], "warp_xy_end": [2], "warp_z_end": [3]}
+    model.graph.initializer.extend(
+        onnx.numpy_helper.from_array(np.array(value, np.int64), name) for name, value in constants.items()
+    )
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(0, np.float32), "warp_zero"))
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(1, np.float32), "warp_one"))
+    opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return [
+        make("Unsqueeze", ["grid_x", "warp_axis0"], ["warp_row"]),  # 1 x W
+        make("Unsqueeze", ["grid_y", "warp_axis1"], ["warp_column"]),  # H x 1
+        make("Mul", ["warp_column", "warp_zero"], ["warp_column_zero"]),
+        make("Mul", ["warp_row", "warp_zero"], ["warp_row_zero"]),
+        make("Add", ["warp_row", "warp_column_zero"], ["warp_x"]),  # H x W
+        make("Add", ["warp_column", "warp_row_zero"], ["warp_y"]),
+        make("Add", ["warp_row_zero", "warp_column_zero"], ["warp_zeros"]),
+        make("Add", ["warp_zeros", "warp_one"], ["warp_ones"]),
+        make("Unsqueeze", ["warp_x", "warp_last"], ["warp_x1"]),
+        make("Unsqueeze", ["warp_y", "warp_last"], ["warp_y1"]),
+        make("Unsqueeze", ["warp_ones", "warp_last"], ["warp_ones1"]),
+        make("Concat", ["warp_x1", "warp_y1", "warp_ones1"], ["warp_points"], axis=-1),  # H x W x 3: (x, y, 1)
+        make("Transpose", ["ir_warp"], ["warp_matrix_t"], perm=[1, 0]),
+        make("MatMul", ["warp_points", "warp_matrix_t"], ["warp_mapped"]),  # homogeneous IR positions
+        make("Slice", ["warp_mapped", "warp_axis0", "warp_xy_end", "warp_last"], ["warp_xy"]),
+        make("Slice", ["warp_mapped", "warp_xy_end", "warp_z_end", "warp_last"], ["warp_z"]),
+        make("Div", ["warp_xy", "warp_z"], ["warp_positions"]),
+        make("Max", ["warp_positions", "ir_low"], ["warp_above"]),
+        make("Min", ["warp_above", "ir_high"], ["warp_clamped"]),
+        make("Unsqueeze", ["warp_clamped", "warp_axis0"], ["warp_grid"]),  # 1 x H x W x 2
+        make("GridSample", [source, "warp_grid"], [target], align_corners=0, padding_mode="zeros",
+             mode="linear" if opset >= 20 else "bilinear"),
+    ]
+
+
 def _channels_last(value: onnx.ValueInfoProto) -> None:
     """Re-declare an NCHW graph input / output as NHWC (same dims, channel last)."""
     dims = [onnx.TensorShapeProto.Dimension() for _ in range(4)]
@@ -288,6 +357,10 @@ class OnnxEngine:
     float normalisation, a colour model's HWC <-> CHW transposes, the network, clipping and rounding back to uint8
     (inside the ONNX Runtime session: on the GPU under TensorRT or CUDA, whose input and output buffers live on the
     device and are reused from frame to frame).
+
+    The IR warp (:class:`stream_fusion.warp.IrWarp`: a calibration, a live shift) runs inside the session when
+    ``warp_in_session`` is on (default: whenever a GPU provider runs), else on the host with OpenCV, which is faster
+    than ONNX Runtime's ``GridSample`` on a CPU.
     """
 
     def __init__(
@@ -296,6 +369,8 @@ class OnnxEngine:
         provider: str = "auto",
         *,
         resolution: tuple[int, int] | None = None,
+        ir_resolution: tuple[int, int] | None = None,
+        warp_in_session: bool | None = None,
         cache_dir: str | Path | None = None,
         threads: int | None = None,
         device_id: int = 0,
@@ -312,92 +387,153 @@ class OnnxEngine:
         self.name = f"{self.metadata['model_name']}-{self.preset}"
         self.colour = is_colour_model(self.metadata)
         self.resolution = resolution
+        self.ir_resolution = ir_resolution or resolution
         self.device_id = device_id
-        self._profile = None if resolution is None else self._padded_shapes(resolution[1], resolution[0])
-        self.session, self.provider = open_session(
-            frame_graph(proto).SerializeToString(),
-            provider,
-            shapes=self._profile,
+        gpu_possible = provider != "cpu" and any(PROVIDERS[name] in ort.get_available_providers()
+                                                 for name in ("tensorrt", "cuda"))
+        self.warp_in_session = gpu_possible if warp_in_session is None else warp_in_session
+        options = {
             # ONNX Runtime names a cached TensorRT engine after the model path, or (for an in-memory model, as here)
             # its graph, never its weights (ORT maintainers in triton-inference-server/onnxruntime_backend#126): one
             # folder per file content, so re-exported weights never run a stale engine.
-            cache_dir=Path(cache_dir or default_cache_dir()) / f"{self.path.stem}-{file_digest(self.path)}",
-            threads=threads,
-            device_id=device_id,
+            "cache_dir": Path(cache_dir or default_cache_dir()) / f"{self.path.stem}-{file_digest(self.path)}",
+            "threads": threads,
+            "device_id": device_id,
+        }
+        self._profile = self._shapes(resolution, self.ir_resolution)
+        self.session, self.provider = open_session(
+            frame_graph(proto, ir_warp=self.warp_in_session).SerializeToString(), provider, shapes=self._profile,
+            **options,
         )
+        if self.provider == "cpu" and self.warp_in_session and warp_in_session is None:
+            # Every GPU provider failed (warned already): on the CPU, OpenCV warps faster than the session would.
+            self.warp_in_session = False
+            self._profile = self._shapes(resolution, self.ir_resolution)
+            self.session, self.provider = open_session(frame_graph(proto).SerializeToString(), "cpu",
+                                                       shapes=self._profile, **options)
         self._buffers = _BoundBuffers(self.session, "cpu" if self.provider == "cpu" else "cuda", device_id)
         if warmup:
-            self.warmup(*(resolution or DEFAULT_RESOLUTION))
+            self.warmup(*(resolution or DEFAULT_RESOLUTION), ir_size=self.ir_resolution)
 
-    def warmup(self, width: int, height: int) -> None:
+    def warmup(self, width: int, height: int, ir_size: tuple[int, int] | None = None) -> None:
         """One run at the frame size to come: allocates buffers, picks kernels, builds a TensorRT engine, so the
         first real frame is not the slow one."""
         frame = np.zeros((height, width, 3) if self.colour else (height, width), np.uint8)
-        self.fuse(frame[:, :, 0] if self.colour else frame, frame)
+        if ir_size is not None and self.warp_in_session:
+            self.fuse(np.zeros((ir_size[1], ir_size[0]), np.uint8), frame)
+        else:
+            self.fuse(frame[:, :, 0] if self.colour else frame, frame)
 
-    def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        return fuse_colour(ir, vis, self._fuse_bgr) if self.colour else fuse_luma(ir, vis, self._fuse_y)
+    def fuse(self, ir: np.ndarray, vis: np.ndarray, warp: IrWarp | None = None) -> np.ndarray:
+        if not self.warp_in_session:
+            ir, warp = register(ir, warp), None
+        elif warp is None:
+            warp = IrWarp.resize(ir.shape[1::-1], vis.shape[1::-1])
+        if self.colour:
+            return fuse_colour(ir, vis, functools.partial(self._fuse_bgr, warp=warp), warp)
+        return fuse_luma(ir, vis, functools.partial(self._fuse_y, warp=warp), warp)
 
-    def _fuse_bgr(self, ir: np.ndarray, bgr: np.ndarray) -> np.ndarray:
+    def _fuse_bgr(self, ir: np.ndarray, bgr: np.ndarray, warp: IrWarp | None) -> np.ndarray:
         h, w = bgr.shape[:2]
-        fused = self.run(pad_to_multiple(ir[None, None], self.size_multiple),
-                         pad_to_multiple(bgr[None], self.size_multiple, channels_last=True))
+        vis = pad_to_multiple(bgr[None], self.size_multiple, channels_last=True)
+        if warp is None:
+            fused = self.run(pad_to_multiple(ir[None, None], self.size_multiple), vis)
+        else:
+            fused = self.run(ir[None, None], vis, warp.session_inputs((vis.shape[2], vis.shape[1])))
         return np.ascontiguousarray(fused[0, :h, :w])
 
-    def _fuse_y(self, ir: np.ndarray, vis_y: np.ndarray) -> np.ndarray:
+    def _fuse_y(self, ir: np.ndarray, vis_y: np.ndarray, warp: IrWarp | None) -> np.ndarray:
         h, w = vis_y.shape
-        frames = pad_to_multiple(np.stack([ir, vis_y])[:, None], self.size_multiple)
-        fused = self.run(frames[0:1], frames[1:2])
+        if warp is None:
+            frames = pad_to_multiple(np.stack([ir, vis_y])[:, None], self.size_multiple)
+            fused = self.run(frames[0:1], frames[1:2])
+        else:
+            vis = pad_to_multiple(vis_y[None, None], self.size_multiple)
+            fused = self.run(ir[None, None], vis, warp.session_inputs((vis.shape[3], vis.shape[2])))
         return np.ascontiguousarray(fused[0, 0, :h, :w])
 
-    def run(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+    def run(self, ir: np.ndarray, vis: np.ndarray, warp_inputs: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """The session alone, uint8 in and out, H and W multiples of ``size_multiple``: ``N x 1 x H x W`` each ->
         the same (luminance model); ``ir`` ``N x 1 x H x W`` and ``vis`` ``N x H x W x 3`` -> ``N x H x W x 3``
-        (colour model)."""
-        if self.provider == "tensorrt" and self._profile is not None and ir.shape != self._profile["ir"]:
-            expected = self._profile["ir"]
-            raise StreamFusionError(
-                f"the TensorRT engine is built for {expected[3]}x{expected[2]} (padded) frames, got "
-                f"{ir.shape[3]}x{ir.shape[2]}: pass resolution= the camera size, or use the cuda provider"
-            )
-        return self._buffers.run(ir, vis)
+        (colour model). With the in-session warp, ``ir`` is ``1 x 1 x h x w`` of its own size and ``warp_inputs``
+        are :meth:`IrWarp.session_inputs`."""
+        feeds = {"ir": ir, "vis": vis, **(warp_inputs or {})}
+        if self.warp_in_session != bool(warp_inputs):
+            raise ValueError("this session warps the IR: pass warp_inputs" if self.warp_in_session
+                             else "this session does not warp the IR: warp_inputs must be empty")
+        if self.provider == "tensorrt" and self._profile is not None:
+            expected, got = self._profile, {name: feeds[name].shape for name in ("ir", "vis")}
+            if any(got[name] != expected[name] for name in got):
+                raise StreamFusionError(
+                    f"the TensorRT engine is built for IR {_size(expected['ir'])} and visible "
+                    f"{_size(expected['vis'], self.colour)} (padded) frames, got IR {_size(got['ir'])} and visible "
+                    f"{_size(got['vis'], self.colour)}: pass resolution= (and ir_resolution=) the camera sizes, or use "
+                    "the cuda provider"
+                )
+        return self._buffers.run(feeds)
 
-    def _padded_shapes(self, height: int, width: int) -> dict[str, tuple[int, ...]]:
-        """The session's input shapes for one frame of ``width`` x ``height`` (the TensorRT profile)."""
+    def _shapes(
+        self, resolution: tuple[int, int] | None, ir_resolution: tuple[int, int] | None
+    ) -> dict[str, tuple[int, ...]] | None:
+        """The session's input shapes for one frame of ``resolution`` (visible) and ``ir_resolution`` (the IR as
+        its camera delivers it, for the in-session warp): the TensorRT profile. None when the size is not known."""
+        if resolution is None:
+            return None
         m = self.size_multiple
+        width, height = resolution
         h, w = height + -height % m, width + -width % m
-        return {"ir": (1, 1, h, w), "vis": (1, h, w, 3) if self.colour else (1, 1, h, w)}
+        shapes = {"ir": (1, 1, h, w), "vis": (1, h, w, 3) if self.colour else (1, 1, h, w)}
+        if self.warp_in_session:
+            iw, ih = ir_resolution or resolution
+            shapes |= {"ir": (1, 1, ih, iw), "ir_warp": (3, 3), "grid_x": (w,), "grid_y": (h,), "ir_low": (2,),
+                       "ir_high": (2,)}
+        return shapes
+
+
+def _size(shape: tuple[int, ...], channels_last: bool = False) -> str:
+    """``W x H`` of an ``N x C x H x W`` (or ``N x H x W x C``) shape."""
+    h, w = shape[1:3] if channels_last else shape[2:4]
+    return f"{w}x{h}"
 
 
 class _BoundBuffers:
     """Input and output buffers on the provider's device, bound to the session once per frame size and reused from
     frame to frame: a frame is one copy into each input buffer and one copy out of the output buffer (host to GPU
-    and back under CUDA / TensorRT, a uint8 memcpy on the CPU). One code path for every provider, so the CPU tests
-    exercise the binding logic the GPU providers use."""
+    and back under CUDA / TensorRT, a uint8 memcpy on the CPU). The warp's few numbers are copied only when they
+    change. One code path for every provider, so the CPU tests exercise the binding logic the GPU providers use."""
+
+    FRAMES = ("ir", "vis")  # new content every run; everything else is copied only when it changed
 
     def __init__(self, session: ort.InferenceSession, device: str, device_id: int) -> None:
         self.session = session
         self.device = device
         self.device_id = device_id
-        self.shape: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.buffers: dict[str, ort.OrtValue] = {}
+        self.last: dict[str, np.ndarray] = {}
 
-    def _bind(self, ir_shape: tuple[int, ...], vis_shape: tuple[int, ...]) -> None:
-        def device_buffer(shape: tuple[int, ...]) -> ort.OrtValue:
-            return ort.OrtValue.ortvalue_from_shape_and_type(shape, np.uint8, self.device, self.device_id)
+    def _bind(self, feeds: dict[str, np.ndarray]) -> None:
+        def device_buffer(shape: tuple[int, ...], dtype: type) -> ort.OrtValue:
+            return ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, self.device, self.device_id)
 
+        self.buffers = {name: device_buffer(array.shape, array.dtype.type) for name, array in feeds.items()}
         # The output has the visible input's shape: N x 1 x H x W (luma) or N x H x W x 3 (colour).
-        self.ir, self.vis, self.out = device_buffer(ir_shape), device_buffer(vis_shape), device_buffer(vis_shape)
+        self.out = device_buffer(feeds["vis"].shape, np.uint8)
         self.binding = self.session.io_binding()
-        self.binding.bind_ortvalue_input("ir", self.ir)
-        self.binding.bind_ortvalue_input("vis", self.vis)
+        for name, buffer in self.buffers.items():
+            self.binding.bind_ortvalue_input(name, buffer)
         self.binding.bind_ortvalue_output("fused", self.out)
-        self.shape = (ir_shape, vis_shape)
+        self.shapes = {name: array.shape for name, array in feeds.items()}
+        self.last = {}
 
-    def run(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        if (ir.shape, vis.shape) != self.shape:
-            self._bind(ir.shape, vis.shape)
-        self.ir.update_inplace(np.ascontiguousarray(ir))
-        self.vis.update_inplace(np.ascontiguousarray(vis))
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        if {name: array.shape for name, array in feeds.items()} != self.shapes:
+            self._bind(feeds)
+        for name, array in feeds.items():
+            if name in self.FRAMES or name not in self.last or not np.array_equal(self.last[name], array):
+                self.buffers[name].update_inplace(np.ascontiguousarray(array))
+                if name not in self.FRAMES:
+                    self.last[name] = array.copy()
         self.session.run_with_iobinding(self.binding)
         return self.binding.copy_outputs_to_cpu()[0]
 

@@ -202,16 +202,14 @@ class Pipeline:
         out.put(EndOfStream(name), droppable=False)
 
     def _align(self, item: PairedFrame) -> bool:
-        ir, item.alignment = self.monitor.process(item.ir_image, item.vis.image)
-        if ir is None:  # policy "drop": this pair is too far off to fuse
+        fuse, item.ir_warp, item.alignment = self.monitor.process(item.ir_image, item.vis.image, item.ir_warp)
+        if not fuse:  # policy "drop": this pair is too far off to fuse
             self._align_dropped += 1
             self._alignment_counts[item.alignment.status] += 1
-            return False
-        item.ir_image = ir
-        return True
+        return fuse
 
     def _fuse(self, item: PairedFrame) -> bool:
-        item.fused = self.engine.fuse(item.ir_image, item.vis.image)
+        item.fused = self.engine.fuse(item.ir_image, item.vis.image, item.ir_warp)
         return True
 
     # --- sinks (calling thread) ----------------------------------------------------------------------------------
@@ -249,7 +247,7 @@ class Pipeline:
 
     def snapshot(self, item: PairedFrame) -> np.ndarray:
         """The IR | visible | fused mosaic of ``item`` with its heads-up line."""
-        return make_mosaic(item.ir_image, item.vis.image, item.fused, self.hud(item))
+        return make_mosaic(item.registered_ir, item.vis.image, item.fused, self.hud(item))
 
     def hud(self, item: PairedFrame) -> str:
         a = item.alignment

@@ -7,7 +7,8 @@
   a frame whose partner cannot come any more is dropped and counted as unmatched.
 
 Sizes: the fusion engines take registered pairs on one grid, so an IR frame of another size is resized to the
-visible frame's size (or warped there by a calibration), with one warning for the whole stream.
+visible frame's size, with one warning for the whole stream. With a calibration the IR is left as captured and the
+pair carries the calibration's warp, which the fusion engine applies (on the GPU when it runs there).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import cv2
 import numpy as np
 
 from stream_fusion.capture import EndOfStream, Frame
+from stream_fusion.warp import IrWarp, register
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +40,17 @@ class PairedFrame:
     index: int
     ir: Frame
     vis: Frame
-    ir_image: np.ndarray  # the IR on the visible grid: what alignment and fusion see
+    ir_image: np.ndarray  # the IR on the visible grid, or as captured when ``ir_warp`` brings it there
     t_paired: float  # monotonic
+    ir_warp: IrWarp | None = None  # calibration (and, after the align stage, correction) for the engine to apply
     alignment: Any = None  # stream_fusion.align.Alignment once checked
     fused: np.ndarray | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def registered_ir(self) -> np.ndarray:
+        """The IR on the visible grid, as the engine fuses it (warped on the host: for display, not per frame)."""
+        return register(self.ir_image, self.ir_warp)
 
     @property
     def t_captured(self) -> float:
@@ -50,23 +58,29 @@ class PairedFrame:
         return min(self.ir.t_mono, self.vis.t_mono)
 
 
-class Warp(Protocol):
-    def apply(self, ir: np.ndarray, size: tuple[int, int]) -> np.ndarray: ...
+class Calibrated(Protocol):
+    def warp(self, ir_size: tuple[int, int], size: tuple[int, int]) -> IrWarp: ...
 
 
 class GridMatcher:
-    """Brings each IR frame onto the visible grid; warns once per stream when they differ in size."""
+    """Brings each IR frame onto the visible grid, or with a calibration pairs it with the calibration's warp;
+    warns once per stream when the sizes differ without one."""
 
-    def __init__(self, calibration: Warp | None = None) -> None:
+    def __init__(self, calibration: Calibrated | None = None) -> None:
         self.calibration = calibration
         self.warned = False
+        self._warp: IrWarp | None = None
 
-    def __call__(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+    def __call__(self, ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, IrWarp | None]:
+        """The IR image and the warp still to apply to it (None: it is on the visible grid)."""
         height, width = vis.shape[:2]
         if self.calibration is not None:
-            return self.calibration.apply(ir, (width, height))
+            sizes = ((ir.shape[1], ir.shape[0]), (width, height))
+            if self._warp is None or (self._warp.ir_size, self._warp.size) != sizes:
+                self._warp = self.calibration.warp(*sizes)  # one object per stream: engines cache by it
+            return ir, self._warp
         if ir.shape[:2] == (height, width):
-            return ir
+            return ir, None
         if not self.warned:
             self.warned = True
             log.warning(
@@ -75,7 +89,7 @@ class GridMatcher:
                 ir.shape[1], ir.shape[0], width, height,
             )
         shrink = ir.shape[0] > height
-        return cv2.resize(ir, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        return cv2.resize(ir, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR), None
 
 
 def default_tolerance(fps_ir: float | None, fps_vis: float | None) -> float:
@@ -144,7 +158,8 @@ def pair_replay(ir_in: Inbox, vis_in: Inbox, emit: Emit, stop: threading.Event, 
                     shorter, pairs, longer,
                 )
             return pairs
-        if not emit(PairedFrame(ir.index, ir, vis, grid(ir.image, vis.image), time.monotonic())):
+        image, warp = grid(ir.image, vis.image)
+        if not emit(PairedFrame(ir.index, ir, vis, image, time.monotonic(), warp)):
             return pairs
         pairs += 1
 
@@ -157,6 +172,7 @@ def pair_live(inbox: Inbox, emit: Emit, stop: threading.Event, grid: GridMatcher
         if item is None or isinstance(item, EndOfStream):
             return pairs
         for ir, vis in matcher.add(item):
-            if not emit(PairedFrame(pairs, ir, vis, grid(ir.image, vis.image), time.monotonic())):
+            image, warp = grid(ir.image, vis.image)
+            if not emit(PairedFrame(pairs, ir, vis, image, time.monotonic(), warp)):
                 return pairs
             pairs += 1

@@ -43,7 +43,7 @@ def eval_pairs() -> list[tuple[str, np.ndarray, np.ndarray]]:
 
 def verdict(ir: np.ndarray, vis: np.ndarray) -> Alignment:
     """One measurement's status: a fresh monitor with no hysteresis."""
-    return AlignmentMonitor(hysteresis=1, every_n=1).process(ir, vis)[1]
+    return AlignmentMonitor(hysteresis=1, every_n=1).process(ir, vis).alignment
 
 
 @lru_cache(maxsize=None)
@@ -164,12 +164,12 @@ def demo_frames(count: int = 12) -> list[tuple[np.ndarray, np.ndarray]]:
 def test_hysteresis_needs_k_consecutive_measurements_to_switch():
     frames = demo_frames(12)
     monitor = AlignmentMonitor(hysteresis=3, every_n=1)
-    statuses = [monitor.process(ir, vis)[1].status for ir, vis in frames[:4]]
+    statuses = [monitor.process(ir, vis).alignment.status for ir, vis in frames[:4]]
     assert statuses == ["unknown", "unknown", "ok", "ok"]
-    shifted = [monitor.process(shift_image(ir, 6, 0), vis)[1].status for ir, vis in frames[4:8]]
+    shifted = [monitor.process(shift_image(ir, 6, 0), vis).alignment.status for ir, vis in frames[4:8]]
     assert shifted == ["ok", "ok", "misaligned", "misaligned"]
     # One good frame in a misaligned run does not clear the alarm; three do.
-    back = [monitor.process(ir, vis)[1].status for ir, vis in frames[8:12]]
+    back = [monitor.process(ir, vis).alignment.status for ir, vis in frames[8:12]]
     assert back == ["misaligned", "misaligned", "ok", "ok"]
 
 
@@ -184,7 +184,7 @@ def test_low_confidence_is_unknown_not_ok():
 def test_every_nth_pair_is_measured_and_others_reuse_the_estimate():
     frames = demo_frames(7)
     monitor = AlignmentMonitor(every_n=3, hysteresis=1)
-    records = [monitor.process(ir, vis)[1] for ir, vis in frames]
+    records = [monitor.process(ir, vis).alignment for ir, vis in frames]
     assert [r.measured for r in records] == [True, False, False, True, False, False, True]
     assert records[1].dx == records[0].dx and records[2].status == records[0].status
     assert records[3].dx != records[0].dx  # a new measurement on a new frame
@@ -192,20 +192,19 @@ def test_every_nth_pair_is_measured_and_others_reuse_the_estimate():
 
 def test_policy_warn_returns_the_ir_untouched():
     ir, vis = frames = demo_frames(1)[0]
-    out, record = AlignmentMonitor("warn", hysteresis=1).process(shift_image(ir, 8, 0), vis)
+    fuse, warp, record = AlignmentMonitor("warn", hysteresis=1).process(shift_image(ir, 8, 0), vis)
     assert record.status == "misaligned"
-    assert out is not None and out.shape == ir.shape
-    assert np.array_equal(out, shift_image(ir, 8, 0))
+    assert fuse and warp is None  # fused as it comes
 
 
 def test_policy_drop_drops_misaligned_pairs_only():
     frames = demo_frames(4)
     monitor = AlignmentMonitor("drop", hysteresis=1, every_n=1)
     ir, vis = frames[0]
-    out, record = monitor.process(ir, vis)
-    assert record.status == "ok" and out is ir
-    out, record = monitor.process(shift_image(frames[1][0], 0, -7), frames[1][1])
-    assert record.status == "misaligned" and out is None
+    fuse, warp, record = monitor.process(ir, vis)
+    assert record.status == "ok" and fuse and warp is None
+    fuse, _, record = monitor.process(shift_image(frames[1][0], 0, -7), frames[1][1])
+    assert record.status == "misaligned" and not fuse
 
 
 def test_policy_correct_shifts_the_ir_back_with_a_smoothed_estimate():
@@ -213,7 +212,8 @@ def test_policy_correct_shifts_the_ir_back_with_a_smoothed_estimate():
     monitor = AlignmentMonitor("correct", hysteresis=2, every_n=1, smoothing=0.5)
     for ir, vis in frames:
         moved = shift_image(ir, 6, -3, min_shift=0)
-        out, record = monitor.process(moved, vis)
+        _, warp, record = monitor.process(moved, vis)
+    out = warp.apply(moved)  # the one resampling the engine does
     assert record.status == "misaligned"  # the status describes the incoming pair; the fused IR is corrected
     assert monitor.correction == pytest.approx((-6, 3), abs=1.0)
     interior = (slice(20, -20), slice(20, -20))
@@ -222,8 +222,8 @@ def test_policy_correct_shifts_the_ir_back_with_a_smoothed_estimate():
     assert error_after < 0.35 * error_before
     # Within the threshold the IR is not resampled by a noise-level estimate.
     ir, vis = frames[0]
-    out, record = AlignmentMonitor("correct", hysteresis=1).process(ir, vis)
-    assert record.status == "ok" and out is ir
+    _, warp, record = AlignmentMonitor("correct", hysteresis=1).process(ir, vis)
+    assert record.status == "ok" and warp is None
 
 
 def test_policy_correct_also_corrects_an_offset_below_the_alarm_threshold():
@@ -235,10 +235,11 @@ def test_policy_correct_also_corrects_an_offset_below_the_alarm_threshold():
     warn = AlignmentMonitor("warn", hysteresis=2, every_n=1)
     for ir, vis in frames:
         moved = shift_image(ir, 1.5, 0, min_shift=0)
-        out, record = monitor.process(moved, vis)
-        warned, _ = warn.process(moved, vis)
+        _, warp, record = monitor.process(moved, vis)
+        _, warned, _ = warn.process(moved, vis)
     assert record.status == "ok"
-    assert warned is moved
+    assert warned is None
+    out = warp.apply(moved)
     assert monitor.correction[0] == pytest.approx(-1.5, abs=0.3)
     interior = (slice(20, -20), slice(20, -20))
     error_before = np.abs(moved.astype(float) - ir)[interior].mean()

@@ -21,6 +21,7 @@ from stream_fusion.engine import ClassicalEngine
 from stream_fusion.pipeline import STAGES, Pipeline
 from stream_fusion.publish import Publisher
 from stream_fusion.record import Recorder
+from stream_fusion.warp import IrWarp
 
 
 class SlowEngine(ClassicalEngine):
@@ -32,9 +33,9 @@ class SlowEngine(ClassicalEngine):
         super().__init__()
         self.seconds = seconds
 
-    def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+    def fuse(self, ir: np.ndarray, vis: np.ndarray, warp: IrWarp | None = None) -> np.ndarray:
         time.sleep(self.seconds)
-        return super().fuse(ir, vis)
+        return super().fuse(ir, vis, warp)
 
 
 def write_video(path: Path, frames: int, size: tuple[int, int] = (64, 48)) -> None:

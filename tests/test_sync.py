@@ -9,6 +9,7 @@ import pytest
 
 from stream_fusion.capture import EndOfStream, Frame
 from stream_fusion.queues import LatestQueue, LosslessQueue
+from stream_fusion.align import Calibration
 from stream_fusion.sync import GridMatcher, LivePairing, default_tolerance, pair_live, pair_replay
 
 
@@ -46,21 +47,27 @@ def test_grid_matcher_resizes_ir_to_visible_with_one_warning(caplog: pytest.LogC
     ir, vis = np.full((64, 80), 200, np.uint8), np.zeros((48, 60, 3), np.uint8)
     with caplog.at_level(logging.WARNING):
         outs = [grid(ir, vis) for _ in range(5)]
-    assert all(out.shape == (48, 60) and int(out[10, 10]) == 200 for out in outs)
+    assert all(out.shape == (48, 60) and int(out[10, 10]) == 200 and warp is None for out, warp in outs)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == ["IR frames are 80x64 but visible frames are 60x48: resizing IR to the visible grid "
                         "(without a calibration the fields of view are assumed to match)"]
     same = np.zeros((48, 60), np.uint8)
-    assert grid(same, vis) is same  # no copy when the grids already match
+    out, warp = grid(same, vis)
+    assert out is same and warp is None  # no copy when the grids already match
 
 
-def test_grid_matcher_uses_the_calibration_warp() -> None:
-    class Doubling:
-        def apply(self, ir: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-            return np.full((size[1], size[0]), 2 * int(ir[0, 0]), np.uint8)
-
-    out = GridMatcher(Doubling())(np.full((10, 10), 7, np.uint8), np.zeros((6, 8), np.uint8))
-    assert out.shape == (6, 8) and int(out[0, 0]) == 14
+def test_grid_matcher_pairs_the_ir_with_the_calibration_warp() -> None:
+    """With a calibration the IR is left as captured (the engine resamples it once, on the GPU when it runs there)
+    and every pair of a stream carries the same warp object, made for the frame sizes."""
+    calibration = Calibration("affine", np.array([[0.5, 0, 1], [0, 0.5, 2], [0, 0, 1]]), (20, 20), (8, 6), 0.0, 1.0)
+    grid = GridMatcher(calibration)
+    ir = np.full((10, 10), 7, np.uint8)
+    (out, warp), (_, again) = grid(ir, np.zeros((6, 8), np.uint8)), grid(ir, np.zeros((6, 8), np.uint8))
+    assert out is ir and again is warp and warp.ir_size == (10, 10) and warp.size == (8, 6)
+    # The warp scales with the frame size: a 10x10 frame of a 20x20 calibration maps its pixel (x, y) where the
+    # calibrated frame's (2x + 0.5, 2y + 0.5) went.
+    np.testing.assert_allclose(warp.matrix @ [3, 4, 1], calibration.matrix @ [6.5, 8.5, 1])
+    assert warp.apply(ir).shape == (6, 8)
 
 
 def run_replay(ir_count: int, vis_count: int, ir_failed: bool = False) -> list:

@@ -1,0 +1,165 @@
+"""The IR warp (calibration + live correction) as one resampling, on the host or inside the ONNX Runtime session:
+the in-session GridSample against OpenCV's warp on real frames, the engine both ways, IR of another size than the
+visible camera, warps that change from frame to frame through the reused device buffers, the TensorRT profile, and
+the pipeline fusing a calibrated stream."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from stream_fusion import DEMO_IR, DEMO_VIS
+from stream_fusion.align import AlignmentMonitor, load_calibration
+from stream_fusion.capture import open_source
+from stream_fusion.engine import SHIPPED_MODELS, OnnxEngine, frame_graph, provider_options, read_model
+from stream_fusion.pipeline import Pipeline
+from stream_fusion.sync import GridMatcher
+from stream_fusion.warp import IrWarp, translation
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DEMO_CALIBRATION = DEMO_IR.parent / "calibration.yaml"
+
+# A calibration-like affine warp (small rotation, scale, shift) and a homography (a keystone), both for an IR camera
+# of 3/4 the visible camera's size: the case a real rig with two different sensors has.
+AFFINE = np.array([[4 / 3 * 1.01, 0.012, -3.2], [-0.011, 4 / 3 * 0.99, 4.1], [0, 0, 1]])
+HOMOGRAPHY = np.array([[4 / 3 * 1.01, 0.02, -4.0], [0.01, 4 / 3 * 0.98, 3.0], [4e-5, -2e-5, 1]])
+
+
+def real_pair(name: str = "FLIR_00211.png") -> tuple[np.ndarray, np.ndarray]:
+    ir = cv2.imread(str(DATA / "eval/roadscene50/ir" / name), cv2.IMREAD_GRAYSCALE)
+    vis = cv2.imread(str(DATA / "eval/roadscene50/vis" / name), cv2.IMREAD_COLOR)
+    assert ir is not None and vis is not None
+    return ir, vis
+
+
+def small_ir(ir: np.ndarray) -> np.ndarray:
+    """The IR frame as a camera with 3/4 of the visible camera's pixels would deliver it."""
+    return cv2.resize(ir, (ir.shape[1] * 3 // 4, ir.shape[0] * 3 // 4), interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="module")
+def warp_session() -> ort.InferenceSession:
+    """The lite frame graph with the in-session warp, its resampled IR exposed as an output."""
+    graph = frame_graph(read_model(SHIPPED_MODELS["lite"]), ir_warp=True)
+    onnx.checker.check_model(graph)
+    graph.graph.output.append(onnx.helper.make_tensor_value_info("ir_float", onnx.TensorProto.FLOAT, None))
+    return ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("matrix, replicate", [(AFFINE, False), (HOMOGRAPHY, False), (translation(3.4, -2.2), True)])
+def test_the_in_session_warp_resamples_as_opencv_does(warp_session, matrix: np.ndarray, replicate: bool) -> None:
+    """GridSample on the grid built in the graph gives OpenCV's bilinear warp to within its uint8 rounding (0.5
+    level), black outside the IR camera's view or edges replicated, and the padded rows and columns reflect the
+    frame as the host pads the visible frame."""
+    ir, vis = real_pair()
+    ir = small_ir(ir) if not replicate else ir
+    h, w = vis.shape[:2]
+    warp = IrWarp(matrix, (ir.shape[1], ir.shape[0]), (w, h), replicate)
+    assert warp.is_affine == (matrix is not HOMOGRAPHY)
+    padded = (w + -w % 8, h + -h % 8)
+    feeds = {"ir": ir[None, None], "vis": np.zeros((1, 1, padded[1], padded[0]), np.uint8),
+             **warp.session_inputs(padded)}
+    resampled = warp_session.run(["ir_float"], feeds)[0][0, 0] * 255
+    host = warp.apply(ir).astype(np.float32)
+    error = np.abs(resampled[:h, :w] - host)
+    assert error.max() <= 0.51 and error.mean() < 0.3
+    if not replicate:  # the IR camera sees less than the visible one: black there, both ways
+        assert (host == 0).mean() > 0.005 and (resampled[:h, :w][host == 0] < 0.5).all()
+    reflected = np.pad(resampled[:h, :w], ((0, padded[1] - h), (0, padded[0] - w)), mode="reflect")
+    np.testing.assert_allclose(resampled, reflected, atol=1e-4)
+
+
+@pytest.mark.parametrize("model", ["lite", "cdfusion"])
+def test_the_engine_fuses_the_same_frame_with_the_warp_in_the_session_or_on_the_host(model: str) -> None:
+    """What a GPU engine does (warp inside the session) against what a CPU engine does (OpenCV, then the
+    network): the same fused frame to one grey level, for a luminance and the colour network, with an IR camera of
+    another size than the visible one."""
+    ir, vis = real_pair()
+    ir = small_ir(ir)
+    h, w = vis.shape[:2]
+    warp = IrWarp(HOMOGRAPHY, (ir.shape[1], ir.shape[0]), (w, h))
+    host = OnnxEngine(SHIPPED_MODELS[model], "cpu", resolution=(w, h), threads=1)
+    session = OnnxEngine(SHIPPED_MODELS[model], "cpu", resolution=(w, h), ir_resolution=warp.ir_size,
+                         warp_in_session=True, threads=1)
+    assert not host.warp_in_session and session.warp_in_session
+    expected = host.fuse(warp.apply(ir), vis)
+    np.testing.assert_array_equal(host.fuse(ir, vis, warp), expected)
+    got = session.fuse(ir, vis, warp)
+    assert got.shape == expected.shape == vis.shape
+    difference = np.abs(got.astype(int) - expected)
+    assert difference.max() <= 1 and difference.mean() < 0.3
+    # No warp at all: the session's identity resample leaves the pair as it is.
+    registered = warp.apply(ir)
+    assert np.abs(session.fuse(registered, vis).astype(int) - host.fuse(registered, vis)).max() <= 1
+
+
+def test_a_warp_that_changes_between_frames_reaches_the_session() -> None:
+    """The session's warp inputs live in device buffers that are copied only when the warp changes: a new
+    correction must still reach the next frame, and returning to the first warp must give its frame again."""
+    ir, vis = real_pair()
+    h, w = vis.shape[:2]
+    base = IrWarp.resize((ir.shape[1], ir.shape[0]), (w, h))
+    engine = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", resolution=(w, h), warp_in_session=True, threads=1)
+    first = engine.fuse(ir, vis, base.shifted(2.0, 0.0))
+    second = engine.fuse(ir, vis, base.shifted(-3.0, 1.5))
+    fresh = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", resolution=(w, h), warp_in_session=True, threads=1)
+    np.testing.assert_array_equal(second, fresh.fuse(ir, vis, base.shifted(-3.0, 1.5)))
+    assert np.abs(first.astype(int) - second).mean() > 2
+    np.testing.assert_array_equal(engine.fuse(ir, vis, base.shifted(2.0, 0.0)), first)
+
+
+def test_a_warp_for_other_frame_sizes_is_refused() -> None:
+    ir, vis = real_pair()
+    engine = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", warp_in_session=True, threads=1, warmup=False)
+    warp = IrWarp(AFFINE, (100, 80), (vis.shape[1], vis.shape[0]))
+    with pytest.raises(ValueError, match="the warp maps 100x80 IR onto"):
+        engine.fuse(ir, vis, warp)
+
+
+def test_the_tensorrt_profile_covers_the_warp_inputs() -> None:
+    """One TensorRT profile for the camera sizes, the IR at its own size and the warp's small inputs included:
+    without them TensorRT would rebuild its engine at the first frame."""
+    engine = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", resolution=(640, 512), ir_resolution=(320, 256),
+                        warp_in_session=True, threads=1, warmup=False)
+    options = provider_options("tensorrt", shapes=engine._shapes((640, 512), (320, 256)), cache_dir=Path("c"),
+                               device_id=0)
+    assert options["trt_profile_opt_shapes"] == ("ir:1x1x256x320,vis:1x1x512x640,ir_warp:3x3,grid_x:640,grid_y:512,"
+                                                 "ir_low:2,ir_high:2")
+
+
+def test_the_pipeline_fuses_a_calibrated_stream_with_one_resampling_of_the_ir() -> None:
+    """The demo clip with its calibration: the pairs reach the engine as captured with the calibration's warp, and
+    the fused frames are those of the IR warped by the calibration; with ``correct`` the live shift is composed into
+    the same warp (one resampling), and the mosaic shows the IR as it was fused."""
+    calibration = load_calibration(DEMO_CALIBRATION)
+    engine = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", warp_in_session=True, threads=1, warmup=False)
+    pipeline = Pipeline(open_source(DEMO_IR, "ir"), open_source(DEMO_VIS, "vis"), engine,
+                        AlignmentMonitor("correct", every_n=1, hysteresis=1), live=False, queue_size=2,
+                        grid=GridMatcher(calibration))
+    fused_frames = []
+    engine_fuse = engine.fuse
+
+    def spy(ir: np.ndarray, vis: np.ndarray, warp: IrWarp | None = None) -> np.ndarray:
+        fused_frames.append((ir, vis, warp))
+        return engine_fuse(ir, vis, warp)
+
+    engine.fuse = spy  # type: ignore[method-assign]
+    summary = pipeline.run()
+    assert summary.frames == 32 and summary.error is None
+    ir, vis, warp = fused_frames[-1]
+    raw = cv2.imread(str(sorted(DEMO_IR.iterdir())[31]), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(ir, raw)  # as captured: the engine resamples it
+    calibrated = calibration.warp((ir.shape[1], ir.shape[0]), (vis.shape[1], vis.shape[0]))
+    dx, dy = pipeline.monitor.correction
+    if np.hypot(dx, dy) >= 1.0:
+        np.testing.assert_allclose(warp.matrix, translation(dx, dy) @ calibrated.matrix, atol=1e-9)
+    else:
+        assert warp.matrix is calibrated.matrix or np.allclose(warp.matrix, calibrated.matrix)
+    host = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", threads=1, warmup=False)
+    assert np.abs(pipeline.last.fused.astype(int) - host.fuse(warp.apply(ir), vis)).max() <= 1
+    mosaic_ir = pipeline.last.registered_ir
+    np.testing.assert_array_equal(mosaic_ir, warp.apply(ir))
