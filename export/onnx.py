@@ -31,10 +31,11 @@ import onnx.reference
 import torch
 
 import stream_fusion
-from stream_fusion.engine import open_session, pad_to_multiple, split_luma
+from stream_fusion.engine import frame_graph, is_colour_model, model_metadata, open_session, pad_to_multiple, split_luma
 from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.model import build_model, load_checkpoint
 from stream_fusion.model.checkpoint import read_checkpoint
+from stream_fusion.warp import IrWarp
 
 DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 OPSET = 18
@@ -353,18 +354,23 @@ def parity(model: torch.nn.Module, path: Path, pairs: list[tuple[str, np.ndarray
     return results
 
 
-def gpu_placement(path: Path, proto: onnx.ModelProto) -> str:
+def gpu_placement(proto: onnx.ModelProto) -> str:
     """Which nodes a GPU provider leaves to the CPU, from one profiled run (ORT profiling names each node's
-    provider); on a machine with no working GPU provider, a line that says it was skipped and why."""
+    provider) of the graph the engine runs on a GPU: the network inside its uint8 frame wrapper and the in-session IR
+    warp (``engine.frame_graph(..., ir_warp=True)``). On a machine with no working GPU provider, a line that says it
+    was skipped and why."""
+    graph = frame_graph(proto, ir_warp=True)
     for provider in ("cuda",):
         try:
-            session, _ = open_session(path.read_bytes(), provider, shapes=None, cache_dir=Path("."),
+            session, _ = open_session(graph.SerializeToString(), provider, shapes=None, cache_dir=Path("."),
                                       threads=None, device_id=0, profile=True)
         except StreamFusionError as error:
             return f"GPU placement check skipped: {str(error).split('; use ')[0]}"
-        frames = {value.name: np.random.default_rng(0).random(
-            (1, value.type.tensor_type.shape.dim[1].dim_value, 64, 64), dtype=np.float32) for value in proto.graph.input}
-        session.run(None, frames)
+        frames = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        colour = is_colour_model(model_metadata(proto))
+        vis = frames[None] if colour else frames[None, None, :, :, 1]
+        session.run(None, {"ir": frames[None, None, :, :, 0], "vis": vis,
+                           **IrWarp.resize((64, 64), (64, 64)).session_inputs((64, 64))})
         profile = Path(session.end_profiling())
         events = json.loads(profile.read_text())
         profile.unlink()
@@ -414,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
                                 f"max {max(r.max_diff for r in results):.2e}")
     print(f"parity ok ({precision}): max |onnxruntime - torch| = {max(r.max_diff for r in results):.2e} <= "
           f"{tolerance:g} over {pixels} px of {len(results)} real pairs")
-    print(gpu_placement(args.out, proto))
+    print(gpu_placement(proto))
     return 0
 
 

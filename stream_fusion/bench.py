@@ -3,7 +3,8 @@
     python -m stream_fusion.bench --json runs/bench.json --presets lite --sizes 640x512,1280x1024
 
 For each preset and frame size it times: the engine (``OnnxEngine.fuse`` on a colour pair: colour split, padding,
-network, clipping, chroma merge), the bare ONNX Runtime session (float inputs already prepared; on a GPU provider
+network, clipping, chroma merge), the engine with a calibration's IR warp (``engine+warp``: a homography, inside the
+session on a GPU provider, OpenCV on the host with the CPU provider), the bare ONNX Runtime session (float inputs already prepared; on a GPU provider
 bound on the device), PyTorch eager, and ``torch.compile`` where it compiles. Providers that do not load here are
 listed with the reason instead of timed. Weights: ``stream_fusion/weights/difffuse_<preset>.pt`` when present
 (exported to ONNX in a temporary folder so both runtimes run the same weights), else random init at the same
@@ -32,8 +33,10 @@ from tqdm import tqdm
 from stream_fusion import DEMO_IR, WEIGHTS_DIR
 from stream_fusion.engine import PROVIDERS, create_engine, default_cache_dir, open_session, usable_cores
 from stream_fusion.errors import StreamFusionError, run_cli
+from stream_fusion.warp import IrWarp
 
-RUNNERS = ("engine", "session", "torch-eager", "torch-compile")
+# A calibration-like homography (rotation, scale, keystone of a few px) for the engine+warp runner.
+BENCH_WARP = np.array([[1.01, 0.012, -3.2], [-0.011, 0.99, 4.1], [2e-5, -1e-5, 1.0]])
 
 
 def machine() -> dict[str, Any]:
@@ -181,6 +184,8 @@ def run(presets: list[str], sizes: list[tuple[int, int]], iters: int, budget_s: 
                         dead.add(provider)
                         continue
                     record("engine", provider, precision, lambda e=engine: e.fuse(ir8, vis8))
+                    warp = IrWarp(BENCH_WARP, (width, height), (width, height))
+                    record("engine+warp", provider, precision, lambda e=engine, w=warp: e.fuse(ir8, vis8, w))
                     record("session", provider, precision, bare_session_step(path, provider, ir, vis))
             device = "cuda" if gpu_torch else "cpu"
             for precision in (["fp32", "fp16"] if gpu_torch else ["fp32"]):
