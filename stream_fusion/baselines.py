@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from stream_fusion.engine import FusionEngine, fuse_luma
+from stream_fusion.warp import IrWarp, register
 
 
 class AverageFusion:
@@ -18,8 +19,9 @@ class AverageFusion:
     name = "average"
     provider = "numpy"
 
-    def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        return fuse_luma(ir, vis, lambda a, b: ((a.astype(np.uint16) + b + 1) // 2).astype(np.uint8))
+    def fuse(self, ir: np.ndarray, vis: np.ndarray, warp: IrWarp | None = None) -> np.ndarray:
+        average = lambda a, b: ((a.astype(np.uint16) + b + 1) // 2).astype(np.uint8)  # noqa: E731
+        return fuse_luma(register(ir, warp), vis, average)
 
 
 def _laplacian_pyramid(image: np.ndarray, levels: int) -> list[np.ndarray]:
@@ -55,8 +57,8 @@ class LaplacianFusion:
     def __init__(self, levels: int = 4) -> None:
         self.levels = levels
 
-    def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        return fuse_luma(ir, vis, self._fuse_y)
+    def fuse(self, ir: np.ndarray, vis: np.ndarray, warp: IrWarp | None = None) -> np.ndarray:
+        return fuse_luma(register(ir, warp), vis, self._fuse_y)
 
     def _fuse_y(self, ir: np.ndarray, vis_y: np.ndarray) -> np.ndarray:
         a, b = ir.astype(np.float32), vis_y.astype(np.float32)

@@ -3,7 +3,9 @@
 Pairs are matched by file name (stem: ``a.png`` in ``--ir`` pairs with ``a.png`` or ``a.jpg`` in ``--vis``); each
 fused pair is written as ``<stem>.png`` in ``--out``. The visible image keeps its colour (gray in -> gray out, colour
 in -> colour out with the visible chroma); IR is read as gray. A pair whose IR size differs from the visible one
-gets its IR resized to the visible size with a warning, the same rule the live pipeline applies.
+gets its IR resized to the visible size with a warning, the same rule the live pipeline applies. With
+``--calibration`` (from ``python -m stream_fusion.calibrate``) each IR image is warped onto its visible image by the
+calibration instead, by the engine, as in the live pipeline.
 
 ``--model`` takes what the engine takes (``default``, ``lite``, ``base``, ``cdfusion``, ``classical`` or a path to an .onnx file)
 plus the two evaluation baselines ``average`` and ``laplacian``.
@@ -20,6 +22,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from stream_fusion.align import Calibration, load_calibration
 from stream_fusion.baselines import BASELINES
 from stream_fusion.engine import PROVIDERS, FusionEngine, create_engine, to_gray
 from stream_fusion.errors import StreamFusionError, run_cli
@@ -87,11 +90,12 @@ def read_colour(path: Path) -> np.ndarray:
     return image
 
 
-def load_pair(name: str, ir_path: Path, vis_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """IR as gray resized to the visible size if needed (with a warning), visible with its colour kept."""
+def load_pair(name: str, ir_path: Path, vis_path: Path, resize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """IR as gray resized to the visible size if needed (with a warning; not with ``resize=False``, where a
+    calibration's warp brings it there), visible with its colour kept."""
     ir, vis = read_gray(ir_path), read_colour(vis_path)
     (h, w), (ih, iw) = vis.shape[:2], ir.shape
-    if (ih, iw) != (h, w):
+    if resize and (ih, iw) != (h, w):
         log.warning("%s: IR %dx%d resized to the visible size %dx%d", name, iw, ih, w, h)
         shrink = ih * iw > h * w
         ir = cv2.resize(ir, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
@@ -106,17 +110,19 @@ def load_engine(model: str, provider: str = "auto") -> FusionEngine:
 
 
 def fuse_folder(
-    engine: FusionEngine, ir_dir: Path, vis_dir: Path, out_dir: Path, progress: bool = True
+    engine: FusionEngine, ir_dir: Path, vis_dir: Path, out_dir: Path, progress: bool = True,
+    calibration: Calibration | None = None,
 ) -> tuple[int, float]:
     """Fuse every pair into ``out_dir/<stem>.png``; returns the pair count and the mean engine seconds per pair
-    (reading and writing excluded)."""
+    (reading and writing excluded; the calibration's warp, which the engine applies, included)."""
     pairs = match_pairs(ir_dir, vis_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seconds = 0.0
     for name, ir_path, vis_path in tqdm(pairs, desc=f"fuse {engine.name}", unit="pair", disable=not progress):
-        ir, vis = load_pair(name, ir_path, vis_path)
+        ir, vis = load_pair(name, ir_path, vis_path, resize=calibration is None)
+        warp = calibration.warp((ir.shape[1], ir.shape[0]), (vis.shape[1], vis.shape[0])) if calibration else None
         start = time.perf_counter()
-        fused = engine.fuse(ir, vis)
+        fused = engine.fuse(ir, vis, warp)
         seconds += time.perf_counter() - start
         target = out_dir / f"{name}.png"
         if not cv2.imwrite(str(target), fused):
@@ -136,9 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="default | lite | base | cdfusion | classical | average | laplacian | path/to/model.onnx")
     parser.add_argument("--provider", default="auto", choices=("auto", *PROVIDERS),
                         help="ONNX Runtime provider for a network (default auto: TensorRT, CUDA, then CPU)")
+    parser.add_argument("--calibration", type=Path, metavar="YAML",
+                        help="IR -> visible warp from python -m stream_fusion.calibrate, applied to every IR image")
     args = parser.parse_args(argv)
+    calibration = load_calibration(args.calibration) if args.calibration else None
     engine = load_engine(args.model, args.provider)
-    count, per_pair = fuse_folder(engine, args.ir, args.vis, args.out)
+    count, per_pair = fuse_folder(engine, args.ir, args.vis, args.out, calibration=calibration)
     print(f"fused {count} pairs with {engine.name} ({engine.provider}), {per_pair * 1000:.1f} ms per pair "
           f"-> {args.out}")
     return 0

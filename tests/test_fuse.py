@@ -166,3 +166,39 @@ def test_onnx_model_path_runs_through_onnx_runtime(tmp_path: Path) -> None:
 def test_missing_model_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(StreamFusionError, match="does not exist"):
         fuse.load_engine(str(tmp_path / "nope.onnx"), "cpu")
+
+
+def test_calibration_warps_each_ir_image_onto_its_visible_image(tmp_path: Path) -> None:
+    """``--calibration``: an IR camera of another size (here the demo clip's IR at 3/4 size) is warped onto the
+    visible grid by the calibration, scaled to that size, not resized; and a malformed calibration is one line."""
+    from stream_fusion import DEMO_IR, DEMO_VIS
+    from stream_fusion.align import load_calibration
+    from stream_fusion.engine import ClassicalEngine
+
+    calibration_path = DEMO_IR.parent / "calibration.yaml"
+    calibration = load_calibration(calibration_path)
+    ir_dir, vis_dir, out = tmp_path / "ir", tmp_path / "vis", tmp_path / "out"
+    ir_dir.mkdir()
+    vis_dir.mkdir()
+    names = [path.stem for path in sorted(DEMO_IR.glob("*.png"))[:2]]
+    for name in names:
+        ir = cv2.imread(str(DEMO_IR / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(str(ir_dir / f"{name}.png"), cv2.resize(ir, (ir.shape[1] * 3 // 4, ir.shape[0] * 3 // 4)))
+        shutil.copy(DEMO_VIS / f"{name}.png", vis_dir)
+    assert fuse.main(["--ir", str(ir_dir), "--vis", str(vis_dir), "--out", str(out), "--model", "classical",
+                      "--calibration", str(calibration_path)]) == 0
+    for name in names:
+        ir = cv2.imread(str(ir_dir / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+        vis = cv2.imread(str(vis_dir / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        registered = calibration.apply(ir, (vis.shape[1], vis.shape[0]))
+        np.testing.assert_array_equal(cv2.imread(str(out / f"{name}.png"), cv2.IMREAD_UNCHANGED),
+                                      ClassicalEngine().fuse(registered, vis))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: affine\nmatrix: [[1, 0]]\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "stream_fusion.fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "--out", str(out),
+         "--model", "classical", "--calibration", str(bad)],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(f"error: malformed calibration {bad}")
