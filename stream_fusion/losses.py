@@ -59,6 +59,12 @@ def fusion_losses(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> d
     }
 
 
+def weighted_total(weights: dict[str, float], **terms: torch.Tensor) -> torch.Tensor:
+    """``weights[name] * term`` summed over the named terms, in the order given: the one spelling of a stage's total
+    loss for every network."""
+    return sum((weights[name] * term for name, term in terms.items()), start=torch.zeros(()))
+
+
 def chroma_loss(fused_bgr: torch.Tensor, vis_bgr: torch.Tensor) -> torch.Tensor:
     """Mean |Δa*| + |Δb*| between the fused and visible colour images, in Lab units / 100. Lab, because that is
     where the evaluation's CIEDE2000 measures colour: a loss on BGR or YCrCb differences would weigh a dark pixel's

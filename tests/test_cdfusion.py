@@ -28,7 +28,7 @@ from stream_fusion.model.cdfusion import CDAFBlock, CDFusionNet
 from stream_fusion.model.pyramid import MultiScaleSkip
 from stream_fusion.model.torch_engine import fuse_tensors
 from stream_fusion.train import D2FE_MODULES, init_from, parse_args, train
-from tiny_network import TINY, one_thread  # noqa: F401  (one_thread: autouse fixture)
+from tiny_network import TINY, fused_under_two_seeds, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / ".." / "shared" / "data"
@@ -100,11 +100,7 @@ def test_inference_is_deterministic() -> None:
     """The reverse diffusion at inference draws no noise: the global RNG state does not matter."""
     model = randomized(build_model(CD_TINY)).eval()
     ir, vis = pairs(2, 16, 24)
-    with torch.no_grad():
-        torch.manual_seed(1)
-        a = model(ir, vis)
-        torch.manual_seed(2)
-        b = model(ir, vis)
+    a, b = fused_under_two_seeds(model, ir, vis)
     assert torch.equal(a, b)
     untrained = build_model(CD_TINY).eval()
     with torch.no_grad():

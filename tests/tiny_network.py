@@ -22,6 +22,17 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(previous)
 
 
+def fused_under_two_seeds(
+    model: torch.nn.Module, ir: torch.Tensor, vis: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's output with the global RNG seeded two different ways: equal when inference draws no noise."""
+    with torch.no_grad():
+        torch.manual_seed(1)
+        a = model(ir, vis)
+        torch.manual_seed(2)
+        return a, model(ir, vis)
+
+
 def jittered_lite(jitter: float, seed: int) -> torch.nn.Module:
     """The real lite structure at a few channels, weights jittered: freshly initialised it is the plain average of
     its inputs (zero-init residual branches), which would let export and engine checks pass without exercising the

@@ -152,7 +152,7 @@ class CDFusionNet(D2FENet):
         """Stage 1: per-channel D²FE (noise prediction on all four sources, IR-visible consistency, reconstruction);
         stage 2: the luminance fusion losses on the output's luma, the Lab chroma loss against the visible image,
         and the D²FE losses as a regulariser."""
-        from stream_fusion.losses import DEFAULT_WEIGHTS, chroma_loss, fusion_losses, ssim
+        from stream_fusion.losses import DEFAULT_WEIGHTS, chroma_loss, fusion_losses, ssim, weighted_total
 
         wts = {**DEFAULT_WEIGHTS, **(weights or {})}
         n = ir.shape[0]
@@ -181,13 +181,9 @@ class CDFusionNet(D2FENet):
             # RoadScene-50) instead of correcting colour. Lightness answers to the fusion losses alone.
             y = self.luma(fused)
             losses["chroma"] = chroma_loss(fused - y + y.detach(), vis)
-            losses["total"] = (
-                wts["intensity"] * losses["intensity"]
-                + wts["gradient"] * losses["gradient"]
-                + wts["ssim"] * losses["ssim"]
-                + wts["chroma"] * losses["chroma"]
-                + wts["diffusion"] * diffusion
-                + wts["consistency"] * losses["consistency"]
+            losses["total"] = weighted_total(
+                wts, intensity=losses["intensity"], gradient=losses["gradient"], ssim=losses["ssim"],
+                chroma=losses["chroma"], diffusion=diffusion, consistency=losses["consistency"],
             )
         else:
             raise ValueError(f"stage must be 1 or 2, got {stage}")

@@ -101,7 +101,7 @@ class DiffFuseNet(D2FENet):
     ) -> dict[str, torch.Tensor]:
         """Unsupervised losses of one batch. Stage 1: D²FE alone (diffusion + consistency + reconstruction);
         stage 2: the whole net (fusion losses + the D²FE losses as a regulariser). ``weights`` override defaults."""
-        from stream_fusion.losses import DEFAULT_WEIGHTS, fusion_losses, ssim
+        from stream_fusion.losses import DEFAULT_WEIGHTS, fusion_losses, ssim, weighted_total
 
         wts = {**DEFAULT_WEIGHTS, **(weights or {})}
         n = ir.shape[0]
@@ -125,12 +125,9 @@ class DiffFuseNet(D2FENet):
         elif stage == 2:
             fused = self.fuse_features(ir, vis, f_vis, f_ir)
             losses.update(fusion_losses(fused, ir, vis))
-            losses["total"] = (
-                wts["intensity"] * losses["intensity"]
-                + wts["gradient"] * losses["gradient"]
-                + wts["ssim"] * losses["ssim"]
-                + wts["diffusion"] * diffusion
-                + wts["consistency"] * losses["consistency"]
+            losses["total"] = weighted_total(
+                wts, intensity=losses["intensity"], gradient=losses["gradient"], ssim=losses["ssim"],
+                diffusion=diffusion, consistency=losses["consistency"],
             )
         else:
             raise ValueError(f"stage must be 1 or 2, got {stage}")
