@@ -152,26 +152,17 @@ class CDFusionNet(D2FENet):
         """Stage 1: per-channel D²FE (noise prediction on all four sources, IR-visible consistency, reconstruction);
         stage 2: the luminance fusion losses on the output's luma, the Lab chroma loss against the visible image,
         and the D²FE losses as a regulariser."""
-        from stream_fusion.losses import DEFAULT_WEIGHTS, chroma_loss, fusion_losses, ssim, weighted_total
+        from stream_fusion.losses import DEFAULT_WEIGHTS, chroma_loss, fusion_losses, weighted_total
 
         wts = {**DEFAULT_WEIGHTS, **(weights or {})}
         n = ir.shape[0]
         sources = self.split_sources(ir, vis)
-        f0 = self.encoder(self.to_low(sources))
-        t = torch.randint(0, self.schedule.timesteps, (4 * n,), device=ir.device)
-        noise = torch.randn_like(f0)
-        eps = self.denoiser(self.schedule.add_noise(f0, noise, t), t)
-        losses = {
-            "diff_vis": F.mse_loss(eps[: 3 * n], noise[: 3 * n]),
-            "diff_ir": F.mse_loss(eps[3 * n :], noise[3 * n :]),
-        }
-        denoised = self.denoise(f0)
+        losses, denoised = self.diffusion_losses(sources, vis_count=3 * n)
         f_ir = denoised[3 * n :]
         losses["consistency"] = sum(F.l1_loss(f, f_ir) for f in denoised[: 3 * n].chunk(3, dim=0)) / 3
         diffusion = losses["diff_vis"] + losses["diff_ir"]
         if stage == 1:
-            rec = torch.sigmoid(self.to_full(self.reconstruct(denoised)))
-            losses["reconstruction"] = F.l1_loss(rec, sources) + (1 - ssim(rec, sources))
+            losses["reconstruction"] = self.reconstruction_loss(sources, denoised)
             losses["total"] = diffusion + wts["consistency_stage1"] * losses["consistency"] + losses["reconstruction"]
         elif stage == 2:
             fused = self.fuse_features(ir, vis, denoised)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from stream_fusion.model.denoiser import Denoiser
@@ -50,6 +51,27 @@ class D2FENet(nn.Module):
         self.inference_steps = self.schedule.inference_timesteps(preset["t_infer"], preset["steps"])
         self.encoder = SharedEncoder(c, g, s * s)
         self.denoiser = Denoiser(c, preset["denoiser_width"], preset["time_dim"], g)
+
+    def diffusion_losses(
+        self, sources: torch.Tensor, vis_count: int
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The D²FE's training step on a batch of single-plane ``sources``, visible planes first (``vis_count`` of
+        them), then IR: noise prediction at random timesteps (``diff_vis``, ``diff_ir``), and the denoised clean
+        features (:meth:`denoise`), which the consistency and fusion losses take."""
+        f0 = self.encoder(self.to_low(sources))
+        t = torch.randint(0, self.schedule.timesteps, (sources.shape[0],), device=sources.device)
+        noise = torch.randn_like(f0)
+        eps = self.denoiser(self.schedule.add_noise(f0, noise, t), t)
+        k = vis_count
+        losses = {"diff_vis": F.mse_loss(eps[:k], noise[:k]), "diff_ir": F.mse_loss(eps[k:], noise[k:])}
+        return losses, self.denoise(f0)
+
+    def reconstruction_loss(self, sources: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
+        """Stage I: the sources rebuilt from their denoised features by the network's ``reconstruct`` head."""
+        from stream_fusion.losses import ssim
+
+        rec = torch.sigmoid(self.to_full(self.reconstruct(denoised)))
+        return F.l1_loss(rec, sources) + (1 - ssim(rec, sources))
 
     def denoise(self, features: torch.Tensor) -> torch.Tensor:
         """Deterministic reverse diffusion: the clean features are taken as x_t at ``t_infer`` (no noise drawn) and

@@ -101,26 +101,16 @@ class DiffFuseNet(D2FENet):
     ) -> dict[str, torch.Tensor]:
         """Unsupervised losses of one batch. Stage 1: D²FE alone (diffusion + consistency + reconstruction);
         stage 2: the whole net (fusion losses + the D²FE losses as a regulariser). ``weights`` override defaults."""
-        from stream_fusion.losses import DEFAULT_WEIGHTS, fusion_losses, ssim, weighted_total
+        from stream_fusion.losses import DEFAULT_WEIGHTS, fusion_losses, weighted_total
 
         wts = {**DEFAULT_WEIGHTS, **(weights or {})}
-        n = ir.shape[0]
         sources = torch.cat([vis, ir], dim=0)
-        f0 = self.encoder(self.to_low(sources))
-        t = torch.randint(0, self.schedule.timesteps, (2 * n,), device=ir.device)
-        noise = torch.randn_like(f0)
-        eps = self.denoiser(self.schedule.add_noise(f0, noise, t), t)
-        losses = {
-            "diff_vis": F.mse_loss(eps[:n], noise[:n]),
-            "diff_ir": F.mse_loss(eps[n:], noise[n:]),
-        }
-        denoised = self.denoise(f0)
+        losses, denoised = self.diffusion_losses(sources, vis_count=ir.shape[0])
         f_vis, f_ir = denoised.chunk(2, dim=0)
         losses["consistency"] = F.l1_loss(f_vis, f_ir)
         diffusion = losses["diff_vis"] + losses["diff_ir"]
         if stage == 1:
-            rec = torch.sigmoid(self.to_full(self.reconstruct(denoised)))
-            losses["reconstruction"] = F.l1_loss(rec, sources) + (1 - ssim(rec, sources))
+            losses["reconstruction"] = self.reconstruction_loss(sources, denoised)
             losses["total"] = diffusion + wts["consistency_stage1"] * losses["consistency"] + losses["reconstruction"]
         elif stage == 2:
             fused = self.fuse_features(ir, vis, f_vis, f_ir)
