@@ -6,7 +6,10 @@ A source spec is what the user types after ``--ir`` / ``--vis``: a camera index 
 
 Every failure a user can cause (missing path, camera that does not open, undecodable or truncated file, unreadable
 image) is a ``StreamFusionError`` naming the source, raised at open time where possible so nothing starts on bad
-input, else at the frame where it happens, after every earlier frame has been handed on.
+input, else at the frame where it happens, after every earlier frame has been handed on. A live source that stops
+delivering (a camera unplugged, an RTSP server restarting, Wi-Fi dropping) is reopened for up to ``reconnect_s``
+(``source.reconnect_s``) before that becomes the stream's error: on a rig a brief outage should cost frames, not the
+run.
 """
 from __future__ import annotations
 
@@ -52,6 +55,10 @@ class EndOfStream:
     failed: bool = False  # the source broke: its error is reported, so no "different lengths" warning too
 
 
+class SourceLost(StreamFusionError):
+    """A live source (camera, stream URL) stopped delivering frames: worth reopening, unlike a file's error."""
+
+
 class Source(Protocol):
     """What every source offers the capture thread."""
 
@@ -67,7 +74,7 @@ class Source(Protocol):
         ...
 
     def restart(self) -> None:
-        """Go back to the first frame (for --loop)."""
+        """Go back to the first frame (for --loop), or reopen a lost live source; StreamFusionError if it cannot."""
         ...
 
     def close(self) -> None: ...
@@ -112,7 +119,7 @@ class VideoSource:
             return image
         if self.length is None:
             if self.live:  # a camera or an endless stream has no end: it broke
-                raise StreamFusionError(f"{self.role} {self.kind} {self.description} stopped delivering frames")
+                raise SourceLost(f"{self.role} {self.kind} {self.description} stopped delivering frames")
             return None
         # Containers round their frame count; a shortfall of more than one frame means the file was cut or damaged.
         if self._read < self.length - 1:
@@ -193,6 +200,7 @@ class CaptureThread(threading.Thread):
 
     Replay pacing (``pace_fps``) schedules frame i at ``start + i / fps`` on a clock shared by both sources, so IR
     and visible stay in step. ``limit`` caps each pass (both sources of a looped replay stop at the shorter).
+    A live source that is lost is reopened until ``reconnect_s`` have passed without a frame (0: not at all).
     A failure is kept in ``error`` and the stream ends normally, so frames already read still reach the sinks.
     """
 
@@ -206,6 +214,7 @@ class CaptureThread(threading.Thread):
         start: float | None = None,
         limit: int | None = None,
         loop: bool = False,
+        reconnect_s: float = 0.0,
     ) -> None:
         super().__init__(name=f"capture-{source.role}", daemon=True)  # daemon: a camera read cannot be interrupted
         self.source = source
@@ -215,8 +224,11 @@ class CaptureThread(threading.Thread):
         self.start_time = start
         self.limit = limit
         self.loop = loop
+        self.reconnect_s = reconnect_s
+        self.reconnects = 0
         self.frames = 0
         self.error: StreamFusionError | None = None
+        self._lost_since: float | None = None  # monotonic time of the last frame before a loss, until a new frame
 
     def run(self) -> None:
         try:
@@ -235,7 +247,13 @@ class CaptureThread(threading.Thread):
                 delay = start + self.frames / self.pace_fps - time.monotonic()
                 if delay > 0 and self.stop_event.wait(delay):
                     return
-            image = None if self.limit is not None and in_pass >= self.limit else self.source.read()
+            try:
+                image = None if self.limit is not None and in_pass >= self.limit else self.source.read()
+            except SourceLost as lost:
+                if not self._reconnect(lost):
+                    return
+                continue
+            self._lost_since = None
             if image is None:
                 if not self.loop or in_pass == 0:
                     return
@@ -247,3 +265,35 @@ class CaptureThread(threading.Thread):
                 return
             self.frames += 1
             in_pass += 1
+
+    def _reconnect(self, lost: SourceLost) -> bool:
+        """Reopen a lost live source, retrying with a growing pause (0.25 s up to 2 s) until ``reconnect_s`` have
+        passed since its last frame; True once it is open again, False when the pipeline stops meanwhile. A source
+        that reopens but delivers nothing counts against the same deadline, so a dead camera cannot loop forever."""
+        first = self._lost_since is None
+        if first:
+            self._lost_since = time.monotonic()
+        deadline = self._lost_since + self.reconnect_s
+        if time.monotonic() >= deadline:
+            raise StreamFusionError(
+                f"{lost} and did not come back within {self.reconnect_s:g} s" if self.reconnect_s > 0 else str(lost)
+            ) from None
+        if first:
+            log.warning("%s: reconnecting (for up to %g s)", lost, self.reconnect_s)
+        pause = 0.25
+        while True:
+            if self.stop_event.wait(min(pause, max(0.0, deadline - time.monotonic()))):
+                return False
+            try:
+                self.source.restart()
+            except StreamFusionError as error:
+                if time.monotonic() >= deadline:
+                    raise StreamFusionError(
+                        f"{lost} and did not come back within {self.reconnect_s:g} s ({error})"
+                    ) from None
+                pause = min(2 * pause, 2.0)
+                continue
+            self.reconnects += 1
+            log.warning("%s %s reopened after %.1f s", self.source.role, self.source.description,
+                        time.monotonic() - self._lost_since)
+            return True

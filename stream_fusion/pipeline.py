@@ -93,6 +93,7 @@ class Pipeline:
         live: bool,
         pace_fps: float | None = None,
         loop: bool = False,
+        reconnect_s: float = 0.0,
         tolerance_s: float | None = None,
         queue_size: int = 4,
         grid: GridMatcher | None = None,
@@ -133,7 +134,7 @@ class Pipeline:
         # Only files are paced: a camera or URL delivers at its own rate, and waiting on it would only add lag.
         self._captures = [
             CaptureThread(source, out, self._capture_stop, pace_fps=None if source.live else pace_fps, limit=limit,
-                          loop=loop)
+                          loop=loop, reconnect_s=reconnect_s if source.live else 0.0)
             for source, out in ((ir, ir_out), (vis, vis_out))
         ]
         stage_size = 1 if live else queue_size

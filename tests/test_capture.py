@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import logging
 import threading
 from pathlib import Path
 
@@ -172,3 +173,97 @@ def test_url_source_is_live_and_a_finite_http_file_ends_cleanly(tmp_path: Path) 
         server.server_close()
     assert [item.index for item in items if isinstance(item, Frame)] == list(range(9))
     assert thread.error is None and isinstance(items[-1], EndOfStream)
+
+
+class MjpegStream:
+    """A live MJPEG-over-HTTP camera on 127.0.0.1 (what many IP cameras serve): each connection streams
+    ``per_connection`` frames, then the connection drops, as a camera rebooting or Wi-Fi failing would drop it.
+    ``up`` False refuses new connections (the camera is gone). Frame k of the whole stream is filled with 10 * k."""
+
+    def __init__(self, per_connection: int) -> None:
+        self.per_connection = per_connection
+        self.up = True
+        self.served = 0
+        stream = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if not stream.up:
+                    self.send_error(503)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                for _ in range(stream.per_connection):
+                    jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), (10 * stream.served) % 256, np.uint8))[1]
+                    stream.served += 1
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % jpeg.size
+                                     + jpeg.tobytes() + b"\r\n")
+                    self.wfile.flush()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/video.mjpg"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class CountingQueue(LosslessQueue):
+    """Takes ``wanted`` frames, then says stop (what the pipeline does when the user quits)."""
+
+    def __init__(self, wanted: int, stop: threading.Event) -> None:
+        super().__init__(1000, stop)
+        self.wanted = wanted
+
+    def put(self, item: object, droppable: bool = True) -> bool:
+        super().put(item, droppable)
+        return not isinstance(item, Frame) or len(self) < self.wanted
+
+
+def test_a_live_stream_that_drops_is_reopened_and_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    stream = MjpegStream(per_connection=4)
+    try:
+        source = open_source(stream.url, "ir")
+        assert isinstance(source, VideoSource) and source.live and source.length is None
+        stop = threading.Event()
+        out = CountingQueue(10, stop)
+        thread = CaptureThread(source, out, stop, reconnect_s=5.0)
+        with caplog.at_level(logging.WARNING):
+            thread.start()
+            thread.join(20)
+    finally:
+        stream.close()
+    assert not thread.is_alive() and thread.error is None
+    frames = [out.get(timeout=0) for _ in range(len(out))]
+    assert [f.index for f in frames if isinstance(f, Frame)] == list(range(10))
+    # Two drops, two reopenings: the frames of every connection arrive, in order, none twice.
+    assert thread.reconnects == 2
+    assert [int(f.image[0, 0, 0]) for f in frames if isinstance(f, Frame)] == [10 * k for k in range(10)]
+    messages = [r.getMessage() for r in caplog.records]
+    assert f"ir stream {stream.url} stopped delivering frames: reconnecting (for up to 5 s)" in messages
+    assert sum(m.startswith(f"ir {stream.url} reopened after") for m in messages) == 2
+
+
+@pytest.mark.parametrize("reconnect_s, message", [
+    (0.0, "ir stream {url} stopped delivering frames"),
+    (0.8, "ir stream {url} stopped delivering frames and did not come back within 0.8 s "
+          "(cannot open ir stream {url}: unreachable or not a video)"),
+])
+def test_a_live_stream_that_stays_gone_ends_with_one_error(reconnect_s: float, message: str) -> None:
+    """The camera goes away for good: with reconnect_s 0 the stream fails at once, otherwise after trying for
+    reconnect_s; either way every frame it delivered before is handed on, and the error is one line."""
+    stream = MjpegStream(per_connection=3)
+    try:
+        source = open_source(stream.url, "ir")
+        stream.up = False
+        items, thread = drain(source, reconnect_s=reconnect_s)
+    finally:
+        stream.close()
+    assert [item.index for item in items if isinstance(item, Frame)] == [0, 1, 2]
+    assert isinstance(items[-1], EndOfStream) and items[-1].failed
+    assert str(thread.error) == message.format(url=stream.url)
