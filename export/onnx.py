@@ -31,7 +31,7 @@ import onnx.reference
 import torch
 
 import stream_fusion
-from stream_fusion.engine import frame_graph, is_colour_model, model_metadata, open_session, pad_to_multiple, split_luma
+from stream_fusion.engine import frame_graph, open_session, pad_to_multiple, split_luma
 from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.model import build_model, load_checkpoint
 from stream_fusion.model.checkpoint import read_checkpoint
@@ -356,10 +356,10 @@ def parity(model: torch.nn.Module, path: Path, pairs: list[tuple[str, np.ndarray
 
 def gpu_placement(proto: onnx.ModelProto) -> str:
     """Which nodes a GPU provider leaves to the CPU, from one profiled run (ORT profiling names each node's
-    provider) of the graph the engine runs on a GPU: the network inside its uint8 frame wrapper and the in-session IR
-    warp (``engine.frame_graph(..., ir_warp=True)``). On a machine with no working GPU provider, a line that says it
-    was skipped and why."""
-    graph = frame_graph(proto, ir_warp=True)
+    provider) of the graph the engine runs on a GPU: the network inside its uint8 frame wrapper, with the IR warp
+    and the colour handling in the session (``engine.frame_graph(proto, in_session=True)``). On a machine with no
+    working GPU provider, a line that says it was skipped and why."""
+    graph = frame_graph(proto, in_session=True)
     for provider in ("cuda",):
         try:
             session, _ = open_session(graph.SerializeToString(), provider, shapes=None, cache_dir=Path("."),
@@ -367,9 +367,7 @@ def gpu_placement(proto: onnx.ModelProto) -> str:
         except StreamFusionError as error:
             return f"GPU placement check skipped: {str(error).split('; use ')[0]}"
         frames = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-        colour = is_colour_model(model_metadata(proto))
-        vis = frames[None] if colour else frames[None, None, :, :, 1]
-        session.run(None, {"ir": frames[None, None, :, :, 0], "vis": vis,
+        session.run(None, {"ir": frames[None, None, :, :, 0], "vis": frames[None],
                            **IrWarp.resize((64, 64), (64, 64)).session_inputs((64, 64))})
         profile = Path(session.end_profiling())
         events = json.loads(profile.read_text())

@@ -232,7 +232,7 @@ def is_colour_model(metadata: dict[str, str]) -> bool:
     return metadata.get("output", "luma") == "bgr"
 
 
-def frame_graph(proto: onnx.ModelProto, ir_warp: bool = False) -> onnx.ModelProto:
+def frame_graph(proto: onnx.ModelProto, in_session: bool = False) -> onnx.ModelProto:
     """The network wrapped so that it takes and returns 8-bit frames: ``uint8 -> /255 -> net -> clip -> *255 ->
     round -> uint8``. Normalisation runs inside the session, on the GPU under a GPU provider, and only bytes
     cross the bus (a quarter of float32). Padding and cropping stay on the host: a view or one small copy.
@@ -240,34 +240,44 @@ def frame_graph(proto: onnx.ModelProto, ir_warp: bool = False) -> onnx.ModelProt
     A colour model's visible input and its output are channels-last (``N x H x W x 3``, OpenCV's own layout) and
     transposed to and from the network's NCHW inside the session, so the host hands over the frame as it is.
 
-    With ``ir_warp`` the IR input is the frame as its camera delivers it (any size) and is resampled onto the
-    visible grid inside the session (:func:`_ir_warp_nodes`): a calibration's warp then runs on the GPU with the
-    network. One frame per run (batch 1)."""
+    With ``in_session`` (what the engine builds under a GPU provider) the host's remaining per-pixel work moves into
+    the session too, one frame per run (batch 1):
+
+    - the IR input is the frame as its camera delivers it (any size), resampled onto the visible grid by a warp
+      (:func:`_ir_warp_nodes`: a calibration, a live shift);
+    - a luminance model takes and returns BGR frames like the colour model: the visible luma is taken inside
+      (BT.601 weights, OpenCV's YCrCb Y) and the chroma merge is the fused luma's change added to every channel,
+      which is what replacing Y of YCrCb and converting back does, without the rounding of Cr and Cb to bytes."""
     colour = is_colour_model(model_metadata(proto))
+    bgr = colour or in_session  # the session takes and returns BGR frames
     model = onnx.ModelProto()
     model.CopyFrom(proto)
     graph = model.graph
     make = onnx.helper.make_node
-    scale_in = onnx.numpy_helper.from_array(np.array(1 / 255, dtype=np.float32), "frame_scale_in")
-    scale_out = onnx.numpy_helper.from_array(np.array(255, dtype=np.float32), "frame_scale_out")
-    low = onnx.numpy_helper.from_array(np.array(0, dtype=np.float32), "frame_low")
-    high = onnx.numpy_helper.from_array(np.array(1, dtype=np.float32), "frame_high")
-    graph.initializer.extend([scale_in, scale_out, low, high])
+    constants = {"frame_scale_in": np.array(1 / 255, np.float32), "frame_scale_out": np.array(255, np.float32),
+                 "frame_low": np.array(0, np.float32), "frame_high": np.array(1, np.float32)}
+    if bgr and not colour:
+        constants["frame_luma"] = np.array([[0.114], [0.587], [0.299]], np.float32)  # B, G, R
+    graph.initializer.extend(onnx.numpy_helper.from_array(value, name) for name, value in constants.items())
     pre = []
     for value in list(graph.input):  # a snapshot: the warp adds inputs of its own
         value.type.tensor_type.elem_type = onnx.TensorProto.UINT8
         source = value.name
         for node in graph.node:
             node.input[:] = [f"{source}_float" if name == source else name for name in node.input]
-        channels_last = colour and source == "vis"
-        warped = ir_warp and source == "ir"
-        scaled = f"{source}_nhwc" if channels_last else "ir_raw" if warped else f"{source}_float"
+        channels_last = bgr and source == "vis"
+        warped = in_session and source == "ir"
+        scaled = "vis_bgr" if channels_last else "ir_raw" if warped else f"{source}_float"
         pre += [
             make("Cast", [source], [f"{source}_cast"], to=onnx.TensorProto.FLOAT),
             make("Mul", [f"{source}_cast", "frame_scale_in"], [scaled]),
         ]
+        if channels_last and colour:
+            pre.append(make("Transpose", ["vis_bgr"], ["vis_float"], perm=[0, 3, 1, 2]))
+        elif channels_last:
+            pre += [make("MatMul", ["vis_bgr", "frame_luma"], ["vis_luma"]),  # N x H x W x 1
+                    make("Transpose", ["vis_luma"], ["vis_float"], perm=[0, 3, 1, 2])]
         if channels_last:
-            pre.append(make("Transpose", [f"{source}_nhwc"], [f"{source}_float"], perm=[0, 3, 1, 2]))
             _channels_last(value)
         if warped:
             pre += _ir_warp_nodes(model, "ir_raw", "ir_float")
@@ -279,9 +289,17 @@ def frame_graph(proto: onnx.ModelProto, ir_warp: bool = False) -> onnx.ModelProt
     post = []
     if colour:
         post.append(make("Transpose", ["fused_float"], ["fused_nhwc"], perm=[0, 2, 3, 1]))
+    elif bgr:
+        post += [
+            make("Clip", ["fused_float", "frame_low", "frame_high"], ["fused_luma"]),
+            make("Transpose", ["fused_luma"], ["fused_luma_nhwc"], perm=[0, 2, 3, 1]),
+            make("Sub", ["fused_luma_nhwc", "vis_luma"], ["fused_luma_change"]),
+            make("Add", ["vis_bgr", "fused_luma_change"], ["fused_nhwc"]),
+        ]
+    if bgr:
         _channels_last(graph.output[0])
     post += [
-        make("Clip", ["fused_nhwc" if colour else "fused_float", "frame_low", "frame_high"], ["fused_clipped"]),
+        make("Clip", ["fused_nhwc" if bgr else "fused_float", "frame_low", "frame_high"], ["fused_clipped"]),
         make("Mul", ["fused_clipped", "frame_scale_out"], ["fused_scaled"]),
         make("Round", ["fused_scaled"], ["fused_rounded"]),
         make("Cast", ["fused_rounded"], ["fused"], to=onnx.TensorProto.UINT8),
@@ -341,10 +359,11 @@ def _ir_warp_nodes(model: onnx.ModelProto, source: str, target: str) -> list[onn
 
 
 def _channels_last(value: onnx.ValueInfoProto) -> None:
-    """Re-declare an NCHW graph input / output as NHWC (same dims, channel last)."""
+    """Re-declare an NCHW graph input / output as an NHWC BGR frame (same N, H, W; 3 channels, last)."""
     dims = [onnx.TensorShapeProto.Dimension() for _ in range(4)]
     for dim, source in zip(dims, [value.type.tensor_type.shape.dim[i] for i in (0, 2, 3, 1)]):
         dim.CopyFrom(source)
+    dims[3].dim_value = 3
     del value.type.tensor_type.shape.dim[:]
     value.type.tensor_type.shape.dim.extend(dims)
 
@@ -352,15 +371,15 @@ def _channels_last(value: onnx.ValueInfoProto) -> None:
 class OnnxEngine:
     """The trained network on ONNX Runtime: TensorRT, then CUDA, then CPU, whichever actually loads.
 
-    Where each step runs: grayscale/YCrCb split and chroma merge of a luminance model (OpenCV, host), reflect
-    padding to the size multiple and the crop back (numpy, host; a no-op at multiples such as 640x512), uint8 ->
-    float normalisation, a colour model's HWC <-> CHW transposes, the network, clipping and rounding back to uint8
-    (inside the ONNX Runtime session: on the GPU under TensorRT or CUDA, whose input and output buffers live on the
-    device and are reused from frame to frame).
+    Where each step runs. Always inside the ONNX Runtime session (on the GPU under TensorRT or CUDA, whose input and
+    output buffers live on the device and are reused from frame to frame): uint8 -> float normalisation, a colour
+    model's HWC <-> CHW transposes, the network, clipping and rounding back to uint8. On the host: reflect padding
+    to the size multiple and the crop back (numpy; a no-op at multiples such as 640x512).
 
-    The IR warp (:class:`stream_fusion.warp.IrWarp`: a calibration, a live shift) runs inside the session when
-    ``warp_in_session`` is on (default: whenever a GPU provider runs), else on the host with OpenCV, which is faster
-    than ONNX Runtime's ``GridSample`` on a CPU.
+    With ``in_session`` on (default: whenever a GPU provider runs) the rest runs in the session too: the IR warp
+    (:class:`stream_fusion.warp.IrWarp`: a calibration, a live shift) and a luminance model's luma split and chroma
+    merge (:func:`frame_graph`). Off (the CPU provider), OpenCV does them on the host, faster there than ONNX
+    Runtime's CPU kernels for the same work.
     """
 
     def __init__(
@@ -370,7 +389,7 @@ class OnnxEngine:
         *,
         resolution: tuple[int, int] | None = None,
         ir_resolution: tuple[int, int] | None = None,
-        warp_in_session: bool | None = None,
+        in_session: bool | None = None,
         cache_dir: str | Path | None = None,
         threads: int | None = None,
         device_id: int = 0,
@@ -389,9 +408,11 @@ class OnnxEngine:
         self.resolution = resolution
         self.ir_resolution = ir_resolution or resolution
         self.device_id = device_id
-        gpu_possible = provider != "cpu" and any(PROVIDERS[name] in ort.get_available_providers()
-                                                 for name in ("tensorrt", "cuda"))
-        self.warp_in_session = gpu_possible if warp_in_session is None else warp_in_session
+        # Default: in the session on a GPU provider, on the host (OpenCV, faster there) on the CPU.
+        def in_session_on(name: str) -> bool:
+            return name != "cpu" if in_session is None else in_session
+
+        self.in_session = in_session_on("tensorrt")  # what the TensorRT profile below is for
         options = {
             # ONNX Runtime names a cached TensorRT engine after the model path, or (for an in-memory model, as here)
             # its graph, never its weights (ORT maintainers in triton-inference-server/onnxruntime_backend#126): one
@@ -402,15 +423,11 @@ class OnnxEngine:
         }
         self._profile = self._shapes(resolution, self.ir_resolution)
         self.session, self.provider = open_session(
-            frame_graph(proto, ir_warp=self.warp_in_session).SerializeToString(), provider, shapes=self._profile,
-            **options,
+            lambda name: frame_graph(proto, in_session_on(name)).SerializeToString(), provider,
+            shapes=self._profile, **options,
         )
-        if self.provider == "cpu" and self.warp_in_session and warp_in_session is None:
-            # Every GPU provider failed (warned already): on the CPU, OpenCV warps faster than the session would.
-            self.warp_in_session = False
-            self._profile = self._shapes(resolution, self.ir_resolution)
-            self.session, self.provider = open_session(frame_graph(proto).SerializeToString(), "cpu",
-                                                       shapes=self._profile, **options)
+        self.in_session = in_session_on(self.provider)
+        self._profile = self._shapes(resolution, self.ir_resolution)
         self._buffers = _BoundBuffers(self.session, "cpu" if self.provider == "cpu" else "cuda", device_id)
         if warmup:
             self.warmup(*(resolution or DEFAULT_RESOLUTION), ir_size=self.ir_resolution)
@@ -418,20 +435,23 @@ class OnnxEngine:
     def warmup(self, width: int, height: int, ir_size: tuple[int, int] | None = None) -> None:
         """One run at the frame size to come: allocates buffers, picks kernels, builds a TensorRT engine, so the
         first real frame is not the slow one."""
-        frame = np.zeros((height, width, 3) if self.colour else (height, width), np.uint8)
-        if ir_size is not None and self.warp_in_session:
-            self.fuse(np.zeros((ir_size[1], ir_size[0]), np.uint8), frame)
-        else:
-            self.fuse(frame[:, :, 0] if self.colour else frame, frame)
+        frame = np.zeros((height, width, 3), np.uint8)
+        ir_width, ir_height = ir_size if ir_size is not None and self.in_session else (width, height)
+        self.fuse(np.zeros((ir_height, ir_width), np.uint8), frame)
+
+    @property
+    def takes_bgr(self) -> bool:
+        """Whether the session takes and returns BGR frames (a colour model, or any model ``in_session``)."""
+        return self.colour or self.in_session
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray, warp: IrWarp | None = None) -> np.ndarray:
-        if not self.warp_in_session:
+        if not self.in_session:
             ir, warp = register(ir, warp), None
         elif warp is None:
-            warp = IrWarp.resize(ir.shape[1::-1], vis.shape[1::-1])
-        if self.colour:
+            warp = IrWarp.resize((ir.shape[1], ir.shape[0]), (vis.shape[1], vis.shape[0]))
+        if self.takes_bgr:
             return fuse_colour(ir, vis, functools.partial(self._fuse_bgr, warp=warp), warp)
-        return fuse_luma(ir, vis, functools.partial(self._fuse_y, warp=warp), warp)
+        return fuse_luma(ir, vis, self._fuse_y)
 
     def _fuse_bgr(self, ir: np.ndarray, bgr: np.ndarray, warp: IrWarp | None) -> np.ndarray:
         h, w = bgr.shape[:2]
@@ -442,33 +462,29 @@ class OnnxEngine:
             fused = self.run(ir[None, None], vis, warp.session_inputs((vis.shape[2], vis.shape[1])))
         return np.ascontiguousarray(fused[0, :h, :w])
 
-    def _fuse_y(self, ir: np.ndarray, vis_y: np.ndarray, warp: IrWarp | None) -> np.ndarray:
+    def _fuse_y(self, ir: np.ndarray, vis_y: np.ndarray) -> np.ndarray:
         h, w = vis_y.shape
-        if warp is None:
-            frames = pad_to_multiple(np.stack([ir, vis_y])[:, None], self.size_multiple)
-            fused = self.run(frames[0:1], frames[1:2])
-        else:
-            vis = pad_to_multiple(vis_y[None, None], self.size_multiple)
-            fused = self.run(ir[None, None], vis, warp.session_inputs((vis.shape[3], vis.shape[2])))
+        frames = pad_to_multiple(np.stack([ir, vis_y])[:, None], self.size_multiple)
+        fused = self.run(frames[0:1], frames[1:2])
         return np.ascontiguousarray(fused[0, 0, :h, :w])
 
     def run(self, ir: np.ndarray, vis: np.ndarray, warp_inputs: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """The session alone, uint8 in and out, H and W multiples of ``size_multiple``: ``N x 1 x H x W`` each ->
         the same (luminance model); ``ir`` ``N x 1 x H x W`` and ``vis`` ``N x H x W x 3`` -> ``N x H x W x 3``
-        (colour model). With the in-session warp, ``ir`` is ``1 x 1 x h x w`` of its own size and ``warp_inputs``
-        are :meth:`IrWarp.session_inputs`."""
+        (colour model). ``in_session``: ``ir`` is ``1 x 1 x h x w`` of its own size, ``vis`` ``1 x H x W x 3`` for
+        every model, and ``warp_inputs`` are :meth:`IrWarp.session_inputs`."""
         feeds = {"ir": ir, "vis": vis, **(warp_inputs or {})}
-        if self.warp_in_session != bool(warp_inputs):
-            raise ValueError("this session warps the IR: pass warp_inputs" if self.warp_in_session
+        if self.in_session != bool(warp_inputs):
+            raise ValueError("this session warps the IR: pass warp_inputs" if self.in_session
                              else "this session does not warp the IR: warp_inputs must be empty")
         if self.provider == "tensorrt" and self._profile is not None:
             expected, got = self._profile, {name: feeds[name].shape for name in ("ir", "vis")}
             if any(got[name] != expected[name] for name in got):
                 raise StreamFusionError(
                     f"the TensorRT engine is built for IR {_size(expected['ir'])} and visible "
-                    f"{_size(expected['vis'], self.colour)} (padded) frames, got IR {_size(got['ir'])} and visible "
-                    f"{_size(got['vis'], self.colour)}: pass resolution= (and ir_resolution=) the camera sizes, or use "
-                    "the cuda provider"
+                    f"{_size(expected['vis'], self.takes_bgr)} (padded) frames, got IR {_size(got['ir'])} and "
+                    f"visible {_size(got['vis'], self.takes_bgr)}: pass resolution= (and ir_resolution=) the camera "
+                    "sizes, or use the cuda provider"
                 )
         return self._buffers.run(feeds)
 
@@ -482,8 +498,8 @@ class OnnxEngine:
         m = self.size_multiple
         width, height = resolution
         h, w = height + -height % m, width + -width % m
-        shapes = {"ir": (1, 1, h, w), "vis": (1, h, w, 3) if self.colour else (1, 1, h, w)}
-        if self.warp_in_session:
+        shapes = {"ir": (1, 1, h, w), "vis": (1, h, w, 3) if self.takes_bgr else (1, 1, h, w)}
+        if self.in_session:
             iw, ih = ir_resolution or resolution
             shapes |= {"ir": (1, 1, ih, iw), "ir_warp": (3, 3), "grid_x": (w,), "grid_y": (h,), "ir_low": (2,),
                        "ir_high": (2,)}
@@ -577,7 +593,7 @@ def provider_options(
 
 
 def open_session(
-    model: bytes,
+    model: bytes | Callable[[str], bytes],
     provider: str,
     *,
     shapes: dict[str, tuple[int, ...]] | None,
@@ -586,7 +602,8 @@ def open_session(
     device_id: int,
     profile: bool = False,
 ) -> tuple[ort.InferenceSession, str]:
-    """An ONNX Runtime session on the first provider that really loads, and that provider's short name.
+    """An ONNX Runtime session on the first provider that really loads, and that provider's short name. ``model``:
+    the serialised model, or a function giving it for a provider's short name (the engine's graph differs by provider).
 
     onnxruntime-gpu lists TensorRT and CUDA as available even where their libraries are missing and then quietly
     runs on the CPU after pages of log; here every GPU attempt's log is captured, the provider that actually runs is
@@ -621,7 +638,8 @@ def open_session(
             chain.append((PROVIDERS["cpu"], {}))
         if name == "tensorrt":
             cache_dir.mkdir(parents=True, exist_ok=True)
-        session, reason = _try_session(model, options, chain, gpu=name != "cpu")
+        graph = model(name) if callable(model) else model
+        session, reason = _try_session(graph, options, chain, gpu=name != "cpu")
         if session is not None and session.get_providers()[0] == PROVIDERS[name]:
             if failures:
                 log.warning("onnxruntime: running on %s; unavailable: %s", name.upper(), "; ".join(failures))

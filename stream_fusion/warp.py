@@ -61,7 +61,7 @@ class IrWarp:
         return cv2.warpPerspective(ir, self.matrix, self.size, flags=cv2.INTER_LINEAR, borderMode=border)
 
     def session_inputs(self, padded: tuple[int, int]) -> dict[str, np.ndarray]:
-        """What the in-session warp (``engine.frame_graph(..., ir_warp=True)``) needs to resample the IR onto the
+        """What the in-session warp (``engine.frame_graph(..., in_session=True)``) needs to resample the IR onto the
         visible grid reflect-padded to ``padded`` (w, h), the network's size multiple:
 
         - ``ir_warp`` (3x3): visible pixel -> IR position in ``GridSample``'s normalised coordinates (-1 and 1 are the

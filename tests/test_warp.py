@@ -1,7 +1,8 @@
-"""The IR warp (calibration + live correction) as one resampling, on the host or inside the ONNX Runtime session:
-the in-session GridSample against OpenCV's warp on real frames, the engine both ways, IR of another size than the
-visible camera, warps that change from frame to frame through the reused device buffers, the TensorRT profile, and
-the pipeline fusing a calibrated stream."""
+"""The engine's per-pixel work on the host (OpenCV) or inside the ONNX Runtime session (what runs on the GPU): the IR
+warp (calibration + live correction, one resampling) and a luma model's colour split and merge. The in-session
+GridSample against OpenCV's warp on real frames, the engine both ways on colour and gray cameras, IR of another size
+than the visible camera, warps that change from frame to frame through the reused device buffers, the TensorRT
+profile, and the pipeline fusing a calibrated stream."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,7 +45,7 @@ def small_ir(ir: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def warp_session() -> ort.InferenceSession:
     """The lite frame graph with the in-session warp, its resampled IR exposed as an output."""
-    graph = frame_graph(read_model(SHIPPED_MODELS["lite"]), ir_warp=True)
+    graph = frame_graph(read_model(SHIPPED_MODELS["lite"]), in_session=True)
     onnx.checker.check_model(graph)
     graph.graph.output.append(onnx.helper.make_tensor_value_info("ir_float", onnx.TensorProto.FLOAT, None))
     return ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -61,7 +62,7 @@ def test_the_in_session_warp_resamples_as_opencv_does(warp_session, matrix: np.n
     warp = IrWarp(matrix, (ir.shape[1], ir.shape[0]), (w, h), replicate)
     assert warp.is_affine == (matrix is not HOMOGRAPHY)
     padded = (w + -w % 8, h + -h % 8)
-    feeds = {"ir": ir[None, None], "vis": np.zeros((1, 1, padded[1], padded[0]), np.uint8),
+    feeds = {"ir": ir[None, None], "vis": np.zeros((1, padded[1], padded[0], 3), np.uint8),
              **warp.session_inputs(padded)}
     resampled = warp_session.run(["ir_float"], feeds)[0][0, 0] * 255
     host = warp.apply(ir).astype(np.float32)
@@ -75,26 +76,33 @@ def test_the_in_session_warp_resamples_as_opencv_does(warp_session, matrix: np.n
 
 @pytest.mark.parametrize("model", ["lite", "cdfusion"])
 def test_the_engine_fuses_the_same_frame_with_the_warp_in_the_session_or_on_the_host(model: str) -> None:
-    """What a GPU engine does (warp inside the session) against what a CPU engine does (OpenCV, then the
-    network): the same fused frame to one grey level, for a luminance and the colour network, with an IR camera of
-    another size than the visible one."""
+    """What a GPU engine does (warp and colour handling inside the session) against what a CPU engine does (OpenCV,
+    then the network): the same fused frame to one grey level for the colour network, two for a luminance one
+    (whose host route rounds the fused Y and the visible Cr, Cb to bytes before merging them; measured on 11 eval
+    pairs: 0.05 % of values differ by 2, mean 0.08), with an IR camera of another size than the visible one."""
     ir, vis = real_pair()
     ir = small_ir(ir)
     h, w = vis.shape[:2]
     warp = IrWarp(HOMOGRAPHY, (ir.shape[1], ir.shape[0]), (w, h))
     host = OnnxEngine(SHIPPED_MODELS[model], "cpu", resolution=(w, h), threads=1)
     session = OnnxEngine(SHIPPED_MODELS[model], "cpu", resolution=(w, h), ir_resolution=warp.ir_size,
-                         warp_in_session=True, threads=1)
-    assert not host.warp_in_session and session.warp_in_session
+                         in_session=True, threads=1)
+    assert not host.in_session and session.in_session
     expected = host.fuse(warp.apply(ir), vis)
     np.testing.assert_array_equal(host.fuse(ir, vis, warp), expected)
     got = session.fuse(ir, vis, warp)
     assert got.shape == expected.shape == vis.shape
+    tolerance = 1 if model == "cdfusion" else 2
     difference = np.abs(got.astype(int) - expected)
-    assert difference.max() <= 1 and difference.mean() < 0.3
+    assert difference.max() <= tolerance and difference.mean() < 0.3 and (difference > 1).mean() < 0.002
     # No warp at all: the session's identity resample leaves the pair as it is.
     registered = warp.apply(ir)
-    assert np.abs(session.fuse(registered, vis).astype(int) - host.fuse(registered, vis)).max() <= 1
+    assert np.abs(session.fuse(registered, vis).astype(int) - host.fuse(registered, vis)).max() <= tolerance
+    # A gray visible camera: gray out, both ways.
+    gray = cv2.cvtColor(vis, cv2.COLOR_BGR2GRAY)
+    expected_gray, got_gray = host.fuse(registered, gray), session.fuse(registered, gray)
+    assert got_gray.shape == expected_gray.shape == gray.shape
+    assert np.abs(got_gray.astype(int) - expected_gray).max() <= 1
 
 
 def test_a_warp_that_changes_between_frames_reaches_the_session() -> None:
@@ -103,10 +111,10 @@ def test_a_warp_that_changes_between_frames_reaches_the_session() -> None:
     ir, vis = real_pair()
     h, w = vis.shape[:2]
     base = IrWarp.resize((ir.shape[1], ir.shape[0]), (w, h))
-    engine = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", resolution=(w, h), warp_in_session=True, threads=1)
+    engine = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", resolution=(w, h), in_session=True, threads=1)
     first = engine.fuse(ir, vis, base.shifted(2.0, 0.0))
     second = engine.fuse(ir, vis, base.shifted(-3.0, 1.5))
-    fresh = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", resolution=(w, h), warp_in_session=True, threads=1)
+    fresh = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", resolution=(w, h), in_session=True, threads=1)
     np.testing.assert_array_equal(second, fresh.fuse(ir, vis, base.shifted(-3.0, 1.5)))
     assert np.abs(first.astype(int) - second).mean() > 2
     np.testing.assert_array_equal(engine.fuse(ir, vis, base.shifted(2.0, 0.0)), first)
@@ -114,20 +122,21 @@ def test_a_warp_that_changes_between_frames_reaches_the_session() -> None:
 
 def test_a_warp_for_other_frame_sizes_is_refused() -> None:
     ir, vis = real_pair()
-    engine = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", warp_in_session=True, threads=1, warmup=False)
+    engine = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", in_session=True, threads=1, warmup=False)
     warp = IrWarp(AFFINE, (100, 80), (vis.shape[1], vis.shape[0]))
     with pytest.raises(ValueError, match="the warp maps 100x80 IR onto"):
         engine.fuse(ir, vis, warp)
 
 
 def test_the_tensorrt_profile_covers_the_warp_inputs() -> None:
-    """One TensorRT profile for the camera sizes, the IR at its own size and the warp's small inputs included:
-    without them TensorRT would rebuild its engine at the first frame."""
+    """One TensorRT profile for the camera sizes, the IR at its own size, the visible frame as BGR (the luma split
+    runs in the session) and the warp's small inputs: without them TensorRT would rebuild its engine at the first
+    frame."""
     engine = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", resolution=(640, 512), ir_resolution=(320, 256),
-                        warp_in_session=True, threads=1, warmup=False)
+                        in_session=True, threads=1, warmup=False)
     options = provider_options("tensorrt", shapes=engine._shapes((640, 512), (320, 256)), cache_dir=Path("c"),
                                device_id=0)
-    assert options["trt_profile_opt_shapes"] == ("ir:1x1x256x320,vis:1x1x512x640,ir_warp:3x3,grid_x:640,grid_y:512,"
+    assert options["trt_profile_opt_shapes"] == ("ir:1x1x256x320,vis:1x512x640x3,ir_warp:3x3,grid_x:640,grid_y:512,"
                                                  "ir_low:2,ir_high:2")
 
 
@@ -136,7 +145,7 @@ def test_the_pipeline_fuses_a_calibrated_stream_with_one_resampling_of_the_ir() 
     the fused frames are those of the IR warped by the calibration; with ``correct`` the live shift is composed into
     the same warp (one resampling), and the mosaic shows the IR as it was fused."""
     calibration = load_calibration(DEMO_CALIBRATION)
-    engine = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", warp_in_session=True, threads=1, warmup=False)
+    engine = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", in_session=True, threads=1, warmup=False)
     pipeline = Pipeline(open_source(DEMO_IR, "ir"), open_source(DEMO_VIS, "vis"), engine,
                         AlignmentMonitor("correct", every_n=1, hysteresis=1), live=False, queue_size=2,
                         grid=GridMatcher(calibration))
