@@ -267,5 +267,10 @@ def report(summary: Summary, publisher: Publisher | None) -> None:
     print("\n".join(lines), flush=True)
 
 
+def cli() -> None:
+    """The ``stream-fusion`` console script: ``main`` with one-line errors (exit 2) instead of tracebacks."""
+    run_cli(main)
+
+
 if __name__ == "__main__":
     run_cli(main)

@@ -288,3 +288,20 @@ def test_window_shows_the_stream_and_q_quits(tmp_path: Path) -> None:
     assert process.returncode == 0, err
     assert "stopped by user (q, Esc or window closed)" in out
     assert "display switched off" not in err
+
+
+def test_the_stream_fusion_console_script_runs_the_demo_from_anywhere(tmp_path: Path) -> None:
+    """``pip install`` puts a ``stream-fusion`` command next to the interpreter (pyproject's [project.scripts]):
+    from any folder it plays the bundled demo clip (found in the installed package, not the working folder), and bad
+    input is one line with exit status 2."""
+    script = Path(sys.executable).parent / ("stream-fusion.exe" if os.name == "nt" else "stream-fusion")
+    assert script.is_file(), "install the project (pip install -e .) to get the stream-fusion command"
+    result = subprocess.run([str(script), "--no-display", "--model", "classical", "--set", "source.realtime=false"],
+                            cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("summary: 32 frames fused")
+    result = subprocess.run([str(script), "--ir", "missing.mp4", "--vis", "missing.mp4"], cwd=tmp_path,
+                            env=environment(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: ir source not found: missing.mp4 (expected a camera index, "
+                                                  "URL, video file or image folder)"]
