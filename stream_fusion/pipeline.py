@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from stream_fusion.align import Verdict
 from stream_fusion.capture import CaptureThread, EndOfStream, Source
 from stream_fusion.display import Display, make_mosaic
 from stream_fusion.engine import FusionEngine
@@ -31,6 +32,7 @@ from stream_fusion.errors import StreamFusionError
 from stream_fusion.queues import LatestQueue, LosslessQueue
 from stream_fusion.record import Recorder
 from stream_fusion.sync import GridMatcher, LivePairing, PairedFrame, default_tolerance, pair_live, pair_replay
+from stream_fusion.warp import IrWarp
 
 STAGES = ("capture_to_pair", "align", "fuse", "total")  # the latencies every frame's metadata carries
 JOIN_BUDGET_S = 1.5  # of the 2 s a stop may take
@@ -40,7 +42,7 @@ LIVE_INBOX = 8  # frames of both live sources waiting to be paired; the pairer i
 
 
 class Monitor(Protocol):
-    def process(self, ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray | None, Any]: ...
+    def process(self, ir: np.ndarray, vis: np.ndarray, warp: IrWarp | None = None) -> Verdict: ...
 
 
 class Publisher(Protocol):
@@ -58,6 +60,7 @@ class Summary:
     seconds: float = 0.0
     latency_ms: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage -> (median, p99)
     drops: dict[str, int] = field(default_factory=dict)
+    reconnects: dict[str, int] = field(default_factory=dict)  # live source -> times it was lost and reopened
     alignment: dict[str, int] = field(default_factory=dict)
     published: int = 0
     recorded: int = 0
@@ -74,7 +77,9 @@ class Summary:
         return [
             f"summary: {self.frames} frames fused in {self.seconds:.2f} s ({self.fps:.1f} fps), stopped by {self.stopped_by}",
             f"  latency ms (median/p99{over}): {latency or 'n/a'}",
-            "  drops: " + ", ".join(f"{name} {count}" for name, count in self.drops.items()),
+            "  drops: " + ", ".join(f"{name} {count}" for name, count in self.drops.items())
+            + ("; reconnects: " + ", ".join(f"{role} {n}" for role, n in self.reconnects.items()) if self.reconnects
+               else ""),
             "  alignment: " + (", ".join(f"{name} {count}" for name, count in sorted(self.alignment.items())) or "n/a"),
             f"  published {self.published}, recorded {self.recorded}",
         ]
@@ -345,6 +350,7 @@ class Pipeline:
             seconds=seconds,
             latency_ms=latency,
             drops=self.drops(),
+            reconnects={c.source.role: c.reconnects for c in self._captures if c.reconnects},
             alignment=dict(self._alignment_counts),
             published=self.publisher.sent if self.publisher is not None else 0,
             recorded=self.recorder.frames if self.recorder is not None else 0,

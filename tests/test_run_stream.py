@@ -305,3 +305,27 @@ def test_the_stream_fusion_console_script_runs_the_demo_from_anywhere(tmp_path: 
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: ir source not found: missing.mp4 (expected a camera index, "
                                                   "URL, video file or image folder)"]
+
+
+def test_live_cameras_that_drop_their_connection_are_reopened_and_counted() -> None:
+    """Two live MJPEG cameras on 127.0.0.1 whose connections drop every 6 frames: the stream goes on through the
+    reopenings (warned on stderr, counted in the summary) until SIGTERM, and exits 0."""
+    from mjpeg import MjpegStream
+
+    ir, vis = MjpegStream(per_connection=6, period_s=0.04), MjpegStream(per_connection=6, period_s=0.04)
+    process = subprocess.Popen(command("--ir", ir.url, "--vis", vis.url, "--zmq", "none", "--reconnect", "5"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment(), cwd=ROOT)
+    try:
+        time.sleep(3)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=15)
+    finally:
+        process.kill()
+        ir.close()
+        vis.close()
+    assert process.returncode == 0, err
+    assert "stopped by SIGTERM" in out and "Traceback" not in err
+    reconnects = dict(item.split() for item in out.split("reconnects: ")[1].splitlines()[0].split(", "))
+    assert set(reconnects) == {"ir", "vis"} and all(int(n) >= 2 for n in reconnects.values())
+    assert f"warning: ir stream {ir.url} stopped delivering frames: reconnecting (for up to 5 s)" in err
+    assert int(out.split("summary: ")[1].split()[0]) > 0  # frames were fused across the drops
