@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import zmq
 
-from xvfb import find_window, needs_xvfb, virtual_display
+from xvfb import find_window, needs_xvfb, press_q, virtual_display
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared" / "data"
@@ -280,8 +280,7 @@ def test_window_shows_the_stream_and_q_quits(tmp_path: Path) -> None:
                 time.sleep(0.2)
             assert window, "no window appeared"
             time.sleep(0.5)
-            subprocess.run(["xdotool", "key", "--window", window, "q"], env=env, capture_output=True)
-            out, err = process.communicate(timeout=15)
+            out, err = press_q(process, window, env, timeout=15)
         finally:
             if process is not None:
                 process.kill()

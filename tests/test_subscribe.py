@@ -19,7 +19,7 @@ import zmq
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.publish import Publisher, encode
 from stream_fusion.subscribe import capture_latency_ms, decode, main, receive_latest
-from xvfb import find_window, needs_xvfb, virtual_display
+from xvfb import find_window, needs_xvfb, press_q, virtual_display
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -232,8 +232,7 @@ def test_cli_show_opens_a_window_on_a_real_x_display_and_q_quits() -> None:
                 if not window:
                     process.kill()
                     pytest.fail(f"no window appeared; subscriber stderr: {process.communicate()[1]!r}")
-                subprocess.run(["xdotool", "key", "--window", window, "q"], env=env, capture_output=True)
-                stdout, stderr = process.communicate(timeout=30)
+                stdout, stderr = press_q(process, window, env, timeout=30)
         finally:
             if process is not None:
                 process.kill()

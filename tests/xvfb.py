@@ -44,3 +44,9 @@ def find_window(name: str, env: dict[str, str]) -> str:
     """The id of a window whose title contains ``name`` on ``env``'s display, or "" while there is none."""
     found = subprocess.run(["xdotool", "search", "--name", name], capture_output=True, text=True, env=env)
     return found.stdout.split()[0] if found.stdout.split() else ""
+
+
+def press_q(process: subprocess.Popen, window: str, env: dict[str, str], timeout: float) -> tuple[str, str]:
+    """Press q in ``window`` as a user would, and return the process's (stdout, stderr) once it has ended."""
+    subprocess.run(["xdotool", "key", "--window", window, "q"], env=env, capture_output=True)
+    return process.communicate(timeout=timeout)
