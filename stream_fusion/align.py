@@ -37,7 +37,7 @@ import numpy as np
 from stream_fusion.config import load_yaml
 from stream_fusion.engine import to_gray
 from stream_fusion.errors import StreamFusionError
-from stream_fusion.warp import IrWarp, register, scale_matrix
+from stream_fusion.warp import IrWarp, scale_matrix
 
 POLICIES = ("warn", "correct", "drop")
 MODELS = ("affine", "homography")
@@ -145,6 +145,23 @@ class ShiftEstimator:
         if fine is not None:
             dx, dy = self._refine(ir_gray, vis_gray, fine, full, dx, dy) or (dx, dy)
         return dx, dy, confidence
+
+    def measure_warped(self, ir: np.ndarray, vis: np.ndarray, warp: IrWarp) -> tuple[float, float, float]:
+        """:meth:`measure` of the IR registered by ``warp`` (a calibration), warping at the resolution the shift is
+        measured at, not the frame's: both frames are first halved as :meth:`measure` halves them, and the IR is
+        resampled onto the halved visible grid. At 640x512 that is a 320x256 warp instead of a full one (~0.1 ms
+        instead of ~0.6 ms of the per-pair budget)."""
+        vis_gray = to_gray(vis)
+        full = vis_gray.shape
+        small_vis = _reduce(vis_gray, self._fine_grid(full) or self._grid(full))
+        (sh, sw), (ih, iw) = small_vis.shape, warp.ir_size[::-1]
+        small_ir = _reduce(to_gray(ir), (round(sw * iw / full[1]), round(sh * ih / full[0])))
+        to_small = scale_matrix(sw / full[1], sh / full[0])
+        from_small_ir = np.linalg.inv(scale_matrix(small_ir.shape[1] / iw, small_ir.shape[0] / ih))
+        small = IrWarp(to_small @ warp.matrix @ from_small_ir, (small_ir.shape[1], small_ir.shape[0]), (sw, sh),
+                       warp.replicate)
+        dx, dy, confidence = self.measure(small.apply(small_ir), small_vis)
+        return dx * full[1] / sw, dy * full[0] / sh, confidence
 
     def _fine_grid(self, shape: tuple[int, int]) -> tuple[int, int] | None:
         """The refinement grid (w, h) for frames of ``shape``; None where it would be no finer than the coarse one."""
@@ -319,10 +336,13 @@ class AlignmentMonitor:
     def process(self, ir: np.ndarray, vis: np.ndarray, warp: IrWarp | None = None) -> Verdict:
         """Whether to fuse this pair, the warp to fuse its IR with, and the alignment record. ``warp``: the one that
         brings ``ir`` onto the visible grid (a calibration), None when it is there already. The check measures the
-        IR so warped (resampled here on the host, on measured pairs only); the returned warp is ``warp`` followed
-        by the policy's correction, for the engine to apply in one resampling."""
+        IR so warped (resampled here on the host at the check's own resolution, on measured pairs only); the returned
+        warp is ``warp`` followed by the policy's correction, for the engine to apply in one resampling."""
         if self._count % self.every_n == 0:
-            dx, dy, confidence = self.estimator.measure(register(ir, warp), vis)
+            if warp is None:
+                dx, dy, confidence = self.estimator.measure(ir, vis)
+            else:
+                dx, dy, confidence = self.estimator.measure_warped(ir, vis, warp)
             status = self._update(dx, dy, confidence)
             self._last = Alignment(round(float(dx), 2), round(float(dy), 2), round(float(confidence), 3), status, True)
             record = self._last
