@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import yaml
+from tqdm import tqdm
 
 from stream_fusion.align import MODELS, Calibration, ShiftEstimator, gradient_map
 from stream_fusion.engine import to_gray
@@ -249,14 +250,17 @@ def residual_px(calibration: Calibration, irs: list[np.ndarray], viss: list[np.n
     return float(np.median(shifts))
 
 
-def calibrate(irs: list[np.ndarray], viss: list[np.ndarray], model: str = "affine") -> tuple[Calibration, float]:
-    """The rig's calibration from paired frames, and the spread of the per-frame estimates (px)."""
+def calibrate(
+    irs: list[np.ndarray], viss: list[np.ndarray], model: str = "affine", progress: bool = False
+) -> tuple[Calibration, float]:
+    """The rig's calibration from paired frames, and the spread of the per-frame estimates (px). ``progress``: a
+    progress bar on stderr (a homography on many full-HD frames takes a while)."""
     if len(irs) != len(viss) or not irs:
         raise StreamFusionError(f"need the same number of IR and visible frames, got {len(irs)} and {len(viss)}")
     if len({ir.shape[:2] for ir in irs}) > 1 or len({vis.shape[:2] for vis in viss}) > 1:
         raise StreamFusionError("all IR frames must have one size, and all visible frames another")
     matrices, correlations = [], []
-    for ir, vis in zip(irs, viss):
+    for ir, vis in tqdm(list(zip(irs, viss)), desc="calibrate", unit="frame", disable=not progress, leave=False):
         matrix, correlation = estimate_pair(ir, vis, model)
         matrices.append(matrix)
         correlations.append(correlation)
@@ -307,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     irs = read_frames(args.ir, args.frames)
     viss = read_frames(args.vis, args.frames)
     count = min(len(irs), len(viss))
-    calibration, spread = calibrate(irs[:count], viss[:count], args.model)
+    # A bar for people at a terminal; logs and pipes get only the result line (and a refusal stays one line).
+    calibration, spread = calibrate(irs[:count], viss[:count], args.model, progress=sys.stderr.isatty())
     write_calibration(calibration, args.out)
     print(
         f"{calibration.model} calibration from {count} frame pair(s): residual {calibration.residual_px:.2f} px, "
