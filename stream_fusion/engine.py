@@ -235,7 +235,8 @@ def is_colour_model(metadata: dict[str, str]) -> bool:
 def frame_graph(proto: onnx.ModelProto, in_session: bool = False) -> onnx.ModelProto:
     """The network wrapped so that it takes and returns 8-bit frames: ``uint8 -> /255 -> net -> clip -> *255 ->
     round -> uint8``. Normalisation runs inside the session, on the GPU under a GPU provider, and only bytes
-    cross the bus (a quarter of float32). Padding and cropping stay on the host: a view or one small copy.
+    cross the bus (a quarter of float32). Padding to the size multiple and the crop back are the host's (a view or
+    one small copy), except ``in_session``.
 
     A colour model's visible input and its output are channels-last (``N x H x W x 3``, OpenCV's own layout) and
     transposed to and from the network's NCHW inside the session, so the host hands over the frame as it is.
@@ -247,7 +248,9 @@ def frame_graph(proto: onnx.ModelProto, in_session: bool = False) -> onnx.ModelP
       (:func:`_ir_warp_nodes`: a calibration, a live shift);
     - a luminance model takes and returns BGR frames like the colour model: the visible luma is taken inside
       (BT.601 weights, OpenCV's YCrCb Y) and the chroma merge is the fused luma's change added to every channel,
-      which is what replacing Y of YCrCb and converting back does, without the rounding of Cr and Cb to bytes."""
+      which is what replacing Y of YCrCb and converting back does, without the rounding of Cr and Cb to bytes;
+    - the visible frame comes as it is, any size: it is reflect-padded to the size multiple by gathering the rows and
+      columns the warp's ``grid_y`` / ``grid_x`` inputs name, and the fused frame is cropped back to its size."""
     colour = is_colour_model(model_metadata(proto))
     bgr = colour or in_session  # the session takes and returns BGR frames
     model = onnx.ModelProto()
@@ -272,6 +275,12 @@ def frame_graph(proto: onnx.ModelProto, in_session: bool = False) -> onnx.ModelP
             make("Cast", [source], [f"{source}_cast"], to=onnx.TensorProto.FLOAT),
             make("Mul", [f"{source}_cast", "frame_scale_in"], [scaled]),
         ]
+        if channels_last and in_session:  # pad here: the reflected rows and columns, by the warp's coordinates
+            pre[-1].output[0] = "vis_frame"
+            pre += [make("Cast", ["grid_y"], ["pad_rows"], to=onnx.TensorProto.INT64),
+                    make("Cast", ["grid_x"], ["pad_columns"], to=onnx.TensorProto.INT64),
+                    make("Gather", ["vis_frame", "pad_rows"], ["vis_rows"], axis=1),
+                    make("Gather", ["vis_rows", "pad_columns"], ["vis_bgr"], axis=2)]
         if channels_last and colour:
             pre.append(make("Transpose", ["vis_bgr"], ["vis_float"], perm=[0, 3, 1, 2]))
         elif channels_last:
@@ -302,8 +311,15 @@ def frame_graph(proto: onnx.ModelProto, in_session: bool = False) -> onnx.ModelP
         make("Clip", ["fused_nhwc" if bgr else "fused_float", "frame_low", "frame_high"], ["fused_clipped"]),
         make("Mul", ["fused_clipped", "frame_scale_out"], ["fused_scaled"]),
         make("Round", ["fused_scaled"], ["fused_rounded"]),
-        make("Cast", ["fused_rounded"], ["fused"], to=onnx.TensorProto.UINT8),
+        make("Cast", ["fused_rounded"], ["fused_padded" if in_session else "fused"], to=onnx.TensorProto.UINT8),
     ]
+    if in_session:  # crop back to the visible frame's own size: H and W of its shape
+        crop = {"crop_from": [1], "crop_to": [3], "crop_start": [0, 0], "crop_axes": [1, 2]}
+        graph.initializer.extend(onnx.numpy_helper.from_array(np.array(value, np.int64), name)
+                                 for name, value in crop.items())
+        post += [make("Shape", ["vis"], ["vis_shape"]),
+                 make("Slice", ["vis_shape", "crop_from", "crop_to"], ["crop_size"]),
+                 make("Slice", ["fused_padded", "crop_start", "crop_size", "crop_axes"], ["fused"])]
     graph.output[0].type.tensor_type.elem_type = onnx.TensorProto.UINT8
     nodes = pre + list(graph.node) + post
     del graph.node[:]
@@ -373,13 +389,13 @@ class OnnxEngine:
 
     Where each step runs. Always inside the ONNX Runtime session (on the GPU under TensorRT or CUDA, whose input and
     output buffers live on the device and are reused from frame to frame): uint8 -> float normalisation, a colour
-    model's HWC <-> CHW transposes, the network, clipping and rounding back to uint8. On the host: reflect padding
-    to the size multiple and the crop back (numpy; a no-op at multiples such as 640x512).
+    model's HWC <-> CHW transposes, the network, clipping and rounding back to uint8.
 
     With ``in_session`` on (default: whenever a GPU provider runs) the rest runs in the session too: the IR warp
-    (:class:`stream_fusion.warp.IrWarp`: a calibration, a live shift) and a luminance model's luma split and chroma
-    merge (:func:`frame_graph`). Off (the CPU provider), OpenCV does them on the host, faster there than ONNX
-    Runtime's CPU kernels for the same work.
+    (:class:`stream_fusion.warp.IrWarp`: a calibration, a live shift), a luminance model's luma split and chroma
+    merge, and the reflect padding to the size multiple with the crop back (:func:`frame_graph`). Off (the CPU
+    provider), OpenCV and numpy do them on the host, faster there than ONNX Runtime's CPU kernels for the same
+    work (the padding is a no-op at multiples such as 640x512).
     """
 
     def __init__(
@@ -455,11 +471,11 @@ class OnnxEngine:
 
     def _fuse_bgr(self, ir: np.ndarray, bgr: np.ndarray, warp: IrWarp | None) -> np.ndarray:
         h, w = bgr.shape[:2]
+        if warp is not None:  # in_session: the session pads, warps and crops; the frames go as they are
+            m = self.size_multiple
+            return self.run(ir[None, None], bgr[None], warp.session_inputs((w + -w % m, h + -h % m)))[0]
         vis = pad_to_multiple(bgr[None], self.size_multiple, channels_last=True)
-        if warp is None:
-            fused = self.run(pad_to_multiple(ir[None, None], self.size_multiple), vis)
-        else:
-            fused = self.run(ir[None, None], vis, warp.session_inputs((vis.shape[2], vis.shape[1])))
+        fused = self.run(pad_to_multiple(ir[None, None], self.size_multiple), vis)
         return np.ascontiguousarray(fused[0, :h, :w])
 
     def _fuse_y(self, ir: np.ndarray, vis_y: np.ndarray) -> np.ndarray:
@@ -471,8 +487,8 @@ class OnnxEngine:
     def run(self, ir: np.ndarray, vis: np.ndarray, warp_inputs: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """The session alone, uint8 in and out, H and W multiples of ``size_multiple``: ``N x 1 x H x W`` each ->
         the same (luminance model); ``ir`` ``N x 1 x H x W`` and ``vis`` ``N x H x W x 3`` -> ``N x H x W x 3``
-        (colour model). ``in_session``: ``ir`` is ``1 x 1 x h x w`` of its own size, ``vis`` ``1 x H x W x 3`` for
-        every model, and ``warp_inputs`` are :meth:`IrWarp.session_inputs`."""
+        (colour model). ``in_session``: ``ir`` is ``1 x 1 x h x w`` of its own size, ``vis`` ``1 x H x W x 3`` of any
+        H and W for every model, and ``warp_inputs`` are :meth:`IrWarp.session_inputs`."""
         feeds = {"ir": ir, "vis": vis, **(warp_inputs or {})}
         if self.in_session != bool(warp_inputs):
             raise ValueError("this session warps the IR: pass warp_inputs" if self.in_session
@@ -482,7 +498,7 @@ class OnnxEngine:
             if any(got[name] != expected[name] for name in got):
                 raise StreamFusionError(
                     f"the TensorRT engine is built for IR {_size(expected['ir'])} and visible "
-                    f"{_size(expected['vis'], self.takes_bgr)} (padded) frames, got IR {_size(got['ir'])} and "
+                    f"{_size(expected['vis'], self.takes_bgr)} frames, got IR {_size(got['ir'])} and "
                     f"visible {_size(got['vis'], self.takes_bgr)}: pass resolution= (and ir_resolution=) the camera "
                     "sizes, or use the cuda provider"
                 )
@@ -498,12 +514,11 @@ class OnnxEngine:
         m = self.size_multiple
         width, height = resolution
         h, w = height + -height % m, width + -width % m
-        shapes = {"ir": (1, 1, h, w), "vis": (1, h, w, 3) if self.takes_bgr else (1, 1, h, w)}
-        if self.in_session:
+        if self.in_session:  # the frames as they come; the session pads to (w, h)
             iw, ih = ir_resolution or resolution
-            shapes |= {"ir": (1, 1, ih, iw), "ir_warp": (3, 3), "grid_x": (w,), "grid_y": (h,), "ir_low": (2,),
-                       "ir_high": (2,)}
-        return shapes
+            return {"ir": (1, 1, ih, iw), "vis": (1, height, width, 3), "ir_warp": (3, 3), "grid_x": (w,),
+                    "grid_y": (h,), "ir_low": (2,), "ir_high": (2,)}
+        return {"ir": (1, 1, h, w), "vis": (1, h, w, 3) if self.colour else (1, 1, h, w)}
 
 
 def _size(shape: tuple[int, ...], channels_last: bool = False) -> str:

@@ -98,6 +98,11 @@ def test_the_engine_fuses_the_same_frame_with_the_warp_in_the_session_or_on_the_
     # No warp at all: the session's identity resample leaves the pair as it is.
     registered = warp.apply(ir)
     assert np.abs(session.fuse(registered, vis).astype(int) - host.fuse(registered, vis)).max() <= tolerance
+    # Frames of no size multiple: the session pads by reflection and crops back as the host does.
+    odd = (slice(0, 299), slice(0, 493))
+    got_odd, expected_odd = session.fuse(registered[odd], vis[odd]), host.fuse(registered[odd], vis[odd])
+    assert got_odd.shape == expected_odd.shape == (299, 493, 3)
+    assert np.abs(got_odd.astype(int) - expected_odd).max() <= tolerance
     # A gray visible camera: gray out, both ways.
     gray = cv2.cvtColor(vis, cv2.COLOR_BGR2GRAY)
     expected_gray, got_gray = host.fuse(registered, gray), session.fuse(registered, gray)
