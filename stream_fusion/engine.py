@@ -235,8 +235,8 @@ def is_colour_model(metadata: dict[str, str]) -> bool:
 def frame_graph(proto: onnx.ModelProto, in_session: bool = False) -> onnx.ModelProto:
     """The network wrapped so that it takes and returns 8-bit frames: ``uint8 -> /255 -> net -> clip -> *255 ->
     round -> uint8``. Normalisation runs inside the session, on the GPU under a GPU provider, and only bytes
-    cross the bus (a quarter of float32). Padding to the size multiple and the crop back are the host's (a view or
-    one small copy), except ``in_session``.
+    cross the bus (a quarter of float32). Padding to the size multiple is the host's (one small copy; none at
+    multiples) except ``in_session``; the crop back always is (a view of the output the host copies back).
 
     A colour model's visible input and its output are channels-last (``N x H x W x 3``, OpenCV's own layout) and
     transposed to and from the network's NCHW inside the session, so the host hands over the frame as it is.
@@ -250,7 +250,8 @@ def frame_graph(proto: onnx.ModelProto, in_session: bool = False) -> onnx.ModelP
       (BT.601 weights, OpenCV's YCrCb Y) and the chroma merge is the fused luma's change added to every channel,
       which is what replacing Y of YCrCb and converting back does, without the rounding of Cr and Cb to bytes;
     - the visible frame comes as it is, any size: it is reflect-padded to the size multiple by gathering the rows and
-      columns the warp's ``grid_y`` / ``grid_x`` inputs name, and the fused frame is cropped back to its size."""
+      columns the warp's ``grid_y`` / ``grid_x`` inputs name (the host crops the fused frame it copies back: a view,
+      where a crop in the graph would put shape arithmetic on the CPU)."""
     colour = is_colour_model(model_metadata(proto))
     bgr = colour or in_session  # the session takes and returns BGR frames
     model = onnx.ModelProto()
@@ -311,15 +312,8 @@ def frame_graph(proto: onnx.ModelProto, in_session: bool = False) -> onnx.ModelP
         make("Clip", ["fused_nhwc" if bgr else "fused_float", "frame_low", "frame_high"], ["fused_clipped"]),
         make("Mul", ["fused_clipped", "frame_scale_out"], ["fused_scaled"]),
         make("Round", ["fused_scaled"], ["fused_rounded"]),
-        make("Cast", ["fused_rounded"], ["fused_padded" if in_session else "fused"], to=onnx.TensorProto.UINT8),
+        make("Cast", ["fused_rounded"], ["fused"], to=onnx.TensorProto.UINT8),
     ]
-    if in_session:  # crop back to the visible frame's own size: H and W of its shape
-        crop = {"crop_from": [1], "crop_to": [3], "crop_start": [0, 0], "crop_axes": [1, 2]}
-        graph.initializer.extend(onnx.numpy_helper.from_array(np.array(value, np.int64), name)
-                                 for name, value in crop.items())
-        post += [make("Shape", ["vis"], ["vis_shape"]),
-                 make("Slice", ["vis_shape", "crop_from", "crop_to"], ["crop_size"]),
-                 make("Slice", ["fused_padded", "crop_start", "crop_size", "crop_axes"], ["fused"])]
     graph.output[0].type.tensor_type.elem_type = onnx.TensorProto.UINT8
     nodes = pre + list(graph.node) + post
     del graph.node[:]
@@ -393,9 +387,9 @@ class OnnxEngine:
 
     With ``in_session`` on (default: whenever a GPU provider runs) the rest runs in the session too: the IR warp
     (:class:`stream_fusion.warp.IrWarp`: a calibration, a live shift), a luminance model's luma split and chroma
-    merge, and the reflect padding to the size multiple with the crop back (:func:`frame_graph`). Off (the CPU
-    provider), OpenCV and numpy do them on the host, faster there than ONNX Runtime's CPU kernels for the same
-    work (the padding is a no-op at multiples such as 640x512).
+    merge, and the reflect padding to the size multiple (:func:`frame_graph`; the crop back is a view of the output
+    the host copies back anyway). Off (the CPU provider), OpenCV and numpy do them on the host, faster there than
+    ONNX Runtime's CPU kernels for the same work (the padding is a no-op at multiples such as 640x512).
     """
 
     def __init__(
@@ -471,11 +465,12 @@ class OnnxEngine:
 
     def _fuse_bgr(self, ir: np.ndarray, bgr: np.ndarray, warp: IrWarp | None) -> np.ndarray:
         h, w = bgr.shape[:2]
-        if warp is not None:  # in_session: the session pads, warps and crops; the frames go as they are
+        if warp is not None:  # in_session: the session pads and warps; the frames go as they are
             m = self.size_multiple
-            return self.run(ir[None, None], bgr[None], warp.session_inputs((w + -w % m, h + -h % m)))[0]
-        vis = pad_to_multiple(bgr[None], self.size_multiple, channels_last=True)
-        fused = self.run(pad_to_multiple(ir[None, None], self.size_multiple), vis)
+            fused = self.run(ir[None, None], bgr[None], warp.session_inputs((w + -w % m, h + -h % m)))
+        else:
+            vis = pad_to_multiple(bgr[None], self.size_multiple, channels_last=True)
+            fused = self.run(pad_to_multiple(ir[None, None], self.size_multiple), vis)
         return np.ascontiguousarray(fused[0, :h, :w])
 
     def _fuse_y(self, ir: np.ndarray, vis_y: np.ndarray) -> np.ndarray:
@@ -488,7 +483,8 @@ class OnnxEngine:
         """The session alone, uint8 in and out, H and W multiples of ``size_multiple``: ``N x 1 x H x W`` each ->
         the same (luminance model); ``ir`` ``N x 1 x H x W`` and ``vis`` ``N x H x W x 3`` -> ``N x H x W x 3``
         (colour model). ``in_session``: ``ir`` is ``1 x 1 x h x w`` of its own size, ``vis`` ``1 x H x W x 3`` of any
-        H and W for every model, and ``warp_inputs`` are :meth:`IrWarp.session_inputs`."""
+        H and W for every model, ``warp_inputs`` are :meth:`IrWarp.session_inputs`, and the output is the padded
+        frame, ``1 x len(grid_y) x len(grid_x) x 3``."""
         feeds = {"ir": ir, "vis": vis, **(warp_inputs or {})}
         if self.in_session != bool(warp_inputs):
             raise ValueError("this session warps the IR: pass warp_inputs" if self.in_session
@@ -502,7 +498,8 @@ class OnnxEngine:
                     f"visible {_size(got['vis'], self.takes_bgr)}: pass resolution= (and ir_resolution=) the camera "
                     "sizes, or use the cuda provider"
                 )
-        return self._buffers.run(feeds)
+        out_shape = (1, len(warp_inputs["grid_y"]), len(warp_inputs["grid_x"]), 3) if warp_inputs else vis.shape
+        return self._buffers.run(feeds, out_shape)
 
     def _shapes(
         self, resolution: tuple[int, int] | None, ir_resolution: tuple[int, int] | None
@@ -543,13 +540,12 @@ class _BoundBuffers:
         self.buffers: dict[str, ort.OrtValue] = {}
         self.last: dict[str, np.ndarray] = {}
 
-    def _bind(self, feeds: dict[str, np.ndarray]) -> None:
+    def _bind(self, feeds: dict[str, np.ndarray], out_shape: tuple[int, ...]) -> None:
         def device_buffer(shape: tuple[int, ...], dtype: type) -> ort.OrtValue:
             return ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, self.device, self.device_id)
 
         self.buffers = {name: device_buffer(array.shape, array.dtype.type) for name, array in feeds.items()}
-        # The output has the visible input's shape: N x 1 x H x W (luma) or N x H x W x 3 (colour).
-        self.out = device_buffer(feeds["vis"].shape, np.uint8)
+        self.out = device_buffer(out_shape, np.uint8)
         self.binding = self.session.io_binding()
         for name, buffer in self.buffers.items():
             self.binding.bind_ortvalue_input(name, buffer)
@@ -557,9 +553,9 @@ class _BoundBuffers:
         self.shapes = {name: array.shape for name, array in feeds.items()}
         self.last = {}
 
-    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    def run(self, feeds: dict[str, np.ndarray], out_shape: tuple[int, ...]) -> np.ndarray:
         if {name: array.shape for name, array in feeds.items()} != self.shapes:
-            self._bind(feeds)
+            self._bind(feeds, out_shape)
         for name, array in feeds.items():
             if name in self.FRAMES or name not in self.last or not np.array_equal(self.last[name], array):
                 self.buffers[name].update_inplace(np.ascontiguousarray(array))
