@@ -31,7 +31,7 @@ import onnx.reference
 import torch
 
 import stream_fusion
-from stream_fusion.engine import frame_graph, open_session, pad_to_multiple, split_luma
+from stream_fusion.engine import frame_dims, frame_graph, open_session, pad_to_multiple, split_luma
 from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.model import build_model, load_checkpoint
 from stream_fusion.model.checkpoint import read_checkpoint
@@ -363,7 +363,8 @@ def gpu_placement(proto: onnx.ModelProto) -> str:
     for provider in ("cuda",):
         try:
             session, _ = open_session(graph.SerializeToString(), provider, shapes=None, cache_dir=Path("."),
-                                      threads=None, device_id=0, profile=True)
+                                      threads=None, device_id=0, profile=True,
+                                      dims=frame_dims((64, 64), (64, 64), 64, in_session=True))
         except StreamFusionError as error:
             return f"GPU placement check skipped: {str(error).split('; use ')[0]}"
         frames = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)

@@ -432,9 +432,11 @@ class OnnxEngine:
             "device_id": device_id,
         }
         self._profile = self._shapes(resolution, self.ir_resolution)
+        dims = None if resolution is None else frame_dims(resolution, self.ir_resolution or resolution,
+                                                          self.size_multiple, self.in_session)
         self.session, self.provider = open_session(
             lambda name: frame_graph(proto, in_session_on(name)).SerializeToString(), provider,
-            shapes=self._profile, **options,
+            shapes=self._profile, dims=dims, **options,
         )
         self.in_session = in_session_on(self.provider)
         self._profile = self._shapes(resolution, self.ir_resolution)
@@ -489,14 +491,14 @@ class OnnxEngine:
         if self.in_session != bool(warp_inputs):
             raise ValueError("this session warps the IR: pass warp_inputs" if self.in_session
                              else "this session does not warp the IR: warp_inputs must be empty")
-        if self.provider == "tensorrt" and self._profile is not None:
+        if self.provider != "cpu" and self._profile is not None:  # a GPU session has its sizes fixed
             expected, got = self._profile, {name: feeds[name].shape for name in ("ir", "vis")}
             if any(got[name] != expected[name] for name in got):
                 raise StreamFusionError(
-                    f"the TensorRT engine is built for IR {_size(expected['ir'])} and visible "
+                    f"the {self.provider} session is built for IR {_size(expected['ir'])} and visible "
                     f"{_size(expected['vis'], self.takes_bgr)} frames, got IR {_size(got['ir'])} and "
                     f"visible {_size(got['vis'], self.takes_bgr)}: pass resolution= (and ir_resolution=) the camera "
-                    "sizes, or use the cuda provider"
+                    "sizes"
                 )
         out_shape = (1, len(warp_inputs["grid_y"]), len(warp_inputs["grid_x"]), 3) if warp_inputs else vis.shape
         return self._buffers.run(feeds, out_shape)
@@ -612,9 +614,12 @@ def open_session(
     threads: int | None,
     device_id: int,
     profile: bool = False,
+    dims: dict[str, int] | None = None,
 ) -> tuple[ort.InferenceSession, str]:
     """An ONNX Runtime session on the first provider that really loads, and that provider's short name. ``model``:
     the serialised model, or a function giving it for a provider's short name (the engine's graph differs by provider).
+    ``dims``: sizes for the graph's named dimensions on a GPU provider (see :func:`session_options`); the CPU provider
+    keeps them free, so a CPU engine fuses any frame size.
 
     onnxruntime-gpu lists TensorRT and CUDA as available even where their libraries are missing and then quietly
     runs on the CPU after pages of log; here every GPU attempt's log is captured, the provider that actually runs is
@@ -623,19 +628,9 @@ def open_session(
     """
     available = ort.get_available_providers()
     wanted = ["tensorrt", "cuda", "cpu"] if provider == "auto" else [provider]
-    options = ort.SessionOptions()
-    # EXTENDED, not ALL: ALL adds the CPU's NCHWc layout transform, whose reorders cost more than they save on
-    # this narrow network (lite at 640x512 on a 2-core CPU: 270 ms with ALL, 72 ms with EXTENDED).
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    if profile:  # export's GPU placement check: which provider ran each node
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tempfile.gettempdir()) / "stream_fusion_ort_profile")
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Whole-frame convolutions parallelise well: use every core this process may run on.
-    options.intra_op_num_threads = threads or usable_cores()
-    options.inter_op_num_threads = 1
     failures: list[str] = []
     for name in wanted:
+        options = session_options(threads, profile=profile, dims=None if name == "cpu" else dims)
         if PROVIDERS[name] not in available:
             failures.append(f"{name}: not in this onnxruntime build")
             continue
@@ -661,6 +656,42 @@ def open_session(
     raise StreamFusionError(
         f"provider {provider} is unavailable here ({failures[-1].split(': ', 1)[1]}); use --provider auto or cpu"
     )
+
+
+def session_options(
+    threads: int | None, *, profile: bool = False, dims: dict[str, int] | None = None
+) -> ort.SessionOptions:
+    """The engine's ONNX Runtime session options. ``dims`` fixes the graph's named dimensions (free dimension
+    overrides): with every size known, ONNX Runtime folds the network's shape arithmetic into constants (lite:
+    36 Shape and 67 Gather nodes of sizes gone, 1078 nodes down to 655), nodes that a GPU provider would otherwise
+    run on the CPU between GPU kernels. A frame of another size is then refused."""
+    options = ort.SessionOptions()
+    # EXTENDED, not ALL: ALL adds the CPU's NCHWc layout transform, whose reorders cost more than they save on
+    # this narrow network (lite at 640x512 on a 2-core CPU: 270 ms with ALL, 72 ms with EXTENDED).
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    if profile:  # export's GPU placement check: which provider ran each node
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tempfile.gettempdir()) / "stream_fusion_ort_profile")
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Whole-frame convolutions parallelise well: use every core this process may run on.
+    options.intra_op_num_threads = threads or usable_cores()
+    options.inter_op_num_threads = 1
+    for name, size in (dims or {}).items():
+        options.add_free_dimension_override_by_name(name, size)
+    return options
+
+
+def frame_dims(
+    size: tuple[int, int], ir_size: tuple[int, int], multiple: int, in_session: bool
+) -> dict[str, int]:
+    """The frame graph's named dimensions for one visible frame of ``size`` (w, h) and an IR frame of ``ir_size``:
+    the padded frame, or with ``in_session`` the frames as they come and the padded grid (:func:`frame_graph`)."""
+    (w, h), (iw, ih) = size, ir_size
+    pw, ph = w + -w % multiple, h + -h % multiple
+    if in_session:
+        return {"batch": 1, "height": h, "width": w, "ir_height": ih, "ir_width": iw, "padded_height": ph,
+                "padded_width": pw}
+    return {"batch": 1, "height": ph, "width": pw}
 
 
 def _try_session(

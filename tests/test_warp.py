@@ -16,7 +16,8 @@ import pytest
 from stream_fusion import DEMO_IR, DEMO_VIS
 from stream_fusion.align import AlignmentMonitor, load_calibration
 from stream_fusion.capture import open_source
-from stream_fusion.engine import SHIPPED_MODELS, OnnxEngine, frame_graph, provider_options, read_model
+from stream_fusion.engine import (SHIPPED_MODELS, OnnxEngine, frame_dims, frame_graph, provider_options, read_model,
+                                  session_options)
 from stream_fusion.pipeline import Pipeline
 from stream_fusion.sync import GridMatcher
 from stream_fusion.warp import IrWarp, translation
@@ -177,3 +178,31 @@ def test_the_pipeline_fuses_a_calibrated_stream_with_one_resampling_of_the_ir() 
     assert np.abs(pipeline.last.fused.astype(int) - host.fuse(warp.apply(ir), vis)).max() <= 1
     mosaic_ir = pipeline.last.registered_ir
     np.testing.assert_array_equal(mosaic_ir, warp.apply(ir))
+
+
+def test_fixed_sizes_fold_the_shape_arithmetic_a_gpu_would_run_on_the_cpu(tmp_path: Path) -> None:
+    """What a GPU engine with a known resolution gets (``session_options(dims=frame_dims(...))``): every named
+    dimension fixed, so ONNX Runtime folds the network's Shape/Gather-of-sizes nodes into constants (they would run
+    on the CPU between GPU kernels) and the session still gives the same frame; another size is refused. Checked
+    here on the CPU provider, which the engine itself leaves dynamic."""
+    import collections
+
+    graph = frame_graph(read_model(SHIPPED_MODELS["lite"]), in_session=True)
+    ir, vis = real_pair()
+    h, w = vis.shape[:2]
+    counts = {}
+    outputs = {}
+    for fixed in (False, True):
+        options = session_options(1, dims=frame_dims((w, h), (w, h), 8, in_session=True) if fixed else None)
+        options.optimized_model_filepath = str(tmp_path / f"optimised_{fixed}.onnx")
+        session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        warp = IrWarp.resize((w, h), (w, h))
+        feeds = {"ir": ir[None, None], "vis": vis[None], **warp.session_inputs((w + -w % 8, h + -h % 8))}
+        outputs[fixed] = session.run(None, feeds)[0]
+        counts[fixed] = collections.Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+        if fixed:
+            smaller = {**feeds, "vis": vis[None, :-8], "grid_y": feeds["grid_y"][:-8]}
+            with pytest.raises(Exception, match="dimension|shape|Dimension"):
+                session.run(None, smaller)
+    assert counts[False]["Shape"] > 30 and counts[True]["Shape"] == 0
+    np.testing.assert_array_equal(outputs[True], outputs[False])
