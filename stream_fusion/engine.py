@@ -400,6 +400,7 @@ class OnnxEngine:
         resolution: tuple[int, int] | None = None,
         ir_resolution: tuple[int, int] | None = None,
         in_session: bool | None = None,
+        fixed_size: bool | None = None,
         cache_dir: str | Path | None = None,
         threads: int | None = None,
         device_id: int = 0,
@@ -415,15 +416,10 @@ class OnnxEngine:
         self.precision = self.metadata.get("precision", "fp32")
         self.name = f"{self.metadata['model_name']}-{self.preset}"
         self.colour = is_colour_model(self.metadata)
-        self.resolution = resolution
-        self.ir_resolution = ir_resolution or resolution
         self.device_id = device_id
-        # Default: in the session on a GPU provider, on the host (OpenCV, faster there) on the CPU.
-        def in_session_on(name: str) -> bool:
-            return name != "cpu" if in_session is None else in_session
-
-        self.in_session = in_session_on("tensorrt")  # what the TensorRT profile below is for
-        options = {
+        self._requested = (in_session, fixed_size)
+        self._graph = lambda name: frame_graph(proto, self._on(name)[0]).SerializeToString()
+        self._options = {
             # ONNX Runtime names a cached TensorRT engine after the model path, or (for an in-memory model, as here)
             # its graph, never its weights (ORT maintainers in triton-inference-server/onnxruntime_backend#126): one
             # folder per file content, so re-exported weights never run a stale engine.
@@ -431,18 +427,29 @@ class OnnxEngine:
             "threads": threads,
             "device_id": device_id,
         }
-        self._profile = self._shapes(resolution, self.ir_resolution)
-        dims = None if resolution is None else frame_dims(resolution, self.ir_resolution or resolution,
-                                                          self.size_multiple, self.in_session)
-        self.session, self.provider = open_session(
-            lambda name: frame_graph(proto, in_session_on(name)).SerializeToString(), provider,
-            shapes=self._profile, dims=dims, **options,
-        )
-        self.in_session = in_session_on(self.provider)
-        self._profile = self._shapes(resolution, self.ir_resolution)
-        self._buffers = _BoundBuffers(self.session, "cpu" if self.provider == "cpu" else "cuda", device_id)
+        self._open(provider, resolution, ir_resolution or resolution)
         if warmup:
             self.warmup(*(resolution or DEFAULT_RESOLUTION), ir_size=self.ir_resolution)
+
+    def _on(self, provider: str) -> tuple[bool, bool]:
+        """``in_session`` and ``fixed_size`` on ``provider``: as asked, else on for a GPU provider, off on the CPU
+        (where OpenCV does the per-pixel work faster, and a CPU engine fuses any frame size)."""
+        return tuple(provider != "cpu" if asked is None else asked for asked in self._requested)  # type: ignore
+
+    def _open(self, provider: str, resolution: tuple[int, int] | None, ir_resolution: tuple[int, int] | None) -> None:
+        """(Re)build the session on ``provider`` for visible frames of ``resolution`` and IR frames of
+        ``ir_resolution`` (w, h; None: any size, no TensorRT profile, no fixed sizes)."""
+        self.resolution, self.ir_resolution = resolution, ir_resolution
+        first = "tensorrt" if provider == "auto" else provider  # the profile and sizes are for a GPU attempt
+        self.in_session, fixed = self._on(first)
+        self._profile = self._shapes(resolution, ir_resolution)
+        dims = frame_dims(resolution, ir_resolution, self.size_multiple, self.in_session) if resolution else None
+        self.session, self.provider = open_session(self._graph, provider, shapes=self._profile,
+                                                   dims=dims if fixed else None, **self._options)
+        self.in_session, self.fixed_size = self._on(self.provider)
+        self.fixed_size = self.fixed_size and dims is not None
+        self._profile = self._shapes(resolution, ir_resolution)
+        self._buffers = _BoundBuffers(self.session, "cpu" if self.provider == "cpu" else "cuda", self.device_id)
 
     def warmup(self, width: int, height: int, ir_size: tuple[int, int] | None = None) -> None:
         """One run at the frame size to come: allocates buffers, picks kernels, builds a TensorRT engine, so the
@@ -491,15 +498,14 @@ class OnnxEngine:
         if self.in_session != bool(warp_inputs):
             raise ValueError("this session warps the IR: pass warp_inputs" if self.in_session
                              else "this session does not warp the IR: warp_inputs must be empty")
-        if self.provider != "cpu" and self._profile is not None:  # a GPU session has its sizes fixed
-            expected, got = self._profile, {name: feeds[name].shape for name in ("ir", "vis")}
-            if any(got[name] != expected[name] for name in got):
-                raise StreamFusionError(
-                    f"the {self.provider} session is built for IR {_size(expected['ir'])} and visible "
-                    f"{_size(expected['vis'], self.takes_bgr)} frames, got IR {_size(got['ir'])} and "
-                    f"visible {_size(got['vis'], self.takes_bgr)}: pass resolution= (and ir_resolution=) the camera "
-                    "sizes"
-                )
+        fixed = self._profile is not None and (self.fixed_size or self.provider == "tensorrt")
+        if fixed and any(feeds[name].shape != self._profile[name] for name in ("ir", "vis")):
+            # A camera that changed mode, or reported another size than it delivers: rebuild for the new size
+            # rather than fail mid-stream (TensorRT builds a new engine: minutes, once; then it is cached).
+            size, ir_size = _size(vis.shape, self.takes_bgr), _size(ir.shape)
+            log.warning("%s: frames are now IR %dx%d and visible %dx%d, not the sizes its %s session was built for: "
+                        "rebuilding it", self.name, *ir_size, *size, self.provider)
+            self._open(self.provider, size, ir_size)
         out_shape = (1, len(warp_inputs["grid_y"]), len(warp_inputs["grid_x"]), 3) if warp_inputs else vis.shape
         return self._buffers.run(feeds, out_shape)
 
@@ -520,10 +526,10 @@ class OnnxEngine:
         return {"ir": (1, 1, h, w), "vis": (1, h, w, 3) if self.colour else (1, 1, h, w)}
 
 
-def _size(shape: tuple[int, ...], channels_last: bool = False) -> str:
-    """``W x H`` of an ``N x C x H x W`` (or ``N x H x W x C``) shape."""
+def _size(shape: tuple[int, ...], channels_last: bool = False) -> tuple[int, int]:
+    """``(W, H)`` of an ``N x C x H x W`` (or ``N x H x W x C``) shape."""
     h, w = shape[1:3] if channels_last else shape[2:4]
-    return f"{w}x{h}"
+    return int(w), int(h)
 
 
 class _BoundBuffers:
@@ -664,7 +670,8 @@ def session_options(
     """The engine's ONNX Runtime session options. ``dims`` fixes the graph's named dimensions (free dimension
     overrides): with every size known, ONNX Runtime folds the network's shape arithmetic into constants (lite:
     36 Shape and 67 Gather nodes of sizes gone, 1078 nodes down to 655), nodes that a GPU provider would otherwise
-    run on the CPU between GPU kernels. A frame of another size is then refused."""
+    run on the CPU between GPU kernels. A session so built refuses frames of another size (``OnnxEngine`` rebuilds
+    it for them)."""
     options = ort.SessionOptions()
     # EXTENDED, not ALL: ALL adds the CPU's NCHWc layout transform, whose reorders cost more than they save on
     # this narrow network (lite at 640x512 on a 2-core CPU: 270 ms with ALL, 72 ms with EXTENDED).

@@ -5,6 +5,7 @@ than the visible camera, warps that change from frame to frame through the reuse
 profile, and the pipeline fusing a calibrated stream."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import cv2
@@ -206,3 +207,27 @@ def test_fixed_sizes_fold_the_shape_arithmetic_a_gpu_would_run_on_the_cpu(tmp_pa
                 session.run(None, smaller)
     assert counts[False]["Shape"] > 30 and counts[True]["Shape"] == 0
     np.testing.assert_array_equal(outputs[True], outputs[False])
+
+
+@pytest.mark.parametrize("in_session", [False, True])
+def test_a_fixed_size_session_is_rebuilt_when_the_frames_change_size(
+    in_session: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A GPU session is built for the camera sizes (``fixed_size``, forced here on the CPU provider); a camera that
+    switches mode mid-stream gets the session rebuilt for its new size, with one warning, not an error, and the
+    frames are those of an engine of free sizes."""
+    ir, vis = real_pair()
+    h, w = vis.shape[:2]
+    engine = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", resolution=(w, h), in_session=in_session, fixed_size=True,
+                        threads=1)
+    free = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", in_session=in_session, threads=1, warmup=False)
+    assert engine.fixed_size and not free.fixed_size
+    np.testing.assert_array_equal(engine.fuse(ir, vis), free.fuse(ir, vis))
+    smaller_ir, smaller_vis = ir[:200, :320], vis[:200, :320]
+    with caplog.at_level(logging.WARNING):
+        fused = engine.fuse(smaller_ir, smaller_vis)
+    np.testing.assert_array_equal(fused, free.fuse(smaller_ir, smaller_vis))
+    assert engine.resolution == (320, 200) and engine.provider == "cpu"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{engine.name}: frames are now IR 320x200 and visible 320x200, not the sizes its cpu session was built for: "
+        "rebuilding it"]
