@@ -441,13 +441,15 @@ class OnnxEngine:
         ``ir_resolution`` (w, h; None: any size, no TensorRT profile, no fixed sizes)."""
         self.resolution, self.ir_resolution = resolution, ir_resolution
         first = "tensorrt" if provider == "auto" else provider  # the profile and sizes are for a GPU attempt
-        self.in_session, fixed = self._on(first)
+        self.in_session = self._on(first)[0]
         self._profile = self._shapes(resolution, ir_resolution)
         dims = frame_dims(resolution, ir_resolution, self.size_multiple, self.in_session) if resolution else None
-        self.session, self.provider = open_session(self._graph, provider, shapes=self._profile,
-                                                   dims=dims if fixed else None, **self._options)
-        self.in_session, self.fixed_size = self._on(self.provider)
-        self.fixed_size = self.fixed_size and dims is not None
+        self.session, self.provider = open_session(
+            self._graph, provider, shapes=self._profile, dims=lambda name: dims if self._on(name)[1] else None,
+            **self._options,
+        )
+        self.in_session, fixed = self._on(self.provider)
+        self.fixed_size = fixed and dims is not None
         self._profile = self._shapes(resolution, ir_resolution)
         self._buffers = _BoundBuffers(self.session, "cpu" if self.provider == "cpu" else "cuda", self.device_id)
 
@@ -620,12 +622,12 @@ def open_session(
     threads: int | None,
     device_id: int,
     profile: bool = False,
-    dims: dict[str, int] | None = None,
+    dims: dict[str, int] | Callable[[str], dict[str, int] | None] | None = None,
 ) -> tuple[ort.InferenceSession, str]:
     """An ONNX Runtime session on the first provider that really loads, and that provider's short name. ``model``:
     the serialised model, or a function giving it for a provider's short name (the engine's graph differs by provider).
-    ``dims``: sizes for the graph's named dimensions on a GPU provider (see :func:`session_options`); the CPU provider
-    keeps them free, so a CPU engine fuses any frame size.
+    ``dims``: sizes for the graph's named dimensions (see :func:`session_options`), or a function giving them (or
+    None) for a provider's short name.
 
     onnxruntime-gpu lists TensorRT and CUDA as available even where their libraries are missing and then quietly
     runs on the CPU after pages of log; here every GPU attempt's log is captured, the provider that actually runs is
@@ -636,7 +638,7 @@ def open_session(
     wanted = ["tensorrt", "cuda", "cpu"] if provider == "auto" else [provider]
     failures: list[str] = []
     for name in wanted:
-        options = session_options(threads, profile=profile, dims=None if name == "cpu" else dims)
+        options = session_options(threads, profile=profile, dims=dims(name) if callable(dims) else dims)
         if PROVIDERS[name] not in available:
             failures.append(f"{name}: not in this onnxruntime build")
             continue
