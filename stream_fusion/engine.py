@@ -89,13 +89,10 @@ def check_pair(ir: np.ndarray, vis: np.ndarray, warp: IrWarp | None = None) -> N
         raise ValueError(f"engines take uint8 frames, got IR {ir.dtype} and visible {vis.dtype}")
 
 
-def fuse_luma(
-    ir: np.ndarray, vis: np.ndarray, fuse_y: Callable[[np.ndarray, np.ndarray], np.ndarray], warp: IrWarp | None = None
-) -> np.ndarray:
+def fuse_luma(ir: np.ndarray, vis: np.ndarray, fuse_y: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
     """What every engine does around its fusion: check the pair, fuse the IR with the visible luma (two HxW uint8
-    arrays in, HxW uint8 out, by ``fuse_y``), put the visible chroma back. ``warp``: the one ``fuse_y`` applies to
-    the IR (checked here against both frames)."""
-    check_pair(ir, vis, warp)
+    arrays in, HxW uint8 out, by ``fuse_y``), put the visible chroma back."""
+    check_pair(ir, vis)
     vis_y, chroma = split_luma(vis)
     return merge_luma(fuse_y(to_gray(ir), vis_y), chroma)
 
@@ -106,7 +103,7 @@ def fuse_colour(
 ) -> np.ndarray:
     """What every engine of a colour network does around it: check the pair, fuse the IR (HxW uint8) with the visible
     frame as BGR (HxWx3 uint8, a gray camera as three equal channels) by ``fuse_bgr``, return BGR, or gray for a
-    gray camera. ``warp`` as in :func:`fuse_luma`."""
+    gray camera. ``warp``: the one ``fuse_bgr`` applies to the IR (checked here against both frames)."""
     check_pair(ir, vis, warp)
     gray = vis.ndim == 2 or vis.shape[2] == 1
     fused = fuse_bgr(to_gray(ir), cv2.cvtColor(to_gray(vis), cv2.COLOR_GRAY2BGR) if gray else vis)

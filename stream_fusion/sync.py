@@ -77,7 +77,7 @@ class GridMatcher:
         if self.calibration is not None:
             sizes = ((ir.shape[1], ir.shape[0]), (width, height))
             if self._warp is None or (self._warp.ir_size, self._warp.size) != sizes:
-                self._warp = self.calibration.warp(*sizes)  # one object per stream: engines cache by it
+                self._warp = self.calibration.warp(*sizes)  # once per frame size, not per frame
             return ir, self._warp
         if ir.shape[:2] == (height, width):
             return ir, None
