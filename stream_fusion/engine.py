@@ -7,7 +7,8 @@ The pipeline never knows which one it holds, so swapping the network in changes 
 Colour is handled here, once, for every engine: a luminance network fuses luminance with IR, and the visible chroma
 (YCrCb) is put back afterwards (:func:`fuse_luma`, "the YCbCr route"); a colour network (``cdfusion``, metadata
 ``output: bgr``) takes the visible frame as BGR and returns BGR itself. Either way a colour visible input gives a
-colour output and a gray one gives gray.
+colour output and a gray one gives gray. (Under a GPU provider the YCbCr route of a luminance network runs inside the
+ONNX Runtime session instead, with the IR warp: :func:`frame_graph`.)
 
 The network runs through ONNX Runtime (:class:`OnnxEngine`, made by :func:`create_engine`). This module must not
 import torch: deployment boxes run ONNX only.
