@@ -30,7 +30,7 @@ from tqdm import tqdm
 from stream_fusion.align import MODELS, Calibration, ShiftEstimator, gradient_map
 from stream_fusion.engine import to_gray
 from stream_fusion.errors import StreamFusionError, run_cli
-from stream_fusion.warp import scale_matrix
+from stream_fusion.warp import resize_onto, scale_matrix
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp"}
 # Final ECC correlation of the registered gradient maps (over the template, border band left out) below which the
@@ -113,7 +113,7 @@ def estimate_pair(ir: np.ndarray, vis: np.ndarray, model: str = "affine") -> tup
     vh, vw = vis.shape
     ih, iw = ir.shape
     ir_to_grid = scale_matrix(vw / iw, vh / ih)  # IR pixel -> IR resampled onto the visible frame's size
-    ir_on_grid = cv2.resize(ir, (vw, vh), interpolation=cv2.INTER_AREA if iw > vw else cv2.INTER_LINEAR)
+    ir_on_grid = resize_onto(ir, (vw, vh))
     dx, dy, _ = ShiftEstimator(COARSEST_WIDTH).measure(ir_on_grid, vis)
     # ECC's warp W maps template (visible) coordinates to input (IR) ones: vis(x) ~ ir(W x); registering the IR
     # by (dx, dy) means W x = x - (dx, dy). Repetitive structure (windows, fences) can fool the phase correlation by

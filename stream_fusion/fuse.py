@@ -26,6 +26,7 @@ from stream_fusion.align import Calibration, load_calibration
 from stream_fusion.baselines import BASELINES
 from stream_fusion.engine import PROVIDERS, FusionEngine, create_engine, to_gray
 from stream_fusion.errors import StreamFusionError, run_cli
+from stream_fusion.warp import resize_onto
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,7 @@ def load_pair(name: str, ir_path: Path, vis_path: Path, resize: bool = True) -> 
     (h, w), (ih, iw) = vis.shape[:2], ir.shape
     if resize and (ih, iw) != (h, w):
         log.warning("%s: IR %dx%d resized to the visible size %dx%d", name, iw, ih, w, h)
-        shrink = ih * iw > h * w
-        ir = cv2.resize(ir, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        ir = resize_onto(ir, (w, h))
     return ir, vis
 
 

@@ -21,11 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 
 from stream_fusion.capture import EndOfStream, Frame
-from stream_fusion.warp import IrWarp, register
+from stream_fusion.warp import IrWarp, register, resize_onto
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +87,7 @@ class GridMatcher:
                 "(without a calibration the fields of view are assumed to match)",
                 ir.shape[1], ir.shape[0], width, height,
             )
-        shrink = ir.shape[0] > height
-        return cv2.resize(ir, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR), None
+        return resize_onto(ir, (width, height)), None
 
 
 def default_tolerance(fps_ir: float | None, fps_vis: float | None) -> float:

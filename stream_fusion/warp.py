@@ -19,6 +19,15 @@ def scale_matrix(sx: float, sy: float) -> np.ndarray:
     return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]], np.float64)
 
 
+def resize_onto(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` resized to ``size`` (w, h), for an IR frame with no calibration (the fields of view assumed to
+    match): area averaging where it shrinks (bilinear would alias the thermal texture), bilinear where it grows."""
+    if image.shape[1::-1] == tuple(size):
+        return image
+    shrink = size[0] * size[1] < image.shape[0] * image.shape[1]
+    return cv2.resize(image, tuple(size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
 def translation(dx: float, dy: float) -> np.ndarray:
     """3x3 map moving every point by (dx, dy) px."""
     return np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1]], np.float64)

@@ -21,7 +21,7 @@ from stream_fusion.engine import (SHIPPED_MODELS, OnnxEngine, frame_dims, frame_
                                   session_options)
 from stream_fusion.pipeline import Pipeline
 from stream_fusion.sync import GridMatcher
-from stream_fusion.warp import IrWarp, translation
+from stream_fusion.warp import IrWarp, resize_onto, translation
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 DEMO_CALIBRATION = DEMO_IR.parent / "calibration.yaml"
@@ -125,6 +125,18 @@ def test_a_warp_that_changes_between_frames_reaches_the_session() -> None:
     np.testing.assert_array_equal(second, fresh.fuse(ir, vis, base.shifted(-3.0, 1.5)))
     assert np.abs(first.astype(int) - second).mean() > 2
     np.testing.assert_array_equal(engine.fuse(ir, vis, base.shifted(2.0, 0.0)), first)
+
+
+def test_an_uncalibrated_ir_frame_is_area_averaged_down_and_bilinear_up() -> None:
+    ir, _ = real_pair()
+    h, w = ir.shape[:2]
+    assert resize_onto(ir, (w, h)) is ir
+    # wider but less tall, fewer pixels in all: a shrink, so averaged too (a rule on one axis would alias)
+    for size in ((w // 3, h // 3), (w + 8, h // 2)):
+        area = cv2.resize(ir, size, interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(resize_onto(ir, size), area)
+        assert not np.array_equal(cv2.resize(ir, size), area)
+    np.testing.assert_array_equal(resize_onto(ir, (w * 2, h * 2)), cv2.resize(ir, (w * 2, h * 2)))
 
 
 def test_a_warp_for_other_frame_sizes_is_refused() -> None:
