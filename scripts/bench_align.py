@@ -11,7 +11,9 @@ own affine calibration as its zero (what a calibrated rig has). Agreement (``--a
 shift error on pairs registered by their own affine calibration, then shifted. Calibration (``--calibration``):
 on every eval pair, cropped by 64 px, the IR is warped by 9 synthetic warps (shifts 1-20 px, rotations up to 3
 degrees, scale up to 5 %); the mean corner error of the recovered warp against the pair's own calibration composed
-with the synthetic one.
+with the synthetic one. Fields of view (``--fields-of-view``): on every third eval pair, one camera replaced by what
+a camera with a narrower lens would see (the central share of the view, 4 % off-centre, at the same pixel count);
+the same error.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ sys.path.insert(0, str(REPO))  # run as a plain script from a checkout, installe
 from stream_fusion.align import AlignmentMonitor, ShiftEstimator, shift_image  # noqa: E402
 from stream_fusion.calibrate import calibrate, estimate_pair, reference_shift  # noqa: E402
 from stream_fusion.errors import StreamFusionError  # noqa: E402
-from stream_fusion.warp import register  # noqa: E402
+from stream_fusion.warp import register, scale_matrix, translation  # noqa: E402
 
 DATA = REPO / ".." / "shared" / "data" / "eval"
 SHIFTS_3PX = [(3, 0), (-3, 0), (0, 3), (0, -3), (2.13, 2.13), (-2.13, 2.13), (2.13, -2.13), (-2.13, -2.13)]
@@ -223,6 +225,56 @@ def calibration_accuracy(model: str, margin: int = 64) -> None:
           f"within 1 px {np.sum(per_pair < 1)}")
 
 
+FIELDS_OF_VIEW = [0.5, 0.6, 0.7, 0.8, 0.9, 1.15, 1.3, 1.6, 2.0]  # IR's field of view over the visible camera's
+
+
+def central_view(image: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """What a camera with ``share`` of this one's field of view (its optical axis 4 % of the width to the right)
+    sees, at the same pixel count, and the 3x3 map from this frame's pixels to that view's."""
+    h, w = image.shape
+    cw, ch = round(w * share), round(h * share)
+    x0, y0 = (w - cw) // 2 + round(0.04 * w), (h - ch) // 2
+    view = cv2.resize(image[y0:y0 + ch, x0:x0 + cw], (w, h), interpolation=cv2.INTER_LINEAR)
+    return view, scale_matrix(w / cw, h / ch) @ translation(-x0, -y0)
+
+
+def fields_of_view() -> None:
+    """Calibration of cameras whose lenses differ: the IR narrower than the visible (ratio < 1: the IR frame is the
+    visible camera's central view) or wider (> 1: the visible frame is the IR camera's central view)."""
+    errors: dict[float, list[float]] = {ratio: [] for ratio in FIELDS_OF_VIEW}
+    refused = []
+    for name, ir, vis in eval_pairs()[::3]:
+        h, w = vis.shape
+        try:
+            baseline, _ = estimate_pair(ir, vis)
+        except StreamFusionError:
+            refused.append(name)
+            continue
+        corners = np.float64([[0, 0], [w, 0], [w, h], [0, h]])[None]
+        for ratio in FIELDS_OF_VIEW:
+            if ratio < 1:
+                narrow_ir, to_view = central_view(ir, ratio)
+                pair, expected = (narrow_ir, vis), baseline @ np.linalg.inv(to_view)
+            else:
+                narrow_vis, to_view = central_view(vis, 1 / ratio)
+                pair, expected = (ir, narrow_vis), to_view @ baseline
+            try:
+                found, _ = estimate_pair(*pair)
+            except StreamFusionError:
+                errors[ratio].append(np.inf)
+                continue
+            moved = cv2.perspectiveTransform(corners, found)[0] - cv2.perspectiveTransform(corners, expected)[0]
+            errors[ratio].append(float(np.linalg.norm(moved, axis=1).mean()))
+    every = np.array([e for values in errors.values() for e in values])
+    print(f"affine calibration of cameras with other fields of view, {len(every) // len(FIELDS_OF_VIEW)} eval pairs "
+          f"(every third; refused as baseline: {refused}): within 1 px {np.mean(every < 1):.0%}, within 2 px "
+          f"{np.mean(every < 2):.0%}, refused {np.mean(np.isinf(every)):.0%}")
+    for ratio, values in errors.items():
+        values = np.array(values)
+        print(f"  IR field of view x{ratio:g}: median {np.median(values):.2f} px, within 1 px {np.mean(values < 1):.0%}, "
+              f"within 2 px {np.mean(values < 2):.0%}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[160, 192, 256])
@@ -236,6 +288,8 @@ def main() -> int:
     parser.add_argument("--agreement", action="store_true",
                         help="also measure the shift error on eval pairs registered by their own calibration (minutes)")
     parser.add_argument("--calibration", action="store_true", help="also sweep calibrate over all eval pairs (minutes)")
+    parser.add_argument("--fields-of-view", action="store_true",
+                        help="also calibrate cameras with other fields of view on every third eval pair (minutes)")
     args = parser.parse_args()
     timing(args.widths, args.refine_widths, args.repeats)
     for whitening in args.whitening:
@@ -249,6 +303,8 @@ def main() -> int:
     if args.calibration:
         for model in ("affine", "homography"):
             calibration_accuracy(model)
+    if args.fields_of_view:
+        fields_of_view()
     return 0
 
 

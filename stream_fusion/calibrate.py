@@ -50,6 +50,19 @@ COARSEST_WIDTH = 160  # the pyramid starts where the alignment check measures, s
 # eval pairs fell from 0.33 to 0.10 px, cases within 0.5 px from 63 % to 80 % (docs/alignment.md). Bands of 5 and 8 %
 # did about as well on a subset; a narrower band lets the border strips back in, a wider one leaves less structure.
 TEMPLATE_BAND = 0.06
+# The scale and rotation search that finds ECC's starting points: IR footprint widths from 0.4 to 2.5 times the
+# visible frame's (4 % apart) and rotations up to 6 degrees, on gradient maps SEARCH_WIDTH px wide (0.08 s of
+# the 0.13 s a 640x512 pair takes to calibrate on the 2-core CPU).
+SEARCH_WIDTH = 128
+SEARCH_SCALES = np.geomspace(0.4, 2.5, 47)
+SEARCH_ANGLES = np.linspace(-6.0, 6.0, 9)
+SEARCH_STARTS = 3  # best distinct search results ECC starts from
+NEAR_SCALE = 0.09  # |log scale| of the search's hypotheses that count as the same field of view
+MAX_ANISOTROPY = 1.1  # stretch or shear (singular value ratio) beyond which a searched start's result is dropped
+FOV_EVIDENCE = 1.5  # how many times better a fit at another field of view must be to be tried (see _similarity_search)
+# Area of the IR frame's footprint on the visible frame, as a share of it, beyond which a warp is refused as
+# degenerate: a thermal lens of 0.35 times the visible camera's field of view still passes (0.12), a collapse does not.
+MIN_COVER, MAX_COVER = 0.1, 8.0
 
 
 def read_frames(spec: str, count: int) -> list[np.ndarray]:
@@ -117,17 +130,23 @@ def estimate_pair(ir: np.ndarray, vis: np.ndarray, model: str = "affine") -> tup
     dx, dy, _ = ShiftEstimator(COARSEST_WIDTH).measure(ir_on_grid, vis)
     # ECC's warp W maps template (visible) coordinates to input (IR) ones: vis(x) ~ ir(W x); registering the IR
     # by (dx, dy) means W x = x - (dx, dy). Repetitive structure (windows, fences) can fool the phase correlation by
-    # a period, so ECC also starts from no shift (cameras side by side look roughly the same way) and the start that
-    # ends with the higher correlation wins.
+    # a period, so ECC also starts from no shift (cameras side by side look roughly the same way), and from the best
+    # few warps of a search over scale and rotation (lenses of different fields of view, a camera mounted askew:
+    # ECC converges only from within ~10 % of the right scale). The start that ends with the highest correlation wins.
     starts = [np.array([[1, 0, -dx], [0, 1, -dy], [0, 0, 1]], np.float64)]
     if np.hypot(dx, dy) >= 2.0:
         starts.append(np.eye(3))
+    searched = [np.linalg.inv(found) for found in _similarity_search(ir_on_grid, vis)]
     results = []
-    for start in starts:
+    for index, start in enumerate(starts + searched):
         try:
-            results.append(_ecc_pyramid(ir_on_grid, vis, start, model))
+            warp, correlation = _ecc_pyramid(ir_on_grid, vis, start, model)
         except cv2.error:
             continue
+        # Square pixels on both cameras: another field of view scales both axes alike. A searched start that ECC
+        # stretched or sheared is a chance fit of a weak pair (seen on the eval pairs), not a lens.
+        if index < len(starts) or _anisotropy(np.linalg.inv(np.linalg.inv(ir_to_grid) @ warp)) <= MAX_ANISOTROPY:
+            results.append((warp, correlation))
     if not results:
         raise StreamFusionError(
             "calibration did not converge: the IR and visible frames share too little structure "
@@ -138,6 +157,65 @@ def estimate_pair(ir: np.ndarray, vis: np.ndarray, model: str = "affine") -> tup
     matrix = np.linalg.inv(np.linalg.inv(ir_to_grid) @ warp)  # IR pixel -> visible pixel
     _check_warp(matrix @ np.linalg.inv(ir_to_grid), (vw, vh), correlation)
     return matrix / matrix[2, 2], float(correlation)
+
+
+def _similarity_search(ir_on_grid: np.ndarray, vis: np.ndarray, count: int = SEARCH_STARTS) -> list[np.ndarray]:
+    """The ``count`` best distinct similarity warps (3x3, IR-on-grid -> visible full-size coordinates) of a
+    brute-force search over ``SEARCH_SCALES`` x ``SEARCH_ANGLES`` on small gradient maps, or none where the frames
+    look like one field of view. For each hypothesis the IR map is scaled and rotated about the centre, its
+    translation found by phase correlation, and the result scored by the correlation of the two maps where they
+    overlap (the same score at every scale, unlike a template match)."""
+    vh, vw = vis.shape
+    size = (SEARCH_WIDTH, max(16, round(vh * SEARCH_WIDTH / vw)))
+    fixed, moving = gradient_map(vis, size), gradient_map(ir_on_grid, size)
+    # Windowed here: cv2.phaseCorrelate given a window multiplies its inputs by it in place.
+    window = cv2.createHanningWindow(size, cv2.CV_32F)
+    fixed_windowed = fixed * window
+    centre = ((size[0] - 1) / 2, (size[1] - 1) / 2)
+    found = []
+    for scale in SEARCH_SCALES:
+        for angle in SEARCH_ANGLES:
+            similarity = cv2.getRotationMatrix2D(centre, float(angle), float(scale))  # IR -> visible, search px
+            (sx, sy), _ = cv2.phaseCorrelate(fixed_windowed, cv2.warpAffine(moving, similarity, size) * window)
+            similarity[:, 2] -= (sx, sy)  # the IR content sits (sx, sy) from where the visible has it: move it back
+            found.append((_overlap_correlation(fixed, moving, similarity), float(scale), float(angle), similarity))
+    found.sort(key=lambda item: -item[0])
+    # A weak cross-modal pair can also fit a magnified or shrunk copy of itself, often better than its true warp
+    # (coarse, smooth edge maps correlate with anything), and on the eval pairs, starts near the same scale sent ECC
+    # to optima the alignment check disagrees with as often as they helped. So the search only speaks when another
+    # field of view fits clearly better: FOV_EVIDENCE times better than anything within NEAR_SCALE of the same scale.
+    near = max((item[0] for item in found if abs(np.log(item[1])) <= NEAR_SCALE), default=0.0)
+    if found[0][0] < FOV_EVIDENCE * near:
+        return []
+    kept: list[tuple[float, float, np.ndarray]] = []
+    for _, scale, angle, similarity in found:
+        if all(abs(np.log(scale / s)) > 0.08 or abs(angle - a) > 3 or np.abs(similarity[:, 2] - m[:, 2]).max() > 3
+               for s, a, m in kept):
+            kept.append((scale, angle, similarity))
+            if len(kept) == count:
+                break
+    to_search = scale_matrix(size[0] / vw, size[1] / vh)
+    return [np.linalg.inv(to_search) @ np.vstack([m, [0, 0, 1]]) @ to_search for _, _, m in kept]
+
+
+def _anisotropy(matrix: np.ndarray) -> float:
+    """Ratio of the largest to the smallest singular value of a warp's linear part (1 for a similarity)."""
+    singular = np.linalg.svd(matrix[:2, :2] / matrix[2, 2], compute_uv=False)
+    return float(singular[0] / max(singular[1], 1e-9))
+
+
+def _overlap_correlation(fixed: np.ndarray, moving: np.ndarray, warp: np.ndarray) -> float:
+    """Pearson correlation of ``fixed`` and ``moving`` warped by ``warp`` (2x3) over the pixels both frames cover;
+    0 where they share less than a quarter of the fixed frame (a sliver can correlate by chance)."""
+    h, w = fixed.shape
+    inside = cv2.warpAffine(np.ones_like(moving), warp, (w, h), flags=cv2.INTER_NEAREST) > 0
+    if inside.sum() < 0.25 * w * h:
+        return 0.0
+    a = fixed[inside]
+    b = cv2.warpAffine(moving, warp, (w, h))[inside]
+    a, b = a - a.mean(), b - b.mean()
+    denominator = float(np.sqrt(np.dot(a, a) * np.dot(b, b)))
+    return float(np.dot(a, b)) / denominator if denominator > 0 else 0.0
 
 
 def _ecc_pyramid(ir_on_grid: np.ndarray, vis: np.ndarray, warp: np.ndarray, model: str) -> tuple[np.ndarray, float]:
@@ -210,7 +288,7 @@ def _check_warp(grid_matrix: np.ndarray, size: tuple[int, int], correlation: flo
     area = 0.5 * abs(_cross(mapped[2] - mapped[0], mapped[3] - mapped[1]))
     edges = np.roll(mapped, -1, axis=0) - mapped
     quad = np.array([_cross(edges[i], edges[(i + 1) % 4]) for i in range(4)])  # same sign everywhere: convex
-    if not 0.5 <= area / (w * h) <= 2.0 or not (np.all(quad > 0) or np.all(quad < 0)):
+    if not MIN_COVER <= area / (w * h) <= MAX_COVER or not (np.all(quad > 0) or np.all(quad < 0)):
         raise StreamFusionError(
             f"calibration result is degenerate (the IR frame would cover {area / (w * h):.0%} of the visible frame, "
             "or be folded): the frames do not show the same scene"

@@ -1,4 +1,4 @@
-"""What the evaluation tests share: ``scripts/eval_all.py`` loaded as a module."""
+"""Scripts of ``scripts/`` loaded as modules, for the tests that run them (the evaluation's, the calibration's)."""
 from __future__ import annotations
 
 import importlib.util
@@ -8,10 +8,14 @@ from types import ModuleType
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_eval_all() -> ModuleType:
-    """scripts/eval_all.py is a script, not a package module: a fresh module from its file on every call, so one
+def load_script(name: str) -> ModuleType:
+    """scripts/NAME.py is a script, not a package module: a fresh module from its file on every call, so one
     test's monkeypatching never reaches another's."""
-    spec = importlib.util.spec_from_file_location("eval_all", REPO / "scripts" / "eval_all.py")
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_eval_all() -> ModuleType:
+    return load_script("eval_all")
