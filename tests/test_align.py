@@ -66,8 +66,9 @@ def survey() -> dict[str, dict]:
 
 def test_flags_on_unshifted_pairs_are_real_misregistrations():
     """Of the 75 unshifted eval pairs, the check flags only pairs the reference also finds >= 2 px off, except two
-    named pairs where the two methods disagree (three before the sub-pixel refinement); and it does flag tno25_01,
-    which is visibly ~10 px off."""
+    named pairs where the two methods disagree (three before the sub-pixel refinement) and a homography calibration
+    confirms the check; and it does flag tno25_01, which is visibly ~10 px off. So no flag is a false alarm: the
+    issue's "flags none of the unshifted pairs" would need pairs registered better than these."""
     results = survey()
     flagged = {name for name, r in results.items() if r["raw"].status == "misaligned"}
     false_alarms = {name for name in flagged if results[name]["reference"] is None or results[name]["reference"] < 2.0}
@@ -76,6 +77,15 @@ def test_flags_on_unshifted_pairs_are_real_misregistrations():
     assert false_alarms <= {"FLIR_04722", "FLIR_07809"}, false_alarms
     confirmed = flagged - false_alarms
     assert len(confirmed) >= 15  # 17 measured: the eval splits are registered to a few pixels only
+    # The two are off by perspective, which the translation-only reference cannot see: registered by their own
+    # homography calibration (a third method, ECC on the whole warp), the check finds both within 0.5 px (measured
+    # 0.32 and 0.10 px), so what it flagged unshifted was a real misregistration there too.
+    pairs = {name: (ir, vis) for name, ir, vis in eval_pairs()}
+    for name in false_alarms:
+        ir, vis = pairs[name]
+        calibration, _ = calibrate([ir], [vis], "homography")
+        alignment = verdict(calibration.apply(ir, (vis.shape[1], vis.shape[0])), vis)
+        assert alignment.status == "ok" and np.hypot(alignment.dx, alignment.dy) < 0.5, (name, alignment)
 
 
 def _agreeing_pairs() -> dict[str, dict]:
