@@ -191,12 +191,19 @@ CASES = [(1, 0, 0, 1), (-20, 15, 0, 1), (6, -9, 0, 1), (0, 0, 3, 1), (0, 0, -2, 
          (0, 0, 0, 1.05), (-12, 5, -3, 1.03), (8, 8, 1.5, 0.97)]
 
 
+def corner_error(found: np.ndarray, expected: np.ndarray, size: tuple[int, int]) -> float:
+    """Mean distance (px) between where two warps send the four corners of a frame of ``size`` (w, h)."""
+    w, h = size
+    corners = np.float64([[0, 0], [w, 0], [w, h], [0, h]])[None]
+    moved = cv2.perspectiveTransform(corners, found)[0] - cv2.perspectiveTransform(corners, expected)[0]
+    return float(np.linalg.norm(moved, axis=1).mean())
+
+
 def calibration_accuracy(model: str, margin: int = 64) -> None:
     errors, refused, per_pair = [], [], []
     for name, ir, vis in eval_pairs():
         h, w = ir.shape
         size = (w - 2 * margin, h - 2 * margin)
-        corners = np.float64([[0, 0], [size[0], 0], [size[0], size[1]], [0, size[1]]])[None]
         shift = np.array([[1, 0, margin], [0, 1, margin], [0, 0, 1]], np.float64)
         try:
             baseline, _ = estimate_pair(ir[margin:-margin, margin:-margin], vis[margin:-margin, margin:-margin], model)
@@ -214,8 +221,7 @@ def calibration_accuracy(model: str, margin: int = 64) -> None:
             except StreamFusionError:
                 pair_errors.append(np.inf)
                 continue
-            moved = cv2.perspectiveTransform(corners, found)[0] - cv2.perspectiveTransform(corners, expected)[0]
-            pair_errors.append(float(np.linalg.norm(moved, axis=1).mean()))
+            pair_errors.append(corner_error(found, expected, size))
         errors += pair_errors
         per_pair.append(max(pair_errors))
     errors, per_pair = np.array(errors), np.array(per_pair)
@@ -250,7 +256,6 @@ def fields_of_view() -> None:
         except StreamFusionError:
             refused.append(name)
             continue
-        corners = np.float64([[0, 0], [w, 0], [w, h], [0, h]])[None]
         for ratio in FIELDS_OF_VIEW:
             if ratio < 1:
                 narrow_ir, to_view = central_view(ir, ratio)
@@ -263,8 +268,7 @@ def fields_of_view() -> None:
             except StreamFusionError:
                 errors[ratio].append(np.inf)
                 continue
-            moved = cv2.perspectiveTransform(corners, found)[0] - cv2.perspectiveTransform(corners, expected)[0]
-            errors[ratio].append(float(np.linalg.norm(moved, axis=1).mean()))
+            errors[ratio].append(corner_error(found, expected, (w, h)))
     every = np.array([e for values in errors.values() for e in values])
     print(f"affine calibration of cameras with other fields of view, {len(every) // len(FIELDS_OF_VIEW)} eval pairs "
           f"(every third; refused as baseline: {refused}): within 1 px {np.mean(every < 1):.0%}, within 2 px "

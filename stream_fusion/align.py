@@ -37,6 +37,7 @@ import numpy as np
 from stream_fusion.config import load_yaml
 from stream_fusion.engine import to_gray
 from stream_fusion.errors import StreamFusionError
+from stream_fusion.metrics import correlation
 from stream_fusion.warp import IrWarp, scale_matrix
 
 POLICIES = ("warn", "correct", "drop")
@@ -250,12 +251,8 @@ def _pad(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def _registered_correlation(a: np.ndarray, b: np.ndarray, sx: float, sy: float) -> float:
     """Pearson correlation of the two windowed gradient maps once ``b`` is moved back by (sx, sy); 0 when negative."""
-    moved = cv2.warpAffine(b, np.float32([[1, 0, -sx], [0, 1, -sy]]), (b.shape[1], b.shape[0])).ravel()
-    fixed = a.ravel()
-    moved = moved - moved.mean()
-    fixed = fixed - fixed.mean()
-    denominator = float(np.sqrt(np.dot(fixed, fixed) * np.dot(moved, moved)))
-    return max(0.0, float(np.dot(fixed, moved)) / denominator) if denominator > 0 else 0.0
+    moved = cv2.warpAffine(b, np.float32([[1, 0, -sx], [0, 1, -sy]]), (b.shape[1], b.shape[0]))
+    return max(0.0, correlation(a, moved))
 
 
 class AlignmentMonitor:

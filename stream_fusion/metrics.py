@@ -112,7 +112,7 @@ def fusion_mi(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return mutual_information(fused, a) + mutual_information(fused, b)
 
 
-def _correlation(x: np.ndarray, y: np.ndarray) -> float:
+def correlation(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson correlation; 0 where either side is constant (nothing to correlate, not an undefined number)."""
     dx, dy = x - x.mean(), y - y.mean()
     denominator = math.sqrt(float((dx * dx).sum()) * float((dy * dy).sum()))
@@ -127,7 +127,7 @@ def scd(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     """
     _same_shape(fused, a, b)
     f, fa, fb = _f64(fused), _f64(a), _f64(b)
-    return _correlation(f - fb, fa) + _correlation(f - fa, fb)
+    return correlation(f - fb, fa) + correlation(f - fa, fb)
 
 
 def _gaussian_valid(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -360,7 +360,7 @@ def chroma_correlation(x: np.ndarray, y: np.ndarray) -> float:
     flat_y = float(np.std(y)) < CONSTANT_CHROMA_STD
     if flat_x or flat_y:
         return 1.0 if flat_x and flat_y else 0.0
-    return _correlation(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    return correlation(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
 
 
 def colour_metrics(fused_bgr: np.ndarray, vis_bgr: np.ndarray) -> dict[str, float]:

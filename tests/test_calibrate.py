@@ -21,6 +21,9 @@ from stream_fusion.errors import StreamFusionError
 
 from eval_script import load_script
 
+BENCH = load_script("bench_align")  # the benchmark's field-of-view crops and corner error, which these tests share
+corner_error = BENCH.corner_error
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REPO = Path(__file__).resolve().parents[1]
 MARGIN = 64
@@ -47,14 +50,6 @@ def translation(x: float, y: float) -> np.ndarray:
 
 def crop(image: np.ndarray) -> np.ndarray:
     return image[MARGIN:-MARGIN, MARGIN:-MARGIN]
-
-
-def corner_error(found: np.ndarray, expected: np.ndarray, size: tuple[int, int]) -> float:
-    """Mean distance (px) between where two warps send the four frame corners."""
-    w, h = size
-    corners = np.float64([[0, 0], [w, 0], [w, h], [0, h]])[None]
-    moved = cv2.perspectiveTransform(corners, found)[0] - cv2.perspectiveTransform(corners, expected)[0]
-    return float(np.linalg.norm(moved, axis=1).mean())
 
 
 # (tx, ty, degrees, scale): shifts 1-20 px, rotations up to 3 degrees, scale changes up to 5 %, and mixtures.
@@ -136,10 +131,10 @@ def test_cameras_with_different_fields_of_view_are_calibrated(share, narrow):
     h, w = ir.shape
     baseline, _ = estimate_pair(ir, vis)
     if narrow == "ir":  # the IR sees the middle of what the visible camera sees
-        ir, to_view = load_script("bench_align").central_view(ir, share)
+        ir, to_view = BENCH.central_view(ir, share)
         expected = baseline @ np.linalg.inv(to_view)
     else:
-        vis, to_view = load_script("bench_align").central_view(vis, share)
+        vis, to_view = BENCH.central_view(vis, share)
         expected = to_view @ baseline
     found, _ = estimate_pair(ir, vis)
     assert corner_error(found, expected, (w, h)) < 1.0
