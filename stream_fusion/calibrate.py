@@ -27,10 +27,10 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from stream_fusion import metrics
 from stream_fusion.align import MODELS, Calibration, ShiftEstimator, gradient_map
 from stream_fusion.engine import to_gray
 from stream_fusion.errors import StreamFusionError, run_cli
-from stream_fusion.metrics import correlation
 from stream_fusion.warp import resize_onto, scale_matrix
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp"}
@@ -212,7 +212,7 @@ def _overlap_correlation(fixed: np.ndarray, moving: np.ndarray, warp: np.ndarray
     inside = cv2.warpAffine(np.ones_like(moving), warp, (w, h), flags=cv2.INTER_NEAREST) > 0
     if inside.sum() < 0.25 * w * h:
         return 0.0
-    return correlation(fixed[inside], cv2.warpAffine(moving, warp, (w, h))[inside])
+    return metrics.correlation(fixed[inside], cv2.warpAffine(moving, warp, (w, h))[inside])
 
 
 def _ecc_pyramid(ir_on_grid: np.ndarray, vis: np.ndarray, warp: np.ndarray, model: str) -> tuple[np.ndarray, float]:
