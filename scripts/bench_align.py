@@ -25,6 +25,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a plain script from a checkout, installed or not
@@ -37,6 +38,11 @@ from stream_fusion.warp import register, scale_matrix, translation  # noqa: E402
 DATA = REPO / ".." / "shared" / "data" / "eval"
 SHIFTS_3PX = [(3, 0), (-3, 0), (0, 3), (0, -3), (2.13, 2.13), (-2.13, 2.13), (2.13, -2.13), (-2.13, -2.13)]
 SHIFTS_LARGE = [(5, 0), (0, -5), (-10, 0), (0, 10), (14.2, 14.2), (-20, 0)]
+
+
+def each_pair(pairs: list[tuple[str, np.ndarray, np.ndarray]], desc: str) -> tqdm:
+    """``pairs`` with a progress bar on stderr: the sweeps below take minutes, and their result lines come at the end."""
+    return tqdm(pairs, desc=desc, unit="pair", leave=False)
 
 
 def eval_pairs() -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -85,7 +91,7 @@ def tracking(width: int, whitening: float) -> None:
     """Pairs on which the measured shift follows injected IR shifts within 1 px (no reference needed)."""
     estimator = ShiftEstimator(width, whitening)
     tracked = 0
-    for _, ir, vis in eval_pairs():
+    for _, ir, vis in each_pair(eval_pairs(), "tracking"):
         dx0, dy0, _ = estimator.measure(ir, vis)
         errors = []
         for sx, sy in TRACKING_SHIFTS:
@@ -104,7 +110,7 @@ def agreement(refine_widths: list[int]) -> None:
     """How well the measured shift undoes injected shifts on pairs registered by their own affine calibration (the
     truth of scripts/misalignment_study.py), with and without the sub-pixel refinement."""
     registered = {}
-    for name, ir, vis in eval_pairs():
+    for name, ir, vis in each_pair(eval_pairs(), "agreement: calibrate"):
         try:
             calibration, _ = calibrate([ir], [vis])
         except StreamFusionError:
@@ -128,7 +134,7 @@ def accuracy(width: int, threshold: float) -> None:
     monitor = lambda: AlignmentMonitor(hysteresis=1, every_n=1, width=width, threshold_px=threshold)  # noqa: E731
     raw_flags, false_alarms, disagree, unknown = [], [], [], []
     small, large = [], []
-    for name, ir, vis in eval_pairs():
+    for name, ir, vis in each_pair(eval_pairs(), "accuracy"):
         reference = reference_shift(ir, vis)
         raw = monitor().process(ir, vis).alignment
         registered_ir = shift_image(ir, *reference, min_shift=0) if reference else ir
@@ -160,7 +166,7 @@ def accuracy_calibrated(width: int, threshold: float) -> None:
     by it, unshifted, then shifted by 3 px (8 directions) and 5-20 px (6 shifts)."""
     monitor = lambda: AlignmentMonitor(hysteresis=1, every_n=1, width=width, threshold_px=threshold)  # noqa: E731
     flagged, refused, unknown, small, large = [], [], [], [], []
-    for name, ir, vis in eval_pairs():
+    for name, ir, vis in each_pair(eval_pairs(), "accuracy, calibrated"):
         try:
             calibration, _ = calibrate([ir], [vis])
         except StreamFusionError:
@@ -201,7 +207,7 @@ def corner_error(found: np.ndarray, expected: np.ndarray, size: tuple[int, int])
 
 def calibration_accuracy(model: str, margin: int = 64) -> None:
     errors, refused, per_pair = [], [], []
-    for name, ir, vis in eval_pairs():
+    for name, ir, vis in each_pair(eval_pairs(), f"calibration ({model})"):
         h, w = ir.shape
         size = (w - 2 * margin, h - 2 * margin)
         shift = np.array([[1, 0, margin], [0, 1, margin], [0, 0, 1]], np.float64)
@@ -249,7 +255,7 @@ def fields_of_view() -> None:
     visible camera's central view) or wider (> 1: the visible frame is the IR camera's central view)."""
     errors: dict[float, list[float]] = {ratio: [] for ratio in FIELDS_OF_VIEW}
     refused = []
-    for name, ir, vis in eval_pairs()[::3]:
+    for name, ir, vis in each_pair(eval_pairs()[::3], "fields of view"):
         h, w = vis.shape
         try:
             baseline, _ = estimate_pair(ir, vis)
