@@ -6,11 +6,13 @@ visible luma with IR and put the visible chroma back, exactly like the network's
 """
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
 from stream_fusion.engine import FusionEngine, fuse_luma
-from stream_fusion.warp import IrWarp, register
+from stream_fusion.warp import IrWarp, fuse_registered
 
 
 class AverageFusion:
@@ -21,7 +23,7 @@ class AverageFusion:
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray, warp: IrWarp | None = None) -> np.ndarray:
         average = lambda a, b: ((a.astype(np.uint16) + b + 1) // 2).astype(np.uint8)  # noqa: E731
-        return fuse_luma(register(ir, warp), vis, average)
+        return fuse_registered(ir, vis, warp, functools.partial(fuse_luma, fuse_y=average))
 
 
 def _laplacian_pyramid(image: np.ndarray, levels: int) -> list[np.ndarray]:
@@ -58,7 +60,7 @@ class LaplacianFusion:
         self.levels = levels
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray, warp: IrWarp | None = None) -> np.ndarray:
-        return fuse_luma(register(ir, warp), vis, self._fuse_y)
+        return fuse_registered(ir, vis, warp, functools.partial(fuse_luma, fuse_y=self._fuse_y))
 
     def _fuse_y(self, ir: np.ndarray, vis_y: np.ndarray) -> np.ndarray:
         a, b = ir.astype(np.float32), vis_y.astype(np.float32)

@@ -35,7 +35,7 @@ import onnxruntime as ort
 
 from stream_fusion import WEIGHTS_DIR
 from stream_fusion.errors import StreamFusionError
-from stream_fusion.warp import IrWarp, register
+from stream_fusion.warp import IrWarp, fuse_registered
 
 
 @runtime_checkable
@@ -124,7 +124,7 @@ class ClassicalEngine:
         self.base_kernel = base_kernel
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray, warp: IrWarp | None = None) -> np.ndarray:
-        return fuse_luma(register(ir, warp), vis, self._fuse_y)
+        return fuse_registered(ir, vis, warp, functools.partial(fuse_luma, fuse_y=self._fuse_y))
 
     def _fuse_y(self, ir: np.ndarray, vis_y: np.ndarray) -> np.ndarray:
         a, b = ir.astype(np.float32), vis_y.astype(np.float32)
@@ -243,7 +243,8 @@ def frame_graph(proto: onnx.ModelProto, in_session: bool = False) -> onnx.ModelP
     the session too, one frame per run (batch 1):
 
     - the IR input is the frame as its camera delivers it (any size), resampled onto the visible grid by a warp
-      (:func:`_ir_warp_nodes`: a calibration, a live shift);
+      (:func:`_ir_warp_nodes`: a calibration, a live shift), edges replicated, and the fused frame gives way to the
+      visible frame where the IR camera does not see (``IrWarp.coverage``'s weights, built from the same warp);
     - a luminance model takes and returns BGR frames like the colour model: the visible luma is taken inside
       (BT.601 weights, OpenCV's YCrCb Y) and the chroma merge is the fused luma's change added to every channel,
       which is what replacing Y of YCrCb and converting back does, without the rounding of Cr and Cb to bytes;
@@ -304,10 +305,17 @@ def frame_graph(proto: onnx.ModelProto, in_session: bool = False) -> onnx.ModelP
             make("Sub", ["fused_luma_nhwc", "vis_luma"], ["fused_luma_change"]),
             make("Add", ["vis_bgr", "fused_luma_change"], ["fused_nhwc"]),
         ]
+    if in_session:  # the visible frame where the IR camera does not see (IrWarp.coverage's weights)
+        post += [
+            make("Sub", ["fused_nhwc", "vis_bgr"], ["fused_change"]),
+            make("Mul", ["fused_change", "ir_weight"], ["fused_change_seen"]),
+            make("Add", ["vis_bgr", "fused_change_seen"], ["fused_seen"]),
+        ]
     if bgr:
         _channels_last(graph.output[0])
     post += [
-        make("Clip", ["fused_nhwc" if bgr else "fused_float", "frame_low", "frame_high"], ["fused_clipped"]),
+        make("Clip", ["fused_seen" if in_session else "fused_nhwc" if bgr else "fused_float", "frame_low",
+                      "frame_high"], ["fused_clipped"]),
         make("Mul", ["fused_clipped", "frame_scale_out"], ["fused_scaled"]),
         make("Round", ["fused_scaled"], ["fused_rounded"]),
         make("Cast", ["fused_rounded"], ["fused"], to=onnx.TensorProto.UINT8),
@@ -332,6 +340,7 @@ def _ir_warp_nodes(model: onnx.ModelProto, source: str, target: str) -> list[onn
         onnx.helper.make_tensor_value_info("grid_y", floats, ["padded_height"]),
         onnx.helper.make_tensor_value_info("ir_low", floats, [2]),
         onnx.helper.make_tensor_value_info("ir_high", floats, [2]),
+        onnx.helper.make_tensor_value_info("ir_feather", floats, [2]),
     ])
     constants = {"warp_axis0": [0], "warp_axis1": [1], "warp_last": [-1], "warp_xy_end": [2], "warp_z_end": [3]}
     model.graph.initializer.extend(
@@ -363,6 +372,18 @@ def _ir_warp_nodes(model: onnx.ModelProto, source: str, target: str) -> list[onn
         make("Unsqueeze", ["warp_clamped", "warp_axis0"], ["warp_grid"]),  # 1 x H x W x 2
         make("GridSample", [source, "warp_grid"], [target], align_corners=0, padding_mode="zeros",
              mode="linear" if opset >= 20 else "bilinear"),
+        # ir_weight (1 x H x W x 1): 1 where the IR camera sees, falling to 0 over FEATHER_PX IR px beyond its edge
+        # (+-1 in these units), per axis and multiplied, as IrWarp.coverage computes it on the host.
+        make("Abs", ["warp_positions"], ["warp_distance"]),
+        make("Sub", ["warp_distance", "warp_one"], ["warp_beyond"]),
+        make("Relu", ["warp_beyond"], ["warp_excess"]),
+        make("Mul", ["warp_excess", "ir_feather"], ["warp_fade"]),
+        make("Sub", ["warp_one", "warp_fade"], ["warp_keep"]),
+        make("Clip", ["warp_keep", "warp_zero", "warp_one"], ["warp_keep_clipped"]),
+        make("Slice", ["warp_keep_clipped", "warp_axis0", "warp_axis1", "warp_last"], ["warp_keep_x"]),
+        make("Slice", ["warp_keep_clipped", "warp_axis1", "warp_xy_end", "warp_last"], ["warp_keep_y"]),
+        make("Mul", ["warp_keep_x", "warp_keep_y"], ["warp_weight"]),
+        make("Unsqueeze", ["warp_weight", "warp_axis0"], ["ir_weight"]),
     ]
 
 
@@ -465,11 +486,14 @@ class OnnxEngine:
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray, warp: IrWarp | None = None) -> np.ndarray:
         if not self.in_session:
-            ir, warp = register(ir, warp), None
-        elif warp is None:
-            warp = IrWarp.resize((ir.shape[1], ir.shape[0]), (vis.shape[1], vis.shape[0]))
+            return fuse_registered(ir, vis, warp, self._fuse_registered)
+        warp = warp or IrWarp.resize((ir.shape[1], ir.shape[0]), (vis.shape[1], vis.shape[0]))
+        return fuse_colour(ir, vis, functools.partial(self._fuse_bgr, warp=warp), warp)
+
+    def _fuse_registered(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+        """The host route, for a pair on one grid: colour in the session or the YCrCb route around it."""
         if self.takes_bgr:
-            return fuse_colour(ir, vis, functools.partial(self._fuse_bgr, warp=warp), warp)
+            return fuse_colour(ir, vis, functools.partial(self._fuse_bgr, warp=None))
         return fuse_luma(ir, vis, self._fuse_y)
 
     def _fuse_bgr(self, ir: np.ndarray, bgr: np.ndarray, warp: IrWarp | None) -> np.ndarray:

@@ -190,9 +190,10 @@ def test_calibration_warps_each_ir_image_onto_its_visible_image(tmp_path: Path) 
     for name in names:
         ir = cv2.imread(str(ir_dir / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
         vis = cv2.imread(str(vis_dir / f"{name}.png"), cv2.IMREAD_UNCHANGED)
-        registered = calibration.apply(ir, (vis.shape[1], vis.shape[0]))
+        warp = calibration.warp((ir.shape[1], ir.shape[0]), (vis.shape[1], vis.shape[0]))
         np.testing.assert_array_equal(cv2.imread(str(out / f"{name}.png"), cv2.IMREAD_UNCHANGED),
-                                      ClassicalEngine().fuse(registered, vis))
+                                      ClassicalEngine().fuse(ir, vis, warp))
+        assert warp.matrix[0, 0] > 1.3  # scaled from 3/4 size, not resized first
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: affine\nmatrix: [[1, 0]]\n")
     result = subprocess.run(

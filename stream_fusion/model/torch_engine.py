@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from stream_fusion.engine import fuse_colour, fuse_luma
 from stream_fusion.model.checkpoint import load_checkpoint
-from stream_fusion.warp import IrWarp, register
+from stream_fusion.warp import IrWarp, fuse_registered
 
 
 def fuse_tensors(model: torch.nn.Module, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
@@ -39,7 +39,9 @@ class TorchEngine:
         self.colour = getattr(self.model, "vis_channels", 1) == 3
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray, warp: IrWarp | None = None) -> np.ndarray:
-        ir = register(ir, warp)
+        return fuse_registered(ir, vis, warp, self._fuse_registered)
+
+    def _fuse_registered(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         return fuse_colour(ir, vis, self._fuse_bgr) if self.colour else fuse_luma(ir, vis, self._fuse_y)
 
     def _fuse_bgr(self, ir: np.ndarray, bgr: np.ndarray) -> np.ndarray:
