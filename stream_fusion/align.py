@@ -388,7 +388,7 @@ class Calibration:
 
     def warp(self, ir_size: tuple[int, int], size: tuple[int, int]) -> IrWarp:
         """The warp of ``ir_size`` (w, h) IR frames onto the visible grid of ``size`` (w, h); areas the IR camera
-        does not see are black.
+        does not see are black in :meth:`IrWarp.apply` (the fusion shows the visible frame there).
 
         Frames of another size than calibrated (a camera switched to a lower mode, a pipeline that resized first)
         are handled by scaling the warp, since the lenses, not the pixel counts, fix the geometry.

@@ -331,7 +331,8 @@ def _ir_warp_nodes(model: onnx.ModelProto, source: str, target: str) -> list[onn
     """``target`` = the IR image ``source`` (1 x 1 x h x w float) resampled onto the padded visible grid by the inputs
     of :meth:`stream_fusion.warp.IrWarp.session_inputs`, which this adds to the graph. The sampling grid is built
     here from a 3x3 matrix and two coordinate rows (a homography per pixel: one MatMul and a division), so the host
-    computes and uploads nothing per pixel; ``GridSample`` then samples bilinearly, zeros outside the IR frame."""
+    computes and uploads nothing per pixel; ``GridSample`` then samples bilinearly at positions clamped to the IR
+    frame (its edges replicated). Also ``ir_weight``, where the IR camera sees (``IrWarp.coverage``)."""
     make = onnx.helper.make_node
     floats = onnx.TensorProto.FLOAT
     model.graph.input.extend([
