@@ -544,10 +544,11 @@ class OnnxEngine:
         m = self.size_multiple
         width, height = resolution
         h, w = height + -height % m, width + -width % m
-        if self.in_session:  # the frames as they come; the session pads to (w, h)
+        if self.in_session:  # the frames as they come; the session pads to (w, h); the warp's own small inputs
             iw, ih = ir_resolution or resolution
-            return {"ir": (1, 1, ih, iw), "vis": (1, height, width, 3), "ir_warp": (3, 3), "grid_x": (w,),
-                    "grid_y": (h,), "ir_low": (2,), "ir_high": (2,)}
+            warp_inputs = IrWarp.resize((iw, ih), (width, height)).session_inputs((w, h))
+            return {"ir": (1, 1, ih, iw), "vis": (1, height, width, 3),
+                    **{name: value.shape for name, value in warp_inputs.items()}}
         return {"ir": (1, 1, h, w), "vis": (1, h, w, 3) if self.colour else (1, 1, h, w)}
 
 

@@ -190,10 +190,12 @@ def test_the_tensorrt_profile_covers_the_warp_inputs() -> None:
     frame."""
     engine = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", resolution=(640, 512), ir_resolution=(320, 256),
                         in_session=True, threads=1, warmup=False)
-    options = provider_options("tensorrt", shapes=engine._shapes((640, 512), (320, 256)), cache_dir=Path("c"),
-                               device_id=0)
+    shapes = engine._shapes((640, 512), (320, 256))
+    options = provider_options("tensorrt", shapes=shapes, cache_dir=Path("c"), device_id=0)
     assert options["trt_profile_opt_shapes"] == ("ir:1x1x256x320,vis:1x512x640x3,ir_warp:3x3,grid_x:640,grid_y:512,"
-                                                 "ir_low:2,ir_high:2")
+                                                 "ir_low:2,ir_high:2,ir_feather:2")
+    graph = frame_graph(read_model(SHIPPED_MODELS["lite"]), in_session=True)
+    assert set(shapes) == {value.name for value in graph.graph.input}  # every input the session takes
 
 
 def test_the_pipeline_fuses_a_calibrated_stream_with_one_resampling_of_the_ir() -> None:
