@@ -279,17 +279,23 @@ def _check_warp(grid_matrix: np.ndarray, size: tuple[int, int], correlation: flo
             f"calibration did not converge to a trustworthy warp (edge correlation {correlation:.2f} < "
             f"{MIN_CORRELATION}): the frames do not show the same scene, or share too little structure"
         )
-    w, h = size
-    corners = np.float64([[0, 0], [w, 0], [w, h], [0, h]])
-    mapped = cv2.perspectiveTransform(corners[None], grid_matrix)[0]
-    area = 0.5 * abs(_cross(mapped[2] - mapped[0], mapped[3] - mapped[1]))
+    mapped, share = footprint(grid_matrix, size, size)
     edges = np.roll(mapped, -1, axis=0) - mapped
     quad = np.array([_cross(edges[i], edges[(i + 1) % 4]) for i in range(4)])  # same sign everywhere: convex
-    if not MIN_COVER <= area / (w * h) <= MAX_COVER or not (np.all(quad > 0) or np.all(quad < 0)):
+    if not MIN_COVER <= share <= MAX_COVER or not (np.all(quad > 0) or np.all(quad < 0)):
         raise StreamFusionError(
-            f"calibration result is degenerate (the IR frame would cover {area / (w * h):.0%} of the visible frame, "
+            f"calibration result is degenerate (the IR frame would cover {share:.0%} of the visible frame, "
             "or be folded): the frames do not show the same scene"
         )
+
+
+def footprint(matrix: np.ndarray, ir_size: tuple[int, int], vis_size: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """Where ``matrix`` (IR pixel -> visible pixel) puts the IR frame's four corners, and the area of that
+    quadrilateral as a share of the visible frame's (below 1: the IR camera sees less than the visible one)."""
+    (iw, ih), (w, h) = ir_size, vis_size
+    mapped = cv2.perspectiveTransform(np.float64([[[0, 0], [iw, 0], [iw, ih], [0, ih]]]), matrix)[0]
+    area = 0.5 * abs(_cross(mapped[2] - mapped[0], mapped[3] - mapped[1]))
+    return mapped, area / (w * h)
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> float:
@@ -389,9 +395,11 @@ def main(argv: list[str] | None = None) -> int:
     # A bar for people at a terminal; logs and pipes get only the result line (and a refusal stays one line).
     calibration, spread = calibrate(irs[:count], viss[:count], args.model, progress=sys.stderr.isatty())
     write_calibration(calibration, args.out)
+    _, share = footprint(calibration.matrix, calibration.ir_size, calibration.vis_size)
     print(
         f"{calibration.model} calibration from {count} frame pair(s): residual {calibration.residual_px:.2f} px, "
-        f"edge correlation {calibration.correlation:.2f}, spread across frames {spread:.2f} px -> {args.out}"
+        f"edge correlation {calibration.correlation:.2f}, spread across frames {spread:.2f} px, IR view "
+        f"{share:.0%} of the visible frame -> {args.out}"
     )
     if calibration.residual_px >= CHECK_WARNING_PX or spread >= CHECK_WARNING_PX:
         # Not a refusal: on some cross-modal scenes the check and ECC disagree by a few px (docs/alignment.md).

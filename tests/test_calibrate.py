@@ -140,6 +140,19 @@ def test_cameras_with_different_fields_of_view_are_calibrated(share, narrow):
     assert corner_error(found, expected, (w, h)) < 1.0
 
 
+def test_the_cli_says_how_much_of_the_visible_frame_a_narrower_ir_lens_covers(tmp_path, capsys):
+    """The calibration's line tells a rig builder what the IR lens covers: 0.6 of the view each way is 36 %."""
+    ir, vis = load_pair("tno25_07")
+    narrow, _ = BENCH.central_view(ir, 0.6)
+    cv2.imwrite(str(tmp_path / "ir.png"), narrow)
+    cv2.imwrite(str(tmp_path / "vis.png"), vis)
+    assert main(["--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png"),
+                 "--out", str(tmp_path / "calibration.yaml")]) == 0
+    share = float(capsys.readouterr().out.split("IR view ")[1].split("%")[0])
+    assert 34 <= share <= 38, share
+    assert load_calibration(tmp_path / "calibration.yaml").residual_px < 1.0
+
+
 def test_a_weak_pair_is_not_moved_to_another_field_of_view_by_a_chance_fit():
     """FLIR_07809 (weak, one-sensor structure) fits a 2.5x magnified copy of its IR better than its true warp (ECC
     correlation 0.36 against 0.30); the search tries another field of view only on a fit 1.5x better than any near
