@@ -256,8 +256,8 @@ def topological_sort(graph: onnx.GraphProto) -> None:
     if len(order) != len(graph.node):
         raise StreamFusionError("fp16 conversion produced a graph with a cycle or a dangling input")
     nodes = [onnx.NodeProto() for _ in order]
-    for copy, node in zip(nodes, order):
-        copy.CopyFrom(node)
+    for fresh, node in zip(nodes, order):
+        fresh.CopyFrom(node)
     del graph.node[:]
     graph.node.extend(nodes)
 

@@ -202,7 +202,7 @@ def test_every_nth_pair_is_measured_and_others_reuse_the_estimate():
 
 
 def test_policy_warn_returns_the_ir_untouched():
-    ir, vis = frames = demo_frames(1)[0]
+    ir, vis = demo_frames(1)[0]
     fuse, warp, record = AlignmentMonitor("warn", hysteresis=1).process(shift_image(ir, 8, 0), vis)
     assert record.status == "misaligned"
     assert fuse and warp is None  # fused as it comes
