@@ -350,3 +350,15 @@ def test_with_each_pairs_own_calibration_as_zero_3px_shifts_are_flagged_and_regi
     missed = [name for name, status in small if status != "misaligned"]
     assert len(missed) <= 2 and set(missed) <= {"FLIR_07809"}
     assert all(status == "misaligned" for _, status in large)
+
+
+def test_the_pair_left_flagged_is_met_once_registered_by_its_homography():
+    """FLIR_07809, the one pair the test above leaves flagged unshifted and missed at 3 px (twice), is off by
+    perspective, which its affine calibration cannot take out (the check reads 2.4 px after it). Registered by its
+    homography calibration it reads ok unshifted and flags all eight 3 px shifts, so with that zero every target of
+    the check holds on all measurable eval pairs."""
+    ir, vis = {name: (ir, vis) for name, ir, vis in eval_pairs()}["FLIR_07809"]
+    calibration, _ = calibrate([ir], [vis], "homography")
+    registered = calibration.apply(ir, (vis.shape[1], vis.shape[0]))
+    assert verdict(registered, vis).status == "ok"
+    assert all(verdict(shift_image(registered, dx, dy, 0), vis).status == "misaligned" for dx, dy in SHIFTS_3PX)
