@@ -240,31 +240,46 @@ def calibration_accuracy(model: str, margin: int = 64) -> None:
 FIELDS_OF_VIEW = [0.5, 0.6, 0.7, 0.8, 0.9, 1.15, 1.3, 1.6, 2.0]  # IR's field of view over the visible camera's
 
 
-def central_view(image: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
+def central_view(
+    image: np.ndarray, share: float, size: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """What a camera with ``share`` of this one's field of view (its optical axis 4 % of the width to the right)
-    sees, at the same pixel count, and the 3x3 map from this frame's pixels to that view's."""
+    sees, and the 3x3 map from this frame's pixels to that view's. ``size`` (w, h): that camera's frame, of its own
+    shape (square pixels: the view is ``share`` of this frame's width, or of its height where that binds); default
+    this frame's size."""
     h, w = image.shape
-    cw, ch = round(w * share), round(h * share)
-    x0, y0 = (w - cw) // 2 + round(0.04 * w), (h - ch) // 2
-    view = cv2.resize(image[y0:y0 + ch, x0:x0 + cw], (w, h), interpolation=cv2.INTER_LINEAR)
-    return view, scale_matrix(w / cw, h / ch) @ translation(-x0, -y0)
+    out = size or (w, h)
+    cw, ch = w * share, w * share * out[1] / out[0]
+    if ch > h * share:
+        cw, ch = h * share * out[0] / out[1], h * share
+    cw, ch = round(cw), round(ch)
+    x0, y0 = min((w - cw) // 2 + round(0.04 * w), w - cw), (h - ch) // 2
+    view = cv2.resize(image[y0:y0 + ch, x0:x0 + cw], out, interpolation=cv2.INTER_LINEAR)
+    return view, scale_matrix(out[0] / cw, out[1] / ch) @ translation(-x0, -y0)
+
+
+IR_CAMERA = (320, 240)  # a 4:3 thermal sensor, for the frames-of-another-shape sweep
+CAMERA_SHARES = [1.0, 0.8, 0.6]
 
 
 def fields_of_view() -> None:
     """Calibration of cameras whose lenses differ: the IR narrower than the visible (ratio < 1: the IR frame is the
-    visible camera's central view) or wider (> 1: the visible frame is the IR camera's central view)."""
-    errors: dict[float, list[float]] = {ratio: [] for ratio in FIELDS_OF_VIEW}
+    visible camera's central view) or wider (> 1: the visible frame is the IR camera's central view); then a 4:3 IR
+    camera (``IR_CAMERA``) whose view spans the visible one's width or height (whichever binds) times 1, 0.8, 0.6."""
+    cases = [(f"IR field of view x{ratio:g}", ratio, None) for ratio in FIELDS_OF_VIEW]
+    cases += [(f"4:3 IR camera {IR_CAMERA[0]}x{IR_CAMERA[1]}, view x{share:g}", share, IR_CAMERA)
+              for share in CAMERA_SHARES]
+    errors: dict[str, list[float]] = {label: [] for label, _, _ in cases}
     refused = []
     for name, ir, vis in each_pair(eval_pairs()[::3], "fields of view"):
-        h, w = vis.shape
         try:
             baseline, _ = estimate_pair(ir, vis)
         except StreamFusionError:
             refused.append(name)
             continue
-        for ratio in FIELDS_OF_VIEW:
-            if ratio < 1:
-                narrow_ir, to_view = central_view(ir, ratio)
+        for label, ratio, size in cases:
+            if ratio < 1 or size:
+                narrow_ir, to_view = central_view(ir, ratio, size)
                 pair, expected = (narrow_ir, vis), baseline @ np.linalg.inv(to_view)
             else:
                 narrow_vis, to_view = central_view(vis, 1 / ratio)
@@ -272,17 +287,18 @@ def fields_of_view() -> None:
             try:
                 found, _ = estimate_pair(*pair)
             except StreamFusionError:
-                errors[ratio].append(np.inf)
+                errors[label].append(np.inf)
                 continue
-            errors[ratio].append(corner_error(found, expected, (w, h)))
-    every = np.array([e for values in errors.values() for e in values])
-    print(f"affine calibration of cameras with other fields of view, {len(every) // len(FIELDS_OF_VIEW)} eval pairs "
-          f"(every third; refused as baseline: {refused}): within 1 px {np.mean(every < 1):.0%}, within 2 px "
-          f"{np.mean(every < 2):.0%}, refused {np.mean(np.isinf(every)):.0%}")
-    for ratio, values in errors.items():
+            errors[label].append(corner_error(found, expected, (pair[0].shape[1], pair[0].shape[0])))
+    print(f"affine calibration of cameras with other fields of view and frame shapes, every third eval pair "
+          f"(refused as baseline: {refused}); error: mean corner distance of the IR frame, visible px:")
+    for label, values in errors.items():
         values = np.array(values)
-        print(f"  IR field of view x{ratio:g}: median {np.median(values):.2f} px, within 1 px {np.mean(values < 1):.0%}, "
-              f"within 2 px {np.mean(values < 2):.0%}")
+        print(f"  {label}: median {np.median(values):.2f} px, within 1 px {np.mean(values < 1):.0%}, "
+              f"within 2 px {np.mean(values < 2):.0%}, refused {np.mean(np.isinf(values)):.0%}")
+    every = np.array([e for label, values in errors.items() if label.startswith("IR field") for e in values])
+    print(f"  all fields of view: within 1 px {np.mean(every < 1):.0%}, within 2 px {np.mean(every < 2):.0%}, "
+          f"refused {np.mean(np.isinf(every)):.0%}")
 
 
 def main() -> int:

@@ -60,6 +60,7 @@ SEARCH_ANGLES = np.linspace(-6.0, 6.0, 9)
 SEARCH_STARTS = 3  # best distinct search results ECC starts from
 NEAR_SCALE = 0.09  # |log scale| of the search's hypotheses that count as the same field of view
 MAX_ANISOTROPY = 1.1  # stretch or shear (singular value ratio) beyond which a searched start's result is dropped
+SAME_ASPECT = 0.02  # |log| of the frames' aspect ratio over each other's below which they count as one shape
 FOV_EVIDENCE = 1.5  # how many times better a fit at another field of view must be to be tried (see _similarity_search)
 # Area of the IR frame's footprint on the visible frame, as a share of it, beyond which a warp is refused as
 # degenerate: a thermal lens of 0.35 times the visible camera's field of view still passes (0.12), a collapse does not.
@@ -137,7 +138,8 @@ def estimate_pair(ir: np.ndarray, vis: np.ndarray, model: str = "affine") -> tup
     starts = [np.array([[1, 0, -dx], [0, 1, -dy], [0, 0, 1]], np.float64)]
     if np.hypot(dx, dy) >= 2.0:
         starts.append(np.eye(3))
-    searched = [np.linalg.inv(found) for found in _similarity_search(ir_on_grid, vis)]
+    aspect = (ih * vw) / (vh * iw)  # the IR frame's height-to-width ratio over the visible frame's
+    searched = [np.linalg.inv(found) for found in _similarity_search(ir_on_grid, vis, aspect)]
     results = []
     for index, start in enumerate(starts + searched):
         try:
@@ -160,12 +162,19 @@ def estimate_pair(ir: np.ndarray, vis: np.ndarray, model: str = "affine") -> tup
     return matrix / matrix[2, 2], float(correlation)
 
 
-def _similarity_search(ir_on_grid: np.ndarray, vis: np.ndarray, count: int = SEARCH_STARTS) -> list[np.ndarray]:
-    """The ``count`` best distinct similarity warps (3x3, IR-on-grid -> visible full-size coordinates) of a
-    brute-force search over ``SEARCH_SCALES`` x ``SEARCH_ANGLES`` on small gradient maps, or none where the frames
-    look like one field of view. For each hypothesis the IR map is scaled and rotated about the centre, its
-    translation found by phase correlation, and the result scored by the correlation of the two maps where they
-    overlap (the same score at every scale, unlike a template match)."""
+def _similarity_search(
+    ir_on_grid: np.ndarray, vis: np.ndarray, aspect: float = 1.0, count: int = SEARCH_STARTS
+) -> list[np.ndarray]:
+    """The ``count`` best distinct similarity warps of the IR frame (3x3, IR-on-grid -> visible full-size
+    coordinates) of a brute-force search over ``SEARCH_SCALES`` x ``SEARCH_ANGLES`` on small gradient maps, or none
+    where the frames look like one field of view. For each hypothesis the IR map is scaled and rotated about the
+    centre, its translation found by phase correlation, and the result scored by the correlation of the two maps
+    where they overlap (the same score at every scale, unlike a template match).
+
+    ``aspect``: the IR frame's height-to-width ratio over the visible frame's. ``ir_on_grid`` was stretched to the
+    visible frame's shape, so a similarity of the IR's own (square) pixels scales its rows ``aspect`` times as much
+    as its columns here: a 5:4 thermal camera beside a 16:9 visible one is ``aspect`` 1.42, and no start of one
+    scale both ways would fit it."""
     vh, vw = vis.shape
     size = (SEARCH_WIDTH, max(16, round(vh * SEARCH_WIDTH / vw)))
     fixed, moving = gradient_map(vis, size), gradient_map(ir_on_grid, size)
@@ -177,6 +186,8 @@ def _similarity_search(ir_on_grid: np.ndarray, vis: np.ndarray, count: int = SEA
     for scale in SEARCH_SCALES:
         for angle in SEARCH_ANGLES:
             similarity = cv2.getRotationMatrix2D(centre, float(angle), float(scale))  # IR -> visible, search px
+            similarity[:, 1] *= aspect  # the stretch back to square IR pixels, then the rotation and scale
+            similarity[:, 2] = centre - similarity[:, :2] @ centre  # about the centre
             (sx, sy), _ = cv2.phaseCorrelate(fixed_windowed, cv2.warpAffine(moving, similarity, size) * window)
             similarity[:, 2] -= (sx, sy)  # the IR content sits (sx, sy) from where the visible has it: move it back
             found.append((_overlap_correlation(fixed, moving, similarity), float(scale), float(angle), similarity))
@@ -186,8 +197,8 @@ def _similarity_search(ir_on_grid: np.ndarray, vis: np.ndarray, count: int = SEA
     # to optima the alignment check disagrees with as often as they helped. So the search only speaks when another
     # field of view fits clearly better: FOV_EVIDENCE times better than anything within NEAR_SCALE of the same scale.
     near = max((item[0] for item in found if abs(np.log(item[1])) <= NEAR_SCALE), default=0.0)
-    if found[0][0] < FOV_EVIDENCE * near:
-        return []
+    if abs(np.log(aspect)) <= SAME_ASPECT and found[0][0] < FOV_EVIDENCE * near:
+        return []  # (frames of other shapes always need the search: the other starts have the wrong shape)
     kept: list[tuple[float, float, np.ndarray]] = []
     for _, scale, angle, similarity in found:
         if all(abs(np.log(scale / s)) > 0.08 or abs(angle - a) > 3 or np.abs(similarity[:, 2] - m[:, 2]).max() > 3
