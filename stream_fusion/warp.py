@@ -95,6 +95,16 @@ class IrWarp:
             return cv2.warpAffine(canvas, to_visible[:2], self.size, flags=cv2.INTER_LINEAR)
         return cv2.warpPerspective(canvas, to_visible, self.size, flags=cv2.INTER_LINEAR)
 
+    def view_box(self, margin: int = 0) -> tuple[int, int, int, int]:
+        """``(x0, y0, x1, y1)``: the bounding box on the visible grid of what the IR camera sees, less ``margin`` px
+        on each side, within the frame (the whole frame when the IR covers it)."""
+        (iw, ih), (w, h) = self.ir_size, self.size
+        corners = cv2.perspectiveTransform(np.float64([[[-0.5, -0.5], [iw - 0.5, -0.5], [iw - 0.5, ih - 0.5],
+                                                         [-0.5, ih - 0.5]]]), self.matrix)[0]
+        (left, top), (right, bottom) = corners.min(axis=0), corners.max(axis=0)
+        return (max(0, int(np.ceil(left)) + margin), max(0, int(np.ceil(top)) + margin),
+                min(w, int(np.floor(right)) + 1 - margin), min(h, int(np.floor(bottom)) + 1 - margin))
+
     def blend_outside(self, fused: np.ndarray, vis: np.ndarray) -> np.ndarray:
         """``fused`` where the IR camera sees, the visible frame where it does not (:attr:`coverage`)."""
         if self.coverage is None:
