@@ -31,7 +31,7 @@ from stream_fusion import metrics
 from stream_fusion.align import MODELS, Calibration, ShiftEstimator, gradient_map
 from stream_fusion.engine import to_gray
 from stream_fusion.errors import StreamFusionError, run_cli
-from stream_fusion.warp import resize_onto, scale_matrix
+from stream_fusion.warp import IrWarp, resize_onto, scale_matrix
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp"}
 # Final ECC correlation of the registered gradient maps (over the template, border band left out) below which the
@@ -303,10 +303,9 @@ def _check_warp(grid_matrix: np.ndarray, size: tuple[int, int], correlation: flo
 def footprint(matrix: np.ndarray, ir_size: tuple[int, int], vis_size: tuple[int, int]) -> tuple[np.ndarray, float]:
     """Where ``matrix`` (IR pixel -> visible pixel) puts the IR frame's four corners, and the area of that
     quadrilateral as a share of the visible frame's (below 1: the IR camera sees less than the visible one)."""
-    (iw, ih), (w, h) = ir_size, vis_size
-    mapped = cv2.perspectiveTransform(np.float64([[[0, 0], [iw, 0], [iw, ih], [0, ih]]]), matrix)[0]
+    mapped = IrWarp(matrix, ir_size, vis_size).view_corners()
     area = 0.5 * abs(_cross(mapped[2] - mapped[0], mapped[3] - mapped[1]))
-    return mapped, area / (w * h)
+    return mapped, area / (vis_size[0] * vis_size[1])
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> float:

@@ -95,12 +95,18 @@ class IrWarp:
             return cv2.warpAffine(canvas, to_visible[:2], self.size, flags=cv2.INTER_LINEAR)
         return cv2.warpPerspective(canvas, to_visible, self.size, flags=cv2.INTER_LINEAR)
 
+    def view_corners(self) -> np.ndarray:
+        """4 x 2: where the IR frame's outer corners (top left, top right, bottom right, bottom left) land on the
+        visible grid."""
+        iw, ih = self.ir_size
+        corners = np.float64([[[-0.5, -0.5], [iw - 0.5, -0.5], [iw - 0.5, ih - 0.5], [-0.5, ih - 0.5]]])
+        return cv2.perspectiveTransform(corners, self.matrix)[0]
+
     def view_box(self, margin: int = 0) -> tuple[int, int, int, int]:
         """``(x0, y0, x1, y1)``: the bounding box on the visible grid of what the IR camera sees, less ``margin`` px
         on each side, within the frame (the whole frame when the IR covers it)."""
-        (iw, ih), (w, h) = self.ir_size, self.size
-        corners = cv2.perspectiveTransform(np.float64([[[-0.5, -0.5], [iw - 0.5, -0.5], [iw - 0.5, ih - 0.5],
-                                                         [-0.5, ih - 0.5]]]), self.matrix)[0]
+        w, h = self.size
+        corners = self.view_corners()
         (left, top), (right, bottom) = corners.min(axis=0), corners.max(axis=0)
         return (max(0, int(np.ceil(left)) + margin), max(0, int(np.ceil(top)) + margin),
                 min(w, int(np.floor(right)) + 1 - margin), min(h, int(np.floor(bottom)) + 1 - margin))
