@@ -65,6 +65,10 @@ FOV_EVIDENCE = 1.5  # how many times better a fit at another field of view must 
 # Area of the IR frame's footprint on the visible frame, as a share of it, beyond which a warp is refused as
 # degenerate: a thermal lens of 0.35 times the visible camera's field of view still passes (0.12), a collapse does not.
 MIN_COVER, MAX_COVER = 0.1, 8.0
+# The same bounds where the search found no other field of view (nor frame shape): a warp there that covers under half
+# or over twice the frame is a homography that wandered off on a weak pair (FLIR_07206, FLIR_09465: 2.0 and 3.5
+# times), not a lens.
+SAME_VIEW_COVER = (0.5, 2.0)
 
 
 def read_frames(spec: str, count: int) -> list[np.ndarray]:
@@ -158,7 +162,8 @@ def estimate_pair(ir: np.ndarray, vis: np.ndarray, model: str = "affine") -> tup
     warp, correlation = max(results, key=lambda result: result[1])
     warp /= warp[2, 2]
     matrix = np.linalg.inv(np.linalg.inv(ir_to_grid) @ warp)  # IR pixel -> visible pixel
-    _check_warp(matrix @ np.linalg.inv(ir_to_grid), (vw, vh), correlation)
+    cover = (MIN_COVER, MAX_COVER) if searched else SAME_VIEW_COVER
+    _check_warp(matrix @ np.linalg.inv(ir_to_grid), (vw, vh), correlation, cover)
     return matrix / matrix[2, 2], float(correlation)
 
 
@@ -283,7 +288,9 @@ def reference_shift(ir: np.ndarray, vis: np.ndarray, width: int = 384) -> tuple[
     return -float(warp[0, 2]) * scale, -float(warp[1, 2]) * scale
 
 
-def _check_warp(grid_matrix: np.ndarray, size: tuple[int, int], correlation: float) -> None:
+def _check_warp(
+    grid_matrix: np.ndarray, size: tuple[int, int], correlation: float, cover: tuple[float, float]
+) -> None:
     """Refuse warps no real rig has: low correlation, a flipped or collapsed image, or one that misses the frame."""
     if not np.isfinite(grid_matrix).all() or correlation < MIN_CORRELATION:
         raise StreamFusionError(
@@ -293,7 +300,7 @@ def _check_warp(grid_matrix: np.ndarray, size: tuple[int, int], correlation: flo
     mapped, share = footprint(grid_matrix, size, size)
     edges = np.roll(mapped, -1, axis=0) - mapped
     quad = np.array([_cross(edges[i], edges[(i + 1) % 4]) for i in range(4)])  # same sign everywhere: convex
-    if not MIN_COVER <= share <= MAX_COVER or not (np.all(quad > 0) or np.all(quad < 0)):
+    if not cover[0] <= share <= cover[1] or not (np.all(quad > 0) or np.all(quad < 0)):
         raise StreamFusionError(
             f"calibration result is degenerate (the IR frame would cover {share:.0%} of the visible frame, "
             "or be folded): the frames do not show the same scene"

@@ -167,6 +167,16 @@ def test_the_cli_says_how_much_of_the_visible_frame_a_narrower_ir_lens_covers(tm
     assert load_calibration(tmp_path / "calibration.yaml").residual_px < 1.0
 
 
+def test_a_homography_that_wanders_off_on_a_weak_pair_is_refused():
+    """FLIR_09465 (night, little shared structure): the homography refinement ends on a warp that would spread the IR
+    over 3.5 times the visible frame. With one field of view (the search found no other), a warp covering under half
+    or over twice the frame is refused, as before the wider bounds that other lenses need."""
+    ir, vis = load_pair("FLIR_09465")
+    with pytest.raises(StreamFusionError, match="degenerate"):
+        estimate_pair(crop(ir), crop(vis), "homography")
+    estimate_pair(crop(ir), crop(vis), "affine")  # the affine fit stays within bounds and is kept
+
+
 def test_a_weak_pair_is_not_moved_to_another_field_of_view_by_a_chance_fit():
     """FLIR_07809 (weak, one-sensor structure) fits a 2.5x magnified copy of its IR better than its true warp (ECC
     correlation 0.36 against 0.30); the search tries another field of view only on a fit 1.5x better than any near
