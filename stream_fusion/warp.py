@@ -90,10 +90,12 @@ class IrWarp:
             return np.clip(1 - excess / FEATHER_PX, 0, 1)
 
         canvas = np.outer(ramp(ih), ramp(iw)).astype(np.float32)
-        to_visible = self.matrix @ translation(-margin - 0.5, -margin - 0.5)
-        if self.is_affine:
-            return cv2.warpAffine(canvas, to_visible[:2], self.size, flags=cv2.INTER_LINEAR)
-        return cv2.warpPerspective(canvas, to_visible, self.size, flags=cv2.INTER_LINEAR)
+        return self._resample(canvas, self.matrix @ translation(-margin - 0.5, -margin - 0.5), cv2.BORDER_CONSTANT)
+
+    @cached_property
+    def _blend_weights(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """:attr:`coverage` and its complement, for ``cv2.blendLinear``: once per warp, not once per frame."""
+        return None if self.coverage is None else (self.coverage, 1 - self.coverage)
 
     def view_corners(self) -> np.ndarray:
         """4 x 2: where the IR frame's outer corners (top left, top right, bottom right, bottom left) land on the
@@ -113,19 +115,22 @@ class IrWarp:
 
     def blend_outside(self, fused: np.ndarray, vis: np.ndarray) -> np.ndarray:
         """``fused`` where the IR camera sees, the visible frame where it does not (:attr:`coverage`)."""
-        if self.coverage is None:
+        if self._blend_weights is None:
             return fused
-        return cv2.blendLinear(fused, vis, self.coverage, 1 - self.coverage)
+        return cv2.blendLinear(fused, vis, *self._blend_weights)
 
     def apply(self, ir: np.ndarray) -> np.ndarray:
         """The IR frame resampled onto the visible grid on the host (OpenCV, bilinear)."""
         if ir.shape[1::-1] != self.ir_size:
             raise ValueError(f"this warp takes {self.ir_size[0]}x{self.ir_size[1]} IR frames, got "
                              f"{ir.shape[1]}x{ir.shape[0]}")
-        border = cv2.BORDER_REPLICATE if self.replicate else cv2.BORDER_CONSTANT
+        return self._resample(ir, self.matrix, cv2.BORDER_REPLICATE if self.replicate else cv2.BORDER_CONSTANT)
+
+    def _resample(self, image: np.ndarray, matrix: np.ndarray, border: int) -> np.ndarray:
+        """``image`` mapped onto the visible grid by ``matrix`` (bilinear): an affine warp where it is one."""
         if self.is_affine:
-            return cv2.warpAffine(ir, self.matrix[:2], self.size, flags=cv2.INTER_LINEAR, borderMode=border)
-        return cv2.warpPerspective(ir, self.matrix, self.size, flags=cv2.INTER_LINEAR, borderMode=border)
+            return cv2.warpAffine(image, matrix[:2], self.size, flags=cv2.INTER_LINEAR, borderMode=border)
+        return cv2.warpPerspective(image, matrix, self.size, flags=cv2.INTER_LINEAR, borderMode=border)
 
     def session_inputs(self, padded: tuple[int, int]) -> dict[str, np.ndarray]:
         """What the in-session warp (``engine.frame_graph(..., in_session=True)``) needs to resample the IR onto the
