@@ -132,6 +132,10 @@ def estimate_pair(ir: np.ndarray, vis: np.ndarray, model: str = "affine") -> tup
     vh, vw = vis.shape
     ih, iw = ir.shape
     ir_to_grid = scale_matrix(vw / iw, vh / ih)  # IR pixel -> IR resampled onto the visible frame's size
+
+    def ir_to_visible(warp: np.ndarray) -> np.ndarray:  # ECC's warp maps visible coordinates to the IR's
+        return np.linalg.inv(warp) @ ir_to_grid
+
     ir_on_grid = resize_onto(ir, (vw, vh))
     dx, dy, _ = ShiftEstimator(COARSEST_WIDTH).measure(ir_on_grid, vis)
     # ECC's warp W maps template (visible) coordinates to input (IR) ones: vis(x) ~ ir(W x); registering the IR
@@ -152,7 +156,7 @@ def estimate_pair(ir: np.ndarray, vis: np.ndarray, model: str = "affine") -> tup
             continue
         # Square pixels on both cameras: another field of view scales both axes alike. A searched start that ECC
         # stretched or sheared is a chance fit of a weak pair (seen on the eval pairs), not a lens.
-        if index < len(starts) or _anisotropy(np.linalg.inv(np.linalg.inv(ir_to_grid) @ warp)) <= MAX_ANISOTROPY:
+        if index < len(starts) or _anisotropy(ir_to_visible(warp)) <= MAX_ANISOTROPY:
             results.append((warp, correlation))
     if not results:
         raise StreamFusionError(
@@ -161,9 +165,9 @@ def estimate_pair(ir: np.ndarray, vis: np.ndarray, model: str = "affine") -> tup
         )
     warp, correlation = max(results, key=lambda result: result[1])
     warp /= warp[2, 2]
-    matrix = np.linalg.inv(np.linalg.inv(ir_to_grid) @ warp)  # IR pixel -> visible pixel
+    matrix = ir_to_visible(warp)  # IR pixel -> visible pixel
     cover = (MIN_COVER, MAX_COVER) if searched else SAME_VIEW_COVER
-    _check_warp(matrix @ np.linalg.inv(ir_to_grid), (vw, vh), correlation, cover)
+    _check_warp(np.linalg.inv(warp), (vw, vh), correlation, cover)
     return matrix / matrix[2, 2], float(correlation)
 
 
