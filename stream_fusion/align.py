@@ -416,7 +416,7 @@ class Calibration:
 
 def load_calibration(path: str | Path) -> Calibration:
     """Read a calibration YAML written by ``python -m stream_fusion.calibrate``, with one-line errors."""
-    data = load_yaml(path)
+    data = load_yaml(path, "calibration")
     try:
         model = data["model"]
         matrix = np.array(data["matrix"], np.float64)

@@ -18,23 +18,24 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, with one-line errors for a missing, unreadable or malformed file."""
+def load_yaml(path: str | Path, kind: str = "config") -> dict[str, Any]:
+    """Read a YAML mapping, with one-line errors for a missing, unreadable or malformed file (named a ``kind``
+    file in them: a config, a calibration)."""
     path = Path(path)
     if not path.is_file():
-        raise StreamFusionError(f"config file not found: {path}")
+        raise StreamFusionError(f"{kind} file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise StreamFusionError(f"malformed config {path}{where}: {getattr(error, 'problem', error)}") from None
+        raise StreamFusionError(f"malformed {kind} {path}{where}: {getattr(error, 'problem', error)}") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise StreamFusionError(f"cannot read config {path}: {error}") from None
+        raise StreamFusionError(f"cannot read {kind} {path}: {error}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise StreamFusionError(f"malformed config {path}: expected a mapping of keys, got {type(data).__name__}")
+        raise StreamFusionError(f"malformed {kind} {path}: expected a mapping of keys, got {type(data).__name__}")
     return data
 
 

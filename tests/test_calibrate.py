@@ -278,6 +278,18 @@ def test_malformed_calibration_files_are_one_line_errors(tmp_path, text, message
         load_calibration(path)
 
 
+@pytest.mark.parametrize("text, message", [(None, "calibration file not found: "),
+                                           ("model: [affine\n", "malformed calibration .*cal.yaml \\(line 2\\)"),
+                                           ("- affine\n", "malformed calibration .*: expected a mapping")])
+def test_a_missing_or_unparsable_calibration_file_is_named_as_one(tmp_path, text, message):
+    """A --calibration path that is missing or is not YAML: the error says calibration, not config."""
+    path = tmp_path / "cal.yaml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(StreamFusionError, match=message):
+        load_calibration(path)
+
+
 def test_missing_source_is_a_one_line_error(tmp_path):
     with pytest.raises(StreamFusionError, match="source not found"):
         main(["--ir", str(tmp_path / "nope"), "--vis", str(tmp_path), "--out", str(tmp_path / "c.yaml")])
