@@ -82,6 +82,12 @@ def test_graph_is_runtime_clean_with_dynamic_axes(exported) -> None:
     assert export_onnx.opset(proto) >= 18 and proto.ir_version == 10
     assert ops["ConvTranspose"] >= 1 and ops["Conv"] >= 1  # Haar DWT / inverse as convolutions
     assert not {"ScatterND", "Sin", "Cos", "Gemm", "Constant"} & set(ops)  # timestep embedding folded away
+    # The skip's blurs are convolutions in the file (two per blur, three blurs per level), not a Slice per tap:
+    # its only Slices split the batch of the two sources (axis 0).
+    constants = {init.name: onnx.numpy_helper.to_array(init) for init in proto.graph.initializer}
+    skip = [node for node in proto.graph.node if node.name.startswith("/skip/")]
+    assert sum(node.op_type == "Conv" for node in skip) == 2 * 3 * 4
+    assert all(constants[node.input[3]].tolist() == [0] for node in skip if node.op_type == "Slice")
     for value in [*proto.graph.input, *proto.graph.output]:
         dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
         assert dims == ["batch", 1, "height", "width"], value.name
@@ -147,6 +153,18 @@ def test_skip_share_is_fp16_safe_and_equals_the_trained_formula() -> None:
     assert torch.equal(share[:, :, :4], torch.full_like(share[:, :, :4], 0.5))
     half = MultiScaleSkip.share(activity.half(), 1)  # fp16 throughout: no NaN, within fp16 rounding of fp32
     assert torch.isfinite(half).all() and (half.float() - share).abs().max() < 5e-3
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 5), (37, 52)])
+def test_exported_skip_blur_is_the_trained_blur(size: tuple[int, int]) -> None:
+    """The export's convolution blur is the function the networks were trained with, at every dilation, also on
+    frames smaller than the kernel's reach (replicate padding)."""
+    x = torch.rand(2, 1, *size, generator=torch.Generator().manual_seed(size[1]))
+    for dilation in (1, 2, 4, 8, 16):
+        trained, exported = MultiScaleSkip.blur(x, dilation), export_onnx.ConvBlurSkip.blur(x, dilation)
+        assert exported.shape == trained.shape and torch.allclose(exported, trained, rtol=0, atol=1e-6), dilation
+    vis, ir, weight = x[:1], x[1:], torch.full_like(x[:1], 0.3)
+    assert torch.allclose(export_onnx.ConvBlurSkip(4)(vis, ir, weight), MultiScaleSkip(4)(vis, ir, weight), atol=1e-6)
 
 
 def test_cli_exports_a_checkpoint_with_its_training_metadata(tmp_path: Path, capsys, exported) -> None:

@@ -256,7 +256,7 @@ def test_fixed_sizes_fold_the_shape_arithmetic_a_gpu_would_run_on_the_cpu(tmp_pa
             smaller = {**feeds, "vis": vis[None, :-8], "grid_y": feeds["grid_y"][:-8]}
             with pytest.raises(Exception, match="dimension|shape|Dimension"):
                 session.run(None, smaller)
-    assert counts[False]["Shape"] > 30 and counts[True]["Shape"] == 0
+    assert counts[False]["Shape"] >= 10 and counts[True]["Shape"] == 0
     np.testing.assert_array_equal(outputs[True], outputs[False])
 
 

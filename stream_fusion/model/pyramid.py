@@ -9,7 +9,8 @@ level's scale makes neighbouring pixels choose the same source, so sensor noise 
 per-pixel choice scored VIF 0.64 and Qabf 0.53 on 10 TNO pairs, this one 0.72 and 0.56); the soft weight avoids
 seams (SSIM). The final low-pass band is blended by D²FE's learned weight map, which is where thermal targets get
 their brightness. Undecimated, so it works at any size and adds no size constraint; fixed filters, exported as
-plain Pad / Slice / Max / Clip / Reciprocal / Mul / Div nodes, differentiable end to end.
+plain Pad / Conv / Max / Clip / Reciprocal / Mul / Div nodes (the export writes each blur as two fixed-weight
+convolutions, ``export.onnx.ConvBlurSkip``), differentiable end to end.
 """
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
 def _taps(x: torch.Tensor, d: int, dim: int) -> torch.Tensor:
     """5-tap binomial (1 4 6 4 1)/16 with holes of ``d`` along ``dim`` (-1: x, -2: y), replicate-padded.
 
-    Written as shifted slices with constant bounds instead of a dilated 1-channel convolution: CPU backends run
-    single-channel dilated convs ~8x slower than these five adds, and the slices export as constant ONNX Slices.
+    Written as shifted slices instead of a dilated 1-channel convolution for PyTorch, which trains it: its CPU
+    convolution runs this ~20x slower (forward and backward). ONNX Runtime is the other way round, so the export
+    swaps in the convolution (``export.onnx.ConvBlurSkip``).
     """
     p = 2 * d
     pad = (p, p, 0, 0) if dim == -1 else (0, 0, p, p)
