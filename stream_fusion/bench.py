@@ -4,8 +4,9 @@
 
 For each preset and frame size it times: the engine (``OnnxEngine.fuse`` on a colour pair: colour split, padding,
 network, clipping, chroma merge), the engine with a calibration's IR warp (``engine+warp``: a homography, inside the
-session on a GPU provider, OpenCV on the host with the CPU provider), the bare ONNX Runtime session (float inputs already prepared; on a GPU provider
-bound on the device), PyTorch eager, and ``torch.compile`` where it compiles. Providers that do not load here are
+session on a GPU provider, OpenCV on the host with the CPU provider), on a GPU provider the engine with its kernels
+replayed as one CUDA graph (``engine+graph``), the bare ONNX Runtime session (float inputs already prepared; on a GPU
+provider bound on the device), PyTorch eager, and ``torch.compile`` where it compiles. Providers that do not load here are
 listed with the reason instead of timed. Weights: ``stream_fusion/weights/difffuse_<preset>.pt`` when present
 (exported to ONNX in a temporary folder so both runtimes run the same weights), else random init at the same
 cost, said in the output. A benchmark, so it may import torch; the runtime does not.
@@ -117,6 +118,10 @@ def bare_session_step(path: Path, provider: str, ir: np.ndarray, vis: np.ndarray
     return step
 
 
+def one_line(error: Exception) -> str:
+    return " ".join(str(error).split())[:300]
+
+
 def torch_step(model: torch.nn.Module, ir: np.ndarray, vis: np.ndarray, half: bool) -> Callable[[], object]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.float16 if half else torch.float32
@@ -161,7 +166,7 @@ def run(presets: list[str], sizes: list[tuple[int, int]], iters: int, budget_s: 
                 try:
                     stats = timed(step, iters, budget_s)
                 except Exception as error:  # a runtime that fails here is a result to report, not a crash
-                    report["unavailable"][f"{runner}/{provider}/{precision}"] = " ".join(str(error).split())[:300]
+                    report["unavailable"][f"{runner}/{provider}/{precision}"] = one_line(error)
                     return
                 report["results"].append({"preset": preset, "size": f"{width}x{height}", "runner": runner,
                                           "provider": provider, "precision": precision, **stats})
@@ -184,6 +189,13 @@ def run(presets: list[str], sizes: list[tuple[int, int]], iters: int, budget_s: 
                         dead.add(provider)
                         continue
                     record("engine", provider, precision, lambda e=engine: e.fuse(ir8, vis8))
+                    if provider != "cpu":  # the same with the kernels captured once as a CUDA graph
+                        try:
+                            graphed = create_engine(path, provider, resolution=(width, height), cuda_graph=True)
+                        except Exception as error:  # capture refused (a node off the GPU): reported, not fatal
+                            report["unavailable"][f"engine+graph/{provider}/{precision}"] = one_line(error)
+                        else:
+                            record("engine+graph", provider, precision, lambda e=graphed: e.fuse(ir8, vis8))
                     warp = IrWarp(BENCH_WARP, (width, height), (width, height))
                     record("engine+warp", provider, precision, lambda e=engine, w=warp: e.fuse(ir8, vis8, w))
                     record("session", provider, precision, bare_session_step(path, provider, ir, vis))

@@ -156,7 +156,7 @@ def create_engine(model: str | Path = "default", provider: str = "auto", **optio
 
     ``model``: ``default`` (the shipped lite network), ``lite``, ``base``, ``cdfusion`` (the colour network),
     ``classical`` or a path to an ``.onnx`` file. ``options`` go to :class:`OnnxEngine` (``resolution=(w, h)``,
-    ``cache_dir``, ``threads``, ``device_id``, ``warmup``); the classical engine takes none of them.
+    ``cache_dir``, ``threads``, ``device_id``, ``cuda_graph``, ``warmup``); the classical engine takes none of them.
     """
     if provider not in ("auto", *PROVIDERS):
         raise StreamFusionError(f"unknown provider {provider!r}: use auto, tensorrt, cuda or cpu")
@@ -410,6 +410,12 @@ class OnnxEngine:
     merge, and the reflect padding to the size multiple (:func:`frame_graph`; the crop back is a view of the output
     the host copies back anyway). Off (the CPU provider), OpenCV and numpy do them on the host, faster there than
     ONNX Runtime's CPU kernels for the same work (the padding is a no-op at multiples such as 640x512).
+
+    ``cuda_graph`` (TensorRT and CUDA only; needs ``resolution``): capture the session's kernels once as a CUDA
+    graph and replay it for every frame, so the host launches one graph instead of a kernel per node (base at
+    640x512: 428). It relies on what the engine already guarantees under a GPU provider: fixed sizes, inputs and
+    output bound at fixed device addresses, every node on the GPU. Off by default until a GPU measurement says
+    what it gains (``python -m stream_fusion.bench`` times it as ``engine+graph``).
     """
 
     def __init__(
@@ -424,10 +430,14 @@ class OnnxEngine:
         cache_dir: str | Path | None = None,
         threads: int | None = None,
         device_id: int = 0,
+        cuda_graph: bool = False,
         warmup: bool = True,
     ) -> None:
         if provider not in ("auto", *PROVIDERS):
             raise StreamFusionError(f"unknown provider {provider!r}: use auto, tensorrt, cuda or cpu")
+        if cuda_graph and resolution is None:
+            raise StreamFusionError("cuda_graph needs resolution=(width, height): a CUDA graph is captured for one "
+                                    "frame size")
         self.path = Path(path)
         proto = read_model(self.path)
         self.metadata = model_metadata(proto)
@@ -446,6 +456,7 @@ class OnnxEngine:
             "cache_dir": Path(cache_dir or default_cache_dir()) / f"{self.path.stem}-{file_digest(self.path)}",
             "threads": threads,
             "device_id": device_id,
+            "cuda_graph": cuda_graph,
         }
         self._open(provider, resolution, ir_resolution or resolution)
         if warmup:
@@ -611,10 +622,11 @@ def default_cache_dir() -> Path:
 
 
 def provider_options(
-    name: str, *, shapes: dict[str, tuple[int, ...]] | None, cache_dir: Path, device_id: int
+    name: str, *, shapes: dict[str, tuple[int, ...]] | None, cache_dir: Path, device_id: int, cuda_graph: bool = False
 ) -> dict[str, str]:
     """ONNX Runtime options per provider (names from the TensorRT / CUDA execution provider docs). Values are
-    strings, booleans spelled "True"/"False": the TensorRT provider rejects "1"/"0" for its flags."""
+    strings, booleans spelled "True"/"False": the TensorRT provider rejects "1"/"0" for its flags. ``cuda_graph``:
+    see :class:`OnnxEngine`."""
     if name == "tensorrt":
         options = {
             "device_id": str(device_id),
@@ -629,11 +641,16 @@ def provider_options(
             profile = ",".join(f"{key}:{'x'.join(map(str, shape))}" for key, shape in shapes.items())
             options |= {"trt_profile_min_shapes": profile, "trt_profile_opt_shapes": profile,
                         "trt_profile_max_shapes": profile}
+        if cuda_graph:
+            options["trt_cuda_graph_enable"] = "True"
         return options
     if name == "cuda":
         # Exhaustive cuDNN search pays once, at warm-up, for the fastest convolution algorithm at the frame size.
-        return {"device_id": str(device_id), "cudnn_conv_algo_search": "EXHAUSTIVE",
-                "do_copy_in_default_stream": "True"}
+        options = {"device_id": str(device_id), "cudnn_conv_algo_search": "EXHAUSTIVE",
+                   "do_copy_in_default_stream": "True"}
+        if cuda_graph:
+            options["enable_cuda_graph"] = "True"
+        return options
     return {}
 
 
@@ -647,6 +664,7 @@ def open_session(
     device_id: int,
     profile: bool = False,
     dims: dict[str, int] | Callable[[str], dict[str, int] | None] | None = None,
+    cuda_graph: bool = False,
 ) -> tuple[ort.InferenceSession, str]:
     """An ONNX Runtime session on the first provider that really loads, and that provider's short name. ``model``:
     the serialised model, or a function giving it for a provider's short name (the engine's graph differs by provider).
@@ -667,7 +685,7 @@ def open_session(
             failures.append(f"{name}: not in this onnxruntime build")
             continue
         chain = [(PROVIDERS[name], provider_options(name, shapes=shapes, cache_dir=cache_dir,
-                                                    device_id=device_id))]
+                                                    device_id=device_id, cuda_graph=cuda_graph))]
         if name == "tensorrt":
             # Nodes TensorRT cannot take go to CUDA, not the CPU; CPU stays last for shape-only nodes.
             chain.append((PROVIDERS["cuda"], provider_options("cuda", shapes=None, cache_dir=cache_dir,

@@ -160,6 +160,23 @@ def test_forcing_an_unavailable_gpu_provider_is_an_error(network, provider: str)
         assert engine.provider == provider
 
 
+def test_cuda_graph_is_asked_of_the_gpu_providers_for_one_frame_size(network, engine) -> None:
+    """``cuda_graph`` turns on each GPU provider's own capture option (names from their docs), only when asked; a
+    graph is captured for one frame size, so the option without a resolution is refused; the CPU provider has no
+    graphs and fuses as without it."""
+    options = {name: engine_module.provider_options(name, shapes=None, cache_dir=Path("c"), device_id=0,
+                                                    cuda_graph=True) for name in ("cuda", "tensorrt", "cpu")}
+    assert options["cuda"]["enable_cuda_graph"] == "True" and options["tensorrt"]["trt_cuda_graph_enable"] == "True"
+    assert options["cpu"] == {}
+    plain = engine_module.provider_options("cuda", shapes=None, cache_dir=Path("c"), device_id=0)
+    assert "enable_cuda_graph" not in plain
+    with pytest.raises(StreamFusionError, match="cuda_graph needs resolution"):
+        create_engine(network[1], "cpu", cuda_graph=True)
+    graphed = create_engine(network[1], "cpu", resolution=(96, 64), cuda_graph=True)
+    ir, vis = real_pair()
+    np.testing.assert_array_equal(graphed.fuse(ir, vis), engine.fuse(ir, vis))
+
+
 def test_auto_falls_back_to_cpu_with_one_warning_and_no_log_spam(network, caplog, capfd) -> None:
     caplog.set_level(logging.WARNING, logger="stream_fusion.engine")
     engine = create_engine(network[1], "auto", resolution=(64, 64))
