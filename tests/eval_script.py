@@ -1,4 +1,5 @@
-"""Scripts of ``scripts/`` loaded as modules, for the tests that run them (the evaluation's, the calibration's)."""
+"""Scripts of ``scripts/`` and ``benchmarks/`` loaded as modules, for the tests that run them (the evaluation's, the
+calibration's, the engine profile's)."""
 from __future__ import annotations
 
 import importlib.util
@@ -8,10 +9,10 @@ from types import ModuleType
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_script(name: str) -> ModuleType:
-    """scripts/NAME.py is a script, not a package module: a fresh module from its file on every call, so one
+def load_script(name: str, folder: str = "scripts") -> ModuleType:
+    """FOLDER/NAME.py is a script, not a package module: a fresh module from its file on every call, so one
     test's monkeypatching never reaches another's."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, REPO / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from stream_fusion import engine as engine_module
 from stream_fusion import fuse as fuse_cli
 from stream_fusion.engine import ClassicalEngine, FusionEngine, OnnxEngine, create_engine, split_luma
 from stream_fusion.errors import StreamFusionError
+from eval_script import load_script
 from tiny_network import jittered_lite
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -214,3 +216,25 @@ def test_default_engine_fuses_the_demo_clip() -> None:
     fused = engine.fuse(ir, vis)
     assert fused.shape == (270, 360) and engine.preset == "lite"
     assert 5 < np.abs(fused.astype(int) - vis).mean() and 5 < np.abs(fused.astype(int) - ir).mean()
+
+
+def test_profile_splits_a_real_session_by_op_type_and_module(network, tmp_path: Path, capsys) -> None:
+    """benchmarks/profile_engine.py: every profiled run has the same nodes (the warm-up runs are left out), and the
+    per-op-type and per-module times add up to the node total; the CLI writes it and refuses a bad size."""
+    profile_engine = load_script("profile_engine", "benchmarks")
+    result = profile_engine.profile(network[1], "cpu", (96, 64), runs=3)
+    assert result["provider"] == "cpu" and result["size"] == "96x64" and result["runs"] == 3
+    assert result["nodes_per_run"] == int(result["nodes_per_run"]) > 100
+    assert sum(row["nodes_per_run"] for row in result["op_types"]) == result["nodes_per_run"]
+    assert sum(row["ms_per_run"] for row in result["op_types"]) == pytest.approx(result["node_ms_per_run"])
+    assert sum(result["scopes"].values()) == pytest.approx(result["node_ms_per_run"])
+    assert {"skip", "encoder", "decoder"} <= set(result["scopes"]) and result["scopes"]["skip"] > 0
+    assert 0 < result["node_ms_per_run"] < 10 * result["wall_ms_median"]
+    out = tmp_path / "profile.json"
+    with pytest.raises(SystemExit) as done:
+        profile_engine.run_cli(lambda: profile_engine.main(["--model", str(network[1]), "--size", "96x64",
+                                                           "--runs", "2", "--json", str(out)]))
+    assert done.value.code == 0 and json.loads(out.read_text())["runs"] == 2
+    assert "| Conv |" in capsys.readouterr().out
+    with pytest.raises(StreamFusionError, match="--size must be WIDTHxHEIGHT"):
+        profile_engine.main(["--size", "640"])
