@@ -134,6 +134,12 @@ def make_engine(
     options: dict[str, Any] = {"resolution": size} if size else {}
     if size and ir_size:
         options["ir_resolution"] = ir_size
+    if engine_cfg["cuda_graph"] and engine_cfg["model"] != "classical":
+        if size:  # a CUDA graph is captured for one frame size
+            options["cuda_graph"] = True
+        else:
+            logging.getLogger("run_stream").warning(
+                "engine.cuda_graph: the visible source does not report its frame size, so no CUDA graph")
     return create_engine(engine_cfg["model"], engine_cfg["provider"], **options)
 
 

@@ -447,6 +447,7 @@ class OnnxEngine:
         self.name = f"{self.metadata['model_name']}-{self.preset}"
         self.colour = is_colour_model(self.metadata)
         self.device_id = device_id
+        self.cuda_graph = cuda_graph
         self._requested = (in_session, fixed_size)
         self._graph = lambda name: frame_graph(proto, self._on(name)[0]).SerializeToString()
         self._options = {
