@@ -253,9 +253,45 @@ def to_fp16(proto: onnx.ModelProto, keep_fp32: list[str]) -> onnx.ModelProto:
         raise StreamFusionError("fp16 conversion produced two different nodes with the same output")
     del converted.graph.node[:]
     converted.graph.node.extend(unique.values())
+    kept = {node.name for node in converted.graph.node if node.name in set(keep_fp32) or node.op_type in blocked}
+    drop_round_trips(converted.graph, kept)
     topological_sort(converted.graph)  # the converter appends its input casts at the end of the node list
     del converted.graph.value_info[:]  # stale fp32 annotations around the kept nodes; shape inference redoes them
     return fold_constants(converted)  # the converter casts fp16 weights back for the kept nodes: store them fp32
+
+
+def drop_round_trips(graph: onnx.GraphProto, kept: set[str]) -> None:
+    """Remove the fp32 -> fp16 -> fp32 Cast pairs the converter puts between two nodes it keeps fp32.
+
+    It casts every output of a kept node to fp16, and back to fp32 for each kept consumer: the GroupNorm
+    statistics, meant to stay fp32, were rounded to fp16 between every step of them, and base at 640x512 moved
+    twice the bytes of its fp32 export (362 Casts). A kept consumer now reads the kept producer's fp32 output
+    directly; the fp16 copy stays only where an fp16 node reads it."""
+    producer = {output: node for node in graph.node for output in node.output}
+    inputs = {value.name for value in graph.input}
+    fp16, fp32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+
+    def cast_to(node: onnx.NodeProto) -> int | None:
+        return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+    shortcut = {}
+    for node in graph.node:
+        down = producer.get(node.input[0]) if cast_to(node) == fp32 else None
+        if down is not None and cast_to(down) == fp16:
+            source = down.input[0]
+            if source in inputs or (source in producer and producer[source].name in kept):
+                shortcut[node.output[0]] = source
+    outputs = {value.name for value in graph.output}
+    nodes = [node for node in graph.node if not (node.op_type == "Cast" and node.output[0] in shortcut
+                                                 and node.output[0] not in outputs)]
+    for node in nodes:
+        for index, name in enumerate(node.input):
+            if name in shortcut and name not in outputs:
+                node.input[index] = shortcut[name]
+    read = {name for node in nodes for name in node.input} | outputs
+    nodes = [node for node in nodes if not (cast_to(node) == fp16 and node.output[0] not in read)]
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def topological_sort(graph: onnx.GraphProto) -> None:

@@ -1,6 +1,7 @@
 """ONNX export: round trip, parity with PyTorch on a real pair, dynamic sizes, metadata, a runtime-clean graph."""
 from __future__ import annotations
 
+import collections
 import json
 from pathlib import Path
 
@@ -136,6 +137,17 @@ def test_fp16_export_runs_and_stays_within_1e_2(tmp_path: Path) -> None:
     assert conv_weights and all(i.data_type == onnx.TensorProto.FLOAT16 for i in conv_weights)
     assert session(path).get_modelmeta().custom_metadata_map["precision"] == "fp16"
     assert export_onnx.graph_report(proto)[1] == []
+    # The GroupNorms stay fp32 throughout: no value of theirs goes to fp16 and straight back (the converter put
+    # such a pair between every two of their nodes), so each needs one Cast in (its fp16 input) and one out.
+    producer = {out: node for node in proto.graph.node for out in node.output}
+    to = {node.name: next(a.i for a in node.attribute if a.name == "to") for node in proto.graph.node
+          if node.op_type == "Cast"}
+    round_trips = [node.name for node in proto.graph.node if to.get(node.name) == onnx.TensorProto.FLOAT
+                   and to.get(getattr(producer.get(node.input[0]), "name", "")) == onnx.TensorProto.FLOAT16]
+    assert round_trips == []
+    scopes = [export_onnx.scope_prefix(name) for name, m in model.named_modules() if isinstance(m, torch.nn.GroupNorm)]
+    inside = collections.Counter(next(p for p in scopes if name.startswith(p)) for name in to if name.startswith(tuple(scopes)))
+    assert scopes and set(inside.values()) == {1}  # each GroupNorm's one Cast: its output, to fp16
     [result] = export_onnx.parity(model, path, export_onnx.eval_pairs(1), "fp16")
     assert result.ok("fp16") and result.over == 0 and result.max_diff <= 1e-2
     # fp16 really ran: an fp32 file gives float rounding (~1e-6), fp16 activations a visibly larger difference.
