@@ -305,18 +305,18 @@ def frame_graph(proto: onnx.ModelProto, in_session: bool = False) -> onnx.ModelP
             make("Sub", ["fused_luma_nhwc", "vis_luma"], ["fused_luma_change"]),
             make("Add", ["vis_bgr", "fused_luma_change"], ["fused_nhwc"]),
         ]
-    if in_session:  # the visible frame where the IR camera does not see (IrWarp.coverage's weights)
+    post.append(make("Clip", ["fused_nhwc" if bgr else "fused_float", "frame_low", "frame_high"], ["fused_clipped"]))
+    if in_session:  # the visible frame where the IR camera does not see (IrWarp.coverage's weights), blended with
+        # the fused frame as it will be shown, clipped, as the host blends: never a value the fused frame cannot take
         post += [
-            make("Sub", ["fused_nhwc", "vis_bgr"], ["fused_change"]),
+            make("Sub", ["fused_clipped", "vis_bgr"], ["fused_change"]),
             make("Mul", ["fused_change", "ir_weight"], ["fused_change_seen"]),
             make("Add", ["vis_bgr", "fused_change_seen"], ["fused_seen"]),
         ]
     if bgr:
         _channels_last(graph.output[0])
     post += [
-        make("Clip", ["fused_seen" if in_session else "fused_nhwc" if bgr else "fused_float", "frame_low",
-                      "frame_high"], ["fused_clipped"]),
-        make("Mul", ["fused_clipped", "frame_scale_out"], ["fused_scaled"]),
+        make("Mul", ["fused_seen" if in_session else "fused_clipped", "frame_scale_out"], ["fused_scaled"]),
         make("Round", ["fused_scaled"], ["fused_rounded"]),
         make("Cast", ["fused_rounded"], ["fused"], to=onnx.TensorProto.UINT8),
     ]

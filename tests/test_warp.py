@@ -117,6 +117,20 @@ def test_the_engine_fuses_the_same_frame_with_the_warp_in_the_session_or_on_the_
     assert np.abs(got_gray.astype(int) - expected_gray).max() <= 1
 
 
+def test_the_feathered_edge_blends_the_clipped_fused_frame_on_both_routes() -> None:
+    """A 3 px shift leaves a strip the IR does not see, where the fused frame fades to the visible one. The session
+    used to blend the merged colour before clipping it, so where the fused colour saturates (this pair, rows
+    144-161) it showed values the fused frame cannot take: 5 levels off the host route for lite, 11 for base."""
+    ir, vis = real_pair("FLIR_04269.png")
+    h, w = vis.shape[:2]
+    warp = IrWarp(translation(3, -2), (w, h), (w, h))
+    strip = (warp.coverage > 0) & (warp.coverage < 1)
+    host = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", threads=1, warmup=False).fuse(ir, vis, warp).astype(int)
+    session = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", in_session=True, threads=1, warmup=False).fuse(ir, vis, warp)
+    assert strip[144:162, :3].all() and (host[144:162, :3] >= 245).any()  # saturated colour in the strip
+    assert np.abs(session.astype(int) - host).max() <= 2
+
+
 def test_where_the_ir_camera_does_not_see_the_fused_frame_is_the_visible_frame() -> None:
     """A narrower thermal lens (its view 0.6 of the visible camera's, turned 2 degrees): outside its view there is no
     thermal information, so the fused frame there is the visible frame, on the host and in the session alike."""
