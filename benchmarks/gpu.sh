@@ -14,7 +14,7 @@
 # benchmark JSONs and the kernel profiles. Each step has its own time limit, so a slow step costs its own numbers,
 # not the others'.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 WHEEL=onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl
 
 prepare() {
@@ -45,7 +45,7 @@ step() {  # step SECONDS NAME COMMAND...: one measurement, limited in time, its 
     local left=$((DEADLINE - SECONDS)) name=$2
     local limit=$(($1 < left ? $1 : left))
     shift 2
-    if [ "$limit" -lt 20 ]; then echo "=== $name: skipped, the job's time is spent"; return; fi
+    if [ "$limit" -lt "${MIN_STEP:-20}" ]; then echo "=== $name: skipped, the job's time is spent"; return; fi
     echo "=== $name ($(date -u +%H:%M:%S), limit ${limit}s): $*"
     timeout "$limit" "$@"
     local status=$?
@@ -86,6 +86,7 @@ run() {
     echo "=== done $(date -u +%H:%M:%S)"
 }
 
+[ "${BASH_SOURCE[0]}" = "$0" ] || return 0  # sourced (the tests): the functions only
 case "${1:-}" in
     prepare) prepare ;;
     run) run ;;
