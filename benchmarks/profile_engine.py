@@ -37,7 +37,8 @@ def feeds_for(in_session: bool, colour: bool, size: tuple[int, int], multiple: i
     w, h = size
     rng = np.random.default_rng(0)
     if in_session:
-        frames = {"ir": rng.integers(0, 256, (1, 1, h, w), np.uint8), "vis": rng.integers(0, 256, (1, h, w, 3), np.uint8)}
+        frames = {"ir": rng.integers(0, 256, (1, 1, h, w), np.uint8),
+                  "vis": rng.integers(0, 256, (1, h, w, 3), np.uint8)}
         return frames | IrWarp.resize((w, h), (w, h)).session_inputs((w + -w % multiple, h + -h % multiple))
     h, w = h + -h % multiple, w + -w % multiple
     vis_shape = (1, h, w, 3) if colour else (1, 1, h, w)
@@ -66,7 +67,8 @@ def profile(model: Path, provider: str, size: tuple[int, int], runs: int, warmup
     trace.unlink()
     run_starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e["name"] == "model_run")
     first_timed = run_starts[warmup]  # node events of the warm-up runs (cuDNN search, engine builds) are left out
-    nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= first_timed]
+    nodes = [e for e in events
+             if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= first_timed]
     by_op: dict[str, list[float]] = collections.defaultdict(list)
     by_node: dict[str, float] = collections.defaultdict(float)
     by_scope: dict[str, float] = collections.defaultdict(float)

@@ -6,8 +6,8 @@ For each preset and frame size it times: the engine (``OnnxEngine.fuse`` on a co
 network, clipping, chroma merge), the engine with a calibration's IR warp (``engine+warp``: a homography, inside the
 session on a GPU provider, OpenCV on the host with the CPU provider), on a GPU provider the engine with its kernels
 replayed as one CUDA graph (``engine+graph``), the bare ONNX Runtime session (float inputs already prepared; on a GPU
-provider bound on the device), PyTorch eager, and ``torch.compile`` where it compiles. Providers that do not load here are
-listed with the reason instead of timed. Weights: ``stream_fusion/weights/difffuse_<preset>.pt`` when present
+provider bound on the device), PyTorch eager, and ``torch.compile`` where it compiles. Providers that do not load
+here are listed with the reason instead of timed. Weights: ``stream_fusion/weights/difffuse_<preset>.pt`` when present
 (exported to ONNX in a temporary folder so both runtimes run the same weights), else random init at the same
 cost, said in the output. A benchmark, so it may import torch; the runtime does not.
 """

@@ -146,7 +146,8 @@ def test_fp16_export_runs_and_stays_within_1e_2(tmp_path: Path) -> None:
                    and to.get(getattr(producer.get(node.input[0]), "name", "")) == onnx.TensorProto.FLOAT16]
     assert round_trips == []
     scopes = [export_onnx.scope_prefix(name) for name, m in model.named_modules() if isinstance(m, torch.nn.GroupNorm)]
-    inside = collections.Counter(next(p for p in scopes if name.startswith(p)) for name in to if name.startswith(tuple(scopes)))
+    inside = collections.Counter(next(p for p in scopes if name.startswith(p))
+                                 for name in to if name.startswith(tuple(scopes)))
     assert scopes and set(inside.values()) == {1}  # each GroupNorm's one Cast: its output, to fp16
     [result] = export_onnx.parity(model, path, export_onnx.eval_pairs(1), "fp16")
     assert result.ok("fp16") and result.over == 0 and result.max_diff <= 1e-2
