@@ -75,12 +75,15 @@ run() {
     # 1. The target: base at 640x512 through the engine (CUDA fp32 and fp16, with and without a CUDA graph), next to
     #    PyTorch eager and torch.compile, same weights, same run.
     step 300 "bench base 640x512" python3 -m stream_fusion.bench --presets base --sizes 640x512 --iters 200 --budget 6 --json "$OUT/bench_base_640x512.json"
-    # 2. Every node on the GPU? (the export's placement check) And where the time goes: launch-bound or GPU-bound.
+    # 2. The same frames as the CPU engine? (the per-pixel work runs inside the session on a GPU provider)
+    step 90 "routes: the CUDA engine against the CPU engine" python3 scripts/check_routes.py --provider cuda --json "$OUT/routes.json"
+    # 3. Every node on the GPU? (the export's placement check) And where the time goes: launch-bound or GPU-bound.
     step 90 "export base fp32, placement" python3 -m export.onnx --checkpoint stream_fusion/weights/difffuse_base.pt --out /tmp/base.onnx --pairs 2
     step 45 "profile base fp32" python3 benchmarks/profile_engine.py --model base --provider cuda --json "$OUT/profile_base_fp32.json"
     step 90 "export base fp16, placement" python3 -m export.onnx --checkpoint stream_fusion/weights/difffuse_base.pt --out /tmp/base16.onnx --pairs 2 --fp16
     step 45 "profile base fp16" python3 benchmarks/profile_engine.py --model /tmp/base16.onnx --provider cuda --json "$OUT/profile_base_fp16.json"
-    # 3. The rest of the grid, without torch.compile (a minute or more of compiling per case).
+    step 45 "routes: base fp16" python3 scripts/check_routes.py --provider cuda --models /tmp/base16.onnx --pairs 1 --json "$OUT/routes_fp16.json"
+    # 4. The rest of the grid, without torch.compile (a minute or more of compiling per case).
     step 120 "bench lite 640x512 + 1280x1024" python3 -m stream_fusion.bench --presets lite --sizes 640x512,1280x1024 --iters 100 --budget 4 --no-compile --json "$OUT/bench_lite.json"
     step 90 "bench base 1280x1024" python3 -m stream_fusion.bench --presets base --sizes 1280x1024 --iters 100 --budget 4 --no-compile --json "$OUT/bench_base_1280x1024.json"
     echo "=== done $(date -u +%H:%M:%S)"

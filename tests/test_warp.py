@@ -5,6 +5,7 @@ than the visible camera, warps that change from frame to frame through the reuse
 profile, and the pipeline fusing a calibrated stream."""
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from eval_script import load_script
 from stream_fusion import DEMO_IR, DEMO_VIS
 from stream_fusion.align import AlignmentMonitor, load_calibration
 from stream_fusion.capture import open_source
@@ -296,3 +298,17 @@ def test_a_fixed_size_session_is_rebuilt_when_the_frames_change_size(
     assert [r.getMessage() for r in caplog.records] == [
         f"{engine.name}: frames are now IR 320x200 and visible 320x200, not the sizes its cpu session was built for: "
         "rebuilding it"]
+
+
+def test_the_route_check_script_finds_the_routes_in_agreement(tmp_path: Path) -> None:
+    """scripts/check_routes.py, which the GPU job runs against the CUDA engine, run here on the CPU: every case of a
+    real pair (registered, a smaller IR camera's calibration, a narrow lens; colour and gray) within tolerance."""
+    check_routes = load_script("check_routes")
+    rows = check_routes.check(SHIPPED_MODELS["lite"], "cpu", 1)
+    assert len(rows) == 2 * 3 * 2 and all(row["ok"] for row in rows)
+    assert {row["case"] for row in rows} == {"registered", "calibrated", "narrow lens"}
+    assert max(row["max"] for row in rows) <= 2 and max(row["mean"] for row in rows) < 0.3
+    out = tmp_path / "routes.json"
+    assert check_routes.main(["--provider", "cpu", "--models", "cdfusion", "--pairs", "1", "--json", str(out)]) == 0
+    assert len(json.loads(out.read_text())) == 2 * 3
+
