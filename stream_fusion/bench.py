@@ -138,7 +138,8 @@ def torch_step(model: torch.nn.Module, ir: np.ndarray, vis: np.ndarray, half: bo
 
 
 def run(presets: list[str], sizes: list[tuple[int, int]], iters: int, budget_s: float, compile_: bool,
-        workdir: Path) -> dict[str, Any]:
+        workdir: Path, save: Callable[[dict[str, Any]], None] = lambda report: None) -> dict[str, Any]:
+    """Time every case; ``save`` gets the report so far after each result (a run cut short keeps what it timed)."""
     from export.onnx import export_model
 
     report: dict[str, Any] = {"machine": machine(), "weights": {}, "unavailable": {}, "results": []}
@@ -170,6 +171,7 @@ def run(presets: list[str], sizes: list[tuple[int, int]], iters: int, budget_s: 
                     return
                 report["results"].append({"preset": preset, "size": f"{width}x{height}", "runner": runner,
                                           "provider": provider, "precision": precision, **stats})
+                save(report)
 
             dead: set[str] = set()
             for provider in providers:
@@ -253,8 +255,14 @@ def main(argv: list[str] | None = None) -> int:
         raise StreamFusionError(f"--presets takes lite, base and/or cdfusion, got {args.presets!r}")
     if args.iters < 3:
         raise StreamFusionError("--iters must be at least 3")
+    def save(report: dict[str, Any]) -> None:
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+
     with tempfile.TemporaryDirectory(prefix="stream_fusion_bench_") as workdir:
-        report = run(presets, parse_sizes(args.sizes), args.iters, args.budget, not args.no_compile, Path(workdir))
+        report = run(presets, parse_sizes(args.sizes), args.iters, args.budget, not args.no_compile, Path(workdir),
+                     save)
     m = report["machine"]
     print(f"machine: {m['cpu']}, {m['cores']} cores, GPU {m['gpu'] or 'none'}, onnxruntime {m['onnxruntime']}, "
           f"torch {m['torch']}, load average {m['load_average_at_start']} -> {m['load_average_at_end']}")
@@ -264,8 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     for what, why in report["unavailable"].items():
         print(f"not timed: {what}: {why}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        save(report)
         print(f"wrote {args.json}")
     return 0
 
