@@ -264,7 +264,8 @@ def frame_graph(proto: onnx.ModelProto, in_session: bool = False) -> onnx.ModelP
     constants = {"frame_scale_in": np.array(1 / 255, np.float32), "frame_scale_out": np.array(255, np.float32),
                  "frame_low": np.array(0, np.float32), "frame_high": np.array(1, np.float32)}
     if bgr and not colour:
-        constants["frame_luma"] = np.array([[0.114], [0.587], [0.299]], np.float32)  # B, G, R
+        constants["frame_luma"] = np.array([0.114, 0.587, 0.299], np.float32)  # B, G, R
+        constants["frame_channels"] = np.array([-1], np.int64)
     graph.initializer.extend(onnx.numpy_helper.from_array(value, name) for name, value in constants.items())
     pre = []
     for value in list(graph.input):  # a snapshot: the warp adds inputs of its own
@@ -288,7 +289,9 @@ def frame_graph(proto: onnx.ModelProto, in_session: bool = False) -> onnx.ModelP
         if channels_last and colour:
             pre.append(make("Transpose", ["vis_bgr"], ["vis_float"], perm=[0, 3, 1, 2]))
         elif channels_last:
-            pre += [make("MatMul", ["vis_bgr", "frame_luma"], ["vis_luma"]),  # N x H x W x 1
+            # A weighted sum, not a MatMul by the weights: the CUDA provider's MatMul is TF32 by default.
+            pre += [make("Mul", ["vis_bgr", "frame_luma"], ["vis_weighted"]),
+                    make("ReduceSum", ["vis_weighted", "frame_channels"], ["vis_luma"], keepdims=1),  # N x H x W x 1
                     make("Transpose", ["vis_luma"], ["vis_float"], perm=[0, 3, 1, 2])]
         if channels_last:
             _channels_last(value)
@@ -334,7 +337,7 @@ def frame_graph(proto: onnx.ModelProto, in_session: bool = False) -> onnx.ModelP
 def _ir_warp_nodes(model: onnx.ModelProto, source: str, target: str) -> list[onnx.NodeProto]:
     """``target`` = the IR image ``source`` (1 x 1 x h x w float) resampled onto the padded visible grid by the inputs
     of :meth:`stream_fusion.warp.IrWarp.session_inputs`, which this adds to the graph. The sampling grid is built
-    here from a 3x3 matrix and two coordinate rows (a homography per pixel: one MatMul and a division), so the host
+    here from a 3x3 matrix and two coordinate rows (a homography per pixel: multiply-adds and a division), so the host
     computes and uploads nothing per pixel; ``GridSample`` then samples bilinearly at positions clamped to the IR
     frame (its edges replicated). Also ``ir_weight``, where the IR camera sees (``IrWarp.coverage``)."""
     make = onnx.helper.make_node
@@ -351,6 +354,8 @@ def _ir_warp_nodes(model: onnx.ModelProto, source: str, target: str) -> list[onn
     model.graph.initializer.extend(
         onnx.numpy_helper.from_array(np.array(value, np.int64), name) for name, value in constants.items()
     )
+    model.graph.initializer.extend(onnx.numpy_helper.from_array(np.array(k, np.int64), name)
+                                   for k, name in enumerate(("warp_zero_index", "warp_one_index", "warp_two_index")))
     model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(0, np.float32), "warp_zero"))
     model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(1, np.float32), "warp_one"))
     opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
@@ -361,14 +366,18 @@ def _ir_warp_nodes(model: onnx.ModelProto, source: str, target: str) -> list[onn
         make("Mul", ["warp_row", "warp_zero"], ["warp_row_zero"]),
         make("Add", ["warp_row", "warp_column_zero"], ["warp_x"]),  # H x W
         make("Add", ["warp_column", "warp_row_zero"], ["warp_y"]),
-        make("Add", ["warp_row_zero", "warp_column_zero"], ["warp_zeros"]),
-        make("Add", ["warp_zeros", "warp_one"], ["warp_ones"]),
-        make("Unsqueeze", ["warp_x", "warp_last"], ["warp_x1"]),
+        make("Unsqueeze", ["warp_x", "warp_last"], ["warp_x1"]),  # H x W x 1
         make("Unsqueeze", ["warp_y", "warp_last"], ["warp_y1"]),
-        make("Unsqueeze", ["warp_ones", "warp_last"], ["warp_ones1"]),
-        make("Concat", ["warp_x1", "warp_y1", "warp_ones1"], ["warp_points"], axis=-1),  # H x W x 3: (x, y, 1)
-        make("Transpose", ["ir_warp"], ["warp_matrix_t"], perm=[1, 0]),
-        make("MatMul", ["warp_points", "warp_matrix_t"], ["warp_mapped"]),  # homogeneous IR positions
+        # The homogeneous IR position of each pixel, x * m0 + y * m1 + m2 (m_k: the matrix's columns), elementwise
+        # rather than a MatMul: the CUDA provider runs MatMul in TF32 by default, whose 10-bit mantissa moved the
+        # sampling positions by up to ~0.5 px at x = 500 (fused frames 12 levels off the CPU's, on an H200).
+        make("Gather", ["ir_warp", "warp_zero_index"], ["warp_m0"], axis=1),
+        make("Gather", ["ir_warp", "warp_one_index"], ["warp_m1"], axis=1),
+        make("Gather", ["ir_warp", "warp_two_index"], ["warp_m2"], axis=1),
+        make("Mul", ["warp_x1", "warp_m0"], ["warp_from_x"]),  # H x W x 3
+        make("Mul", ["warp_y1", "warp_m1"], ["warp_from_y"]),
+        make("Add", ["warp_from_x", "warp_from_y"], ["warp_from_xy"]),
+        make("Add", ["warp_from_xy", "warp_m2"], ["warp_mapped"]),
         make("Slice", ["warp_mapped", "warp_axis0", "warp_xy_end", "warp_last"], ["warp_xy"]),
         make("Slice", ["warp_mapped", "warp_xy_end", "warp_z_end", "warp_last"], ["warp_z"]),
         make("Div", ["warp_xy", "warp_z"], ["warp_positions"]),
