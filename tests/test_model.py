@@ -263,3 +263,16 @@ def test_shipped_checkpoint_beats_the_average_on_a_real_frame(preset: str) -> No
     average = ((ir.astype(np.uint16) + vis + 1) // 2).astype(np.uint8)
     assert qabf(fused, ir, vis) > qabf(average, ir, vis) + 0.1
     assert vif(fused, ir, vis) > vif(average, ir, vis)
+
+
+def test_the_network_runs_in_a_lower_precision_as_a_gpu_benchmark_runs_it() -> None:
+    """``model.half()`` on a GPU (the benchmark's PyTorch fp16 rows) failed: the timestep embedding stayed float32
+    into a half-precision MLP. bfloat16 on the CPU takes the same path; the output matches float32 to its precision."""
+    torch.manual_seed(0)
+    model = randomized(build_model(TINY)).eval()
+    ir, vis = torch.rand(1, 1, 32, 48), torch.rand(1, 1, 32, 48)
+    with torch.no_grad():
+        reference = model(ir, vis)
+        low = model.to(torch.bfloat16)(ir.to(torch.bfloat16), vis.to(torch.bfloat16))
+    assert low.dtype == torch.bfloat16 and low.shape == reference.shape
+    assert (low.float() - reference).abs().max() < 0.05

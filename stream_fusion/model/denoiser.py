@@ -22,7 +22,9 @@ class TimeMLP(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, sum(widths)))
 
     def forward(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        e = self.mlp(sinusoidal_embedding(t, self.dim))
+        # The embedding in float32 (its angles reach ~T), then in the network's own precision: a half-precision
+        # network got float32 here and failed (the GPU benchmark's PyTorch fp16 rows).
+        e = self.mlp(sinusoidal_embedding(t, self.dim).to(self.mlp[0].weight.dtype))
         a, b = torch.split(e, list(self.widths), dim=1)
         return a[:, :, None, None], b[:, :, None, None]
 
