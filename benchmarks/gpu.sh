@@ -77,6 +77,7 @@ run() {
     step 300 "bench base 640x512" python3 -m stream_fusion.bench --presets base --sizes 640x512 --iters 200 --budget 6 --json "$OUT/bench_base_640x512.json"
     # 2. The same frames as the CPU engine? (the per-pixel work runs inside the session on a GPU provider)
     step 90 "routes: the CUDA engine against the CPU engine" python3 scripts/check_routes.py --provider cuda --json "$OUT/routes.json"
+    step 60 "routes: with a CUDA graph, new frames reach it" python3 scripts/check_routes.py --provider cuda --models lite,base --pairs 1 --cuda-graph --json "$OUT/routes_graph.json"
     # 3. Every node on the GPU? (the export's placement check) And where the time goes: launch-bound or GPU-bound.
     step 90 "export base fp32, placement" python3 -m export.onnx --checkpoint stream_fusion/weights/difffuse_base.pt --out /tmp/base.onnx --pairs 2
     step 45 "profile base fp32" python3 benchmarks/profile_engine.py --model base --provider cuda --json "$OUT/profile_base_fp32.json"

@@ -55,25 +55,39 @@ def warps(ir: np.ndarray, vis: np.ndarray) -> dict[str, tuple[np.ndarray, IrWarp
             "narrow lens": (ir, IrWarp(narrow, (w, h), (w, h)))}
 
 
-def check(model: Path, provider: str, count: int) -> list[dict[str, Any]]:
-    """Every case of ``model`` on ``provider`` (the session route) against the CPU engine (the host route)."""
+def check(model: Path, provider: str, count: int, cuda_graph: bool = False) -> list[dict[str, Any]]:
+    """Every case of ``model`` on ``provider`` (the session route) against the CPU engine (the host route).
+
+    With ``cuda_graph`` each pair gets an engine that replays a CUDA graph captured for its size, and fuses the pair,
+    its mirror image, then the pair again: a replay that did not see the new frame would give the previous output."""
     host = OnnxEngine(model, "cpu", warmup=False)
-    session = OnnxEngine(model, provider, in_session=True, warmup=False)
-    tolerance = TOLERANCE.get(host.preset, 2) + (4 if session.precision == "fp16" else 0)
+    session = None if cuda_graph else OnnxEngine(model, provider, in_session=True, warmup=False)
     results = []
     for name, ir, vis in pairs(count):
+        if cuda_graph:
+            h, w = vis.shape[:2]
+            session = OnnxEngine(model, provider, in_session=True, resolution=(w, h), cuda_graph=True)
+        tolerance = TOLERANCE.get(host.preset, 2) + (4 if session.precision == "fp16" else 0)
         for case, (ir_frame, warp) in warps(ir, vis).items():
+            if cuda_graph and warp is not None and warp.ir_size != warp.size:
+                continue  # a graph is for one IR size too: the calibrated case's smaller IR would rebuild it
             for colour in (True, False) if not host.colour else (True,):
                 frame = vis if colour else cv2.cvtColor(vis, cv2.COLOR_BGR2GRAY)
-                expected = host.fuse(ir_frame, frame, warp).astype(int)
-                got = session.fuse(ir_frame, frame, warp).astype(int)
-                difference = np.abs(got - expected)
-                results.append({
-                    "model": host.name, "provider": session.provider, "precision": session.precision,
-                    "pair": name, "case": case, "visible": "colour" if colour else "gray",
-                    "max": int(difference.max()), "mean": float(difference.mean()),
-                    "over_1": float((difference > 1).mean()), "ok": bool(difference.max() <= tolerance),
-                })
+                frames = [(ir_frame, frame, "")]
+                if cuda_graph:
+                    mirrored = (ir_frame[:, ::-1].copy(), frame[:, ::-1].copy(), " mirrored")
+                    frames += [mirrored, (ir_frame, frame, " again")]
+                for ir_in, vis_in, label in frames:
+                    expected = host.fuse(ir_in, vis_in, warp).astype(int)
+                    got = session.fuse(ir_in, vis_in, warp).astype(int)
+                    difference = np.abs(got - expected)
+                    results.append({
+                        "model": host.name, "provider": session.provider, "precision": session.precision,
+                        "cuda_graph": cuda_graph, "pair": name, "case": case + label,
+                        "visible": "colour" if colour else "gray", "max": int(difference.max()),
+                        "mean": float(difference.mean()), "over_1": float((difference > 1).mean()),
+                        "ok": bool(difference.max() <= tolerance),
+                    })
     return results
 
 
@@ -83,12 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="lite,base,cdfusion",
                         help="shipped network names or .onnx paths, comma-separated (default lite,base,cdfusion)")
     parser.add_argument("--pairs", type=int, default=2, help="pairs of each eval split (default 2)")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="the engine replays a CUDA graph (new frames must reach it: each pair, mirrored, again)")
     parser.add_argument("--json", type=Path, help="also write every case here")
     args = parser.parse_args(argv)
     results = []
     for name in args.models.split(","):
         model = SHIPPED_MODELS.get(name, Path(name))
-        for row in check(model, args.provider, args.pairs):
+        for row in check(model, args.provider, args.pairs, args.cuda_graph):
             results.append(row)
             print(f"{'ok  ' if row['ok'] else 'FAIL'} {row['model']} {row['provider']} {row['precision']} "
                   f"{row['pair']} {row['case']} {row['visible']}: max {row['max']}, mean {row['mean']:.3f}, "

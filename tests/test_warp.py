@@ -326,4 +326,9 @@ def test_the_route_check_script_finds_the_routes_in_agreement(tmp_path: Path) ->
     out = tmp_path / "routes.json"
     assert check_routes.main(["--provider", "cpu", "--models", "cdfusion", "--pairs", "1", "--json", str(out)]) == 0
     assert len(json.loads(out.read_text())) == 2 * 3
+    # The CUDA-graph check: per pair an engine for its size, each frame then its mirror image then itself again (the
+    # calibrated case, whose IR is of another size, left out); on the CPU provider the graph option is a no-op.
+    graphed = check_routes.check(SHIPPED_MODELS["cdfusion"], "cpu", 1, cuda_graph=True)
+    assert len(graphed) == 2 * 2 * 3 and all(row["ok"] and row["cuda_graph"] for row in graphed)
+    assert {row["case"] for row in graphed} >= {"registered", "registered mirrored", "narrow lens again"}
 
