@@ -33,9 +33,9 @@ import torch
 import stream_fusion
 from stream_fusion.engine import frame_dims, frame_graph, open_session, pad_to_multiple, split_luma
 from stream_fusion.errors import StreamFusionError, run_cli
-from stream_fusion.model import build_model, load_checkpoint
-from stream_fusion.model.checkpoint import read_checkpoint
-from stream_fusion.model.pyramid import MultiScaleSkip
+from stream_fusion.training.model import build_model, load_checkpoint
+from stream_fusion.training.model.checkpoint import read_checkpoint
+from stream_fusion.training.model.pyramid import MultiScaleSkip
 from stream_fusion.warp import IrWarp
 
 DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -63,7 +63,7 @@ def machine() -> dict[str, Any]:
 
 def load_weights(preset: str) -> tuple[torch.nn.Module, str]:
     """The trained network when its checkpoint ships, else random init (same structure, same cost)."""
-    from stream_fusion.model import build_model, load_checkpoint
+    from stream_fusion.training.model import build_model, load_checkpoint
 
     checkpoint = WEIGHTS_DIR / f"difffuse_{preset}.pt"
     if checkpoint.is_file():

@@ -19,15 +19,15 @@ import yaml
 
 from stream_fusion import WEIGHTS_DIR
 from stream_fusion.config import load_yaml
-from stream_fusion.data import PairCrops, list_pairs
+from stream_fusion.training.data import PairCrops, list_pairs
 from stream_fusion.errors import StreamFusionError
-from stream_fusion.losses import chroma_loss
-from stream_fusion.model.colour import bgr_to_lab
-from stream_fusion.model import build_model, load_checkpoint, load_preset, save_checkpoint
-from stream_fusion.model.cdfusion import CDAFBlock, CDFusionNet
-from stream_fusion.model.pyramid import MultiScaleSkip
-from stream_fusion.model.torch_engine import fuse_tensors
-from stream_fusion.train import D2FE_MODULES, init_from, parse_args, train
+from stream_fusion.training.losses import chroma_loss
+from stream_fusion.training.model.colour import bgr_to_lab
+from stream_fusion.training.model import build_model, load_checkpoint, load_preset, save_checkpoint
+from stream_fusion.training.model.cdfusion import CDAFBlock, CDFusionNet
+from stream_fusion.training.model.pyramid import MultiScaleSkip
+from stream_fusion.training.model.torch_engine import fuse_tensors
+from stream_fusion.training.train import D2FE_MODULES, init_from, parse_args, train
 from tiny_network import TINY, fused_under_two_seeds, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ import torch
 from export import onnx as export_onnx
 from stream_fusion import WEIGHTS_DIR
 from stream_fusion.engine import OnnxEngine, create_engine, frame_graph, provider_options
-from stream_fusion.model import build_model, save_checkpoint
-from stream_fusion.model.torch_engine import TorchEngine
+from stream_fusion.training.model import build_model, save_checkpoint
+from stream_fusion.training.model.torch_engine import TorchEngine
 from tiny_network import jittered, one_thread  # noqa: F401 - one_thread: autouse fixture
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -14,8 +14,8 @@ import torch
 
 from export import onnx as export_onnx
 from stream_fusion.errors import StreamFusionError
-from stream_fusion.model import save_checkpoint
-from stream_fusion.model.pyramid import MultiScaleSkip
+from stream_fusion.training.model import save_checkpoint
+from stream_fusion.training.model.pyramid import MultiScaleSkip
 from tiny_network import jittered_lite
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

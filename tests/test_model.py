@@ -14,13 +14,13 @@ import torch
 
 from stream_fusion import WEIGHTS_DIR
 from stream_fusion.errors import StreamFusionError
-from stream_fusion.model import build_model, load_checkpoint, load_preset, save_checkpoint
-from stream_fusion.model.coupling import AffineCoupling
-from stream_fusion.model.haar import HaarDWT, HaarIDWT
-from stream_fusion.model.layers import DepthToSpace, SpaceToDepth, Upsample2x
-from stream_fusion.model.pyramid import MultiScaleSkip
-from stream_fusion.model.schedule import NoiseSchedule
-from stream_fusion.model.torch_engine import TorchEngine, fuse_tensors
+from stream_fusion.training.model import build_model, load_checkpoint, load_preset, save_checkpoint
+from stream_fusion.training.model.coupling import AffineCoupling
+from stream_fusion.training.model.haar import HaarDWT, HaarIDWT
+from stream_fusion.training.model.layers import DepthToSpace, SpaceToDepth, Upsample2x
+from stream_fusion.training.model.pyramid import MultiScaleSkip
+from stream_fusion.training.model.schedule import NoiseSchedule
+from stream_fusion.training.model.torch_engine import TorchEngine, fuse_tensors
 from tiny_network import TINY, fused_under_two_seeds, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -12,11 +12,11 @@ import pytest
 import torch
 import yaml
 
-from stream_fusion.data import PairCrops, list_pairs
+from stream_fusion.training.data import PairCrops, list_pairs
 from stream_fusion.errors import StreamFusionError
-from stream_fusion.losses import fusion_losses, sobel_magnitude, ssim
-from stream_fusion.model import build_model, load_checkpoint
-from stream_fusion.train import parse_args, train
+from stream_fusion.training.losses import fusion_losses, sobel_magnitude, ssim
+from stream_fusion.training.model import build_model, load_checkpoint
+from stream_fusion.training.train import parse_args, train
 from tiny_network import TINY, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,7 +127,8 @@ def test_data_errors_are_clear(tmp_path: Path) -> None:
 
 def test_cli_bad_data_exits_2_with_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "stream_fusion.train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path)],
+        [sys.executable, "-m", "stream_fusion.training.train", "--data", str(tmp_path / "missing"),
+         "--out", str(tmp_path)],
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )
     assert result.returncode == 2

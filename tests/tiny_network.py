@@ -43,7 +43,7 @@ def jittered_lite(jitter: float, seed: int) -> torch.nn.Module:
 
 def jittered(preset: str, overrides: dict, jitter: float, seed: int) -> torch.nn.Module:
     """A shipped preset's structure at 4 channels (plus ``overrides``), every weight jittered (see jittered_lite)."""
-    from stream_fusion.model import build_model, load_preset
+    from stream_fusion.training.model import build_model, load_preset
 
     cfg = {**load_preset(preset), "name": preset, "channels": 4, "gn_groups": 2, "denoiser_width": 4, "time_dim": 8,
            "decoder_width": 4, **overrides}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stream_fusion.model.layers import norm, sinusoidal_embedding
+from stream_fusion.training.model.layers import norm, sinusoidal_embedding
 
 
 class TimeMLP(nn.Module):

@@ -14,9 +14,9 @@ from torch import nn
 
 from stream_fusion.config import CONFIG_DIR, load_yaml
 from stream_fusion.errors import StreamFusionError
-from stream_fusion.model.cdfusion import PRESET_KEYS as CDFUSION_KEYS
-from stream_fusion.model.cdfusion import CDFusionNet
-from stream_fusion.model.net import PRESET_DEFAULTS, PRESET_KEYS, DiffFuseNet
+from stream_fusion.training.model.cdfusion import PRESET_KEYS as CDFUSION_KEYS
+from stream_fusion.training.model.cdfusion import CDFusionNet
+from stream_fusion.training.model.net import PRESET_DEFAULTS, PRESET_KEYS, DiffFuseNet
 
 # A preset's ``model`` key picks the network; presets without one (lite, base, older checkpoints) are DiffFuseNet.
 NETWORKS: dict[str, tuple[type[nn.Module], dict[str, type]]] = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from stream_fusion.model.colour import bgr_to_lab
+from stream_fusion.training.model.colour import bgr_to_lab
 
 DEFAULT_WEIGHTS = {
     "intensity": 1.0,

@@ -1,6 +1,7 @@
 """Train DiffFuseNet on folders of registered IR / visible pairs (two stages, unsupervised).
 
-    python -m stream_fusion.train --config configs/train.yaml [--preset lite|base] [--epochs N] [--out DIR] [--resume]
+    python -m stream_fusion.training.train --config configs/train.yaml [--preset lite|base] [--epochs N] [--out DIR]
+                                           [--resume]
 
 Stage I trains the D²FE part (shared encoder + denoiser, plus a light reconstruction head that keeps the encoder
 from collapsing its features to make noise prediction trivial) on the diffusion, consistency and reconstruction
@@ -25,10 +26,10 @@ import torch
 from tqdm import tqdm
 
 from stream_fusion.config import CONFIG_DIR, load_config, merge, parse_override
-from stream_fusion.data import PairCrops
+from stream_fusion.training.data import PairCrops
 from stream_fusion.errors import StreamFusionError, run_cli
-from stream_fusion.model import build_model, load_preset, save_checkpoint
-from stream_fusion.model.checkpoint import read_checkpoint
+from stream_fusion.training.model import build_model, load_preset, save_checkpoint
+from stream_fusion.training.model.checkpoint import read_checkpoint
 
 REPO_DIR = CONFIG_DIR.parent
 TRAIN_DEFAULTS = CONFIG_DIR / "train.yaml"
@@ -200,7 +201,7 @@ def write_log(path: Path, row: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[dict[str, Any], bool]:
-    parser = argparse.ArgumentParser(prog="python -m stream_fusion.train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m stream_fusion.training.train", description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(TRAIN_DEFAULTS), help="training YAML (default: configs/train.yaml)")
     parser.add_argument("--preset", help="model preset: lite or base")
     parser.add_argument("--epochs", type=int, help="total epochs (Stage I + Stage II)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stream_fusion.model.layers import zero_init
+from stream_fusion.training.model.layers import zero_init
 
 
 def _subnet(c_in: int, hidden: int, c_out: int) -> nn.Sequential:

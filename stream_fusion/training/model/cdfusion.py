@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stream_fusion.model.colour import with_lightness_of
-from stream_fusion.model.d2fe import D2FE_KEYS, D2FENet, weight_map_and_projection
-from stream_fusion.model.layers import DepthToSpace, norm, zero_init
-from stream_fusion.model.pyramid import MultiScaleSkip
+from stream_fusion.training.model.colour import with_lightness_of
+from stream_fusion.training.model.d2fe import D2FE_KEYS, D2FENet, weight_map_and_projection
+from stream_fusion.training.model.layers import DepthToSpace, norm, zero_init
+from stream_fusion.training.model.pyramid import MultiScaleSkip
 
 PRESET_KEYS = {
     "name": str,
@@ -152,7 +152,7 @@ class CDFusionNet(D2FENet):
         """Stage 1: per-channel D²FE (noise prediction on all four sources, IR-visible consistency, reconstruction);
         stage 2: the luminance fusion losses on the output's luma, the Lab chroma loss against the visible image,
         and the D²FE losses as a regulariser."""
-        from stream_fusion.losses import DEFAULT_WEIGHTS, chroma_loss, fusion_losses, weighted_total
+        from stream_fusion.training.losses import DEFAULT_WEIGHTS, chroma_loss, fusion_losses, weighted_total
 
         wts = {**DEFAULT_WEIGHTS, **(weights or {})}
         n = ir.shape[0]

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stream_fusion.model.denoiser import Denoiser
-from stream_fusion.model.layers import DepthToSpace, SharedEncoder, SpaceToDepth, Upsample2x, norm, zero_init
-from stream_fusion.model.schedule import NoiseSchedule
+from stream_fusion.training.model.denoiser import Denoiser
+from stream_fusion.training.model.layers import DepthToSpace, SharedEncoder, SpaceToDepth, Upsample2x, norm, zero_init
+from stream_fusion.training.model.schedule import NoiseSchedule
 
 # Preset keys of the D²FE, in the order the networks' presets list them (after ``name``).
 D2FE_KEYS: dict[str, type] = {
@@ -68,7 +68,7 @@ class D2FENet(nn.Module):
 
     def reconstruction_loss(self, sources: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
         """Stage I: the sources rebuilt from their denoised features by the network's ``reconstruct`` head."""
-        from stream_fusion.losses import ssim
+        from stream_fusion.training.losses import ssim
 
         rec = torch.sigmoid(self.to_full(self.reconstruct(denoised)))
         return F.l1_loss(rec, sources) + (1 - ssim(rec, sources))

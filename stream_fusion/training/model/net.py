@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stream_fusion.model.attention import CrossFrequencyAttention
-from stream_fusion.model.coupling import AffineCoupling
-from stream_fusion.model.d2fe import D2FE_KEYS, D2FENet, weight_map_and_projection
-from stream_fusion.model.haar import HaarDWT, HaarIDWT
-from stream_fusion.model.layers import norm, zero_init
-from stream_fusion.model.pyramid import MultiScaleSkip
+from stream_fusion.training.model.attention import CrossFrequencyAttention
+from stream_fusion.training.model.coupling import AffineCoupling
+from stream_fusion.training.model.d2fe import D2FE_KEYS, D2FENet, weight_map_and_projection
+from stream_fusion.training.model.haar import HaarDWT, HaarIDWT
+from stream_fusion.training.model.layers import norm, zero_init
+from stream_fusion.training.model.pyramid import MultiScaleSkip
 
 PRESET_KEYS = {
     "name": str,
@@ -101,7 +101,7 @@ class DiffFuseNet(D2FENet):
     ) -> dict[str, torch.Tensor]:
         """Unsupervised losses of one batch. Stage 1: D²FE alone (diffusion + consistency + reconstruction);
         stage 2: the whole net (fusion losses + the D²FE losses as a regulariser). ``weights`` override defaults."""
-        from stream_fusion.losses import DEFAULT_WEIGHTS, fusion_losses, weighted_total
+        from stream_fusion.training.losses import DEFAULT_WEIGHTS, fusion_losses, weighted_total
 
         wts = {**DEFAULT_WEIGHTS, **(weights or {})}
         sources = torch.cat([vis, ir], dim=0)
