@@ -3,7 +3,7 @@
 Fuses the two standard test splits (``../shared/data/eval/tno25``, ``eval/roadscene50``) with the plain average, the
 Laplacian pyramid and our shipped networks (every model the engine ships: ``lite``, ``base``, ``cdfusion``, as
 ``stream_fusion/weights/difffuse_<name>.onnx``, through the engine; skipped with a message while a file is absent),
-scores every output with ``stream_fusion.metrics`` (plus colour fidelity,
+scores every output with ``stream_fusion.evaluate.metrics`` (plus colour fidelity,
 dE00, dE00_ab and chroma_r, on the colour set roadscene50), and writes the tables, the quality-bar checks and the grids (both
 sets, the demo clip, and the colour grid visible | IR | base | cdfusion) into ``docs/`` (the results section of
 ``docs/evaluation.md`` between its markers; the hand-written text around it is kept). Fused images and per-pair CSVs
@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))  # run as a plain script from a checkout, installe
 from stream_fusion import DEMO_IR, DEMO_VIS  # noqa: E402
 from stream_fusion.baselines import BASELINES  # noqa: E402
 from stream_fusion.engine import SHIPPED_MODELS, FusionEngine  # noqa: E402
-from stream_fusion.evaluate import (  # noqa: E402
+from stream_fusion.evaluate.score import (  # noqa: E402
     COLOUR_NOTES, load_triplet, make_grid, markdown_table, mean_scores, score_folder, write_csv, write_png,
 )
 from stream_fusion.fuse import fuse_folder, load_engine, load_pair, match_pairs  # noqa: E402
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"### Colour fidelity on {COLOUR_SET} (issue 6)",
         "",
-        COLOUR_NOTES + " Both are computed in CIELAB (OpenCV, D65) by `stream_fusion.metrics.colour_metrics`; "
+        COLOUR_NOTES + " Both are computed in CIELAB (OpenCV, D65) by `stream_fusion.evaluate.metrics.colour_metrics`; "
         "dE00 follows Sharma, Wu & Dalal (2005) and is checked against their 34 published test pairs and "
         "scikit-image (`tests/test_colour_metrics.py`). The YCbCr route keeps the visible chroma, so its chroma_r is "
         "near 1 and its dE00 is almost all lightness: the fusion brightens IR targets and lifts dark night scenes "
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "### Metric conventions",
         "",
-        "`stream_fusion/metrics.py` reproduces the MMIF-CDDFuse evaluator's definitions (checked to 4 decimals against "
+        "`stream_fusion/evaluate/metrics.py` reproduces the MMIF-CDDFuse evaluator's definitions (checked to 4 decimals against "
         "a run of that evaluator's scipy / scikit-learn / scikit-image code on real pairs; see `tests/test_metrics.py`"
         "). Two library defaults are made explicit: MI uses the natural log (scikit-learn), and SSIM uses L = 255 "
         "(Wang et al. 2004). That evaluator called scikit-image on float images without `data_range`, which "

@@ -31,7 +31,7 @@ from stream_fusion.align import AlignmentMonitor, shift_image  # noqa: E402
 from stream_fusion.calibrate import calibrate  # noqa: E402
 from stream_fusion.engine import ClassicalEngine, FusionEngine, create_engine  # noqa: E402
 from stream_fusion.errors import StreamFusionError  # noqa: E402
-from stream_fusion.metrics import qabf, vif  # noqa: E402
+from stream_fusion.evaluate.metrics import qabf, vif  # noqa: E402
 
 DATA = REPO / ".." / "shared" / "data" / "eval" / "tno25"
 DOCS = REPO / "docs"

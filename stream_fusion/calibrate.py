@@ -27,7 +27,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from stream_fusion import metrics
+from stream_fusion.evaluate import metrics
 from stream_fusion.align import MODELS, Calibration, ShiftEstimator, gradient_map
 from stream_fusion.engine import to_gray
 from stream_fusion.errors import StreamFusionError, run_cli

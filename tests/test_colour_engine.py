@@ -126,7 +126,7 @@ def test_shipped_colour_model_keeps_colour_better_than_the_ycbcr_route() -> None
     """The shipped cdfusion against the shipped lite (YCbCr route) on a colourful RoadScene test pair (never trained
     on): about a third of the a*/b* error, a higher chroma correlation, and the same edge transfer (measured
     2026-11-28: |Δa*|+|Δb*| 0.47 vs 1.42, chroma_r 0.9986 vs 0.9967, Qabf 0.625 vs 0.622)."""
-    from stream_fusion.metrics import colour_metrics, qabf
+    from stream_fusion.evaluate.metrics import colour_metrics, qabf
 
     if not (WEIGHTS_DIR / "difffuse_cdfusion.onnx").is_file():
         pytest.skip("no shipped cdfusion model")

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from skimage.color import deltaE_ciede2000
 
-from stream_fusion import evaluate
+from stream_fusion.evaluate import score as evaluate
 from stream_fusion.baselines import AverageFusion
 from stream_fusion.fuse import fuse_folder, load_pair
-from stream_fusion.metrics import bgr_to_lab, ciede2000, colour_metrics
+from stream_fusion.evaluate.metrics import bgr_to_lab, ciede2000, colour_metrics
 from eval_script import load_eval_all
 
 REPO = Path(__file__).resolve().parents[1]

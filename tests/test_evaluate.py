@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stream_fusion import evaluate, metrics
+from stream_fusion.evaluate import metrics
+from stream_fusion.evaluate import score as evaluate
 from stream_fusion.baselines import AverageFusion
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.fuse import fuse_folder

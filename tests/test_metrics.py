@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stream_fusion import metrics
+from stream_fusion.evaluate import metrics
 
 EVAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "eval"
 

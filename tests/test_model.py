@@ -247,7 +247,7 @@ def test_torch_engine_keeps_colour_and_gray(tmp_path: Path) -> None:
 def test_shipped_checkpoint_beats_the_average_on_a_real_frame(preset: str) -> None:
     """The shipped weights are trained: on a real demo frame they keep more edges and information than averaging."""
     from stream_fusion import DEMO_IR, DEMO_VIS
-    from stream_fusion.metrics import qabf, vif
+    from stream_fusion.evaluate.metrics import qabf, vif
 
     path = WEIGHTS_DIR / f"difffuse_{preset}.pt"
     model, cfg = load_checkpoint(path)

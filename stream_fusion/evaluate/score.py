@@ -1,7 +1,7 @@
 """Score a folder of fused images: ``python -m stream_fusion.evaluate --ir DIR --vis DIR --fused DIR [--out DIR]``.
 
 Works for any method's output, ours or another paper's: fused images are matched to the source pairs by file name
-(stem, any image extension) and scored on their gray / luma with :mod:`stream_fusion.metrics`. When every visible
+(stem, any image extension) and scored on their gray / luma with :mod:`stream_fusion.evaluate.metrics`. When every visible
 image of the set is colour, the colour fidelity of the fused images to them (``dE00``, ``dE00_ab``, ``chroma_r``) is scored too.
 Writes ``metrics.md`` (mean and per-pair Markdown tables), ``metrics.csv`` and ``grid.png`` (rows of IR | visible |
 fused, in colour where the images are) into ``--out`` (default: the fused folder).
@@ -19,9 +19,9 @@ import numpy as np
 from tqdm import tqdm
 
 from stream_fusion.engine import to_gray
-from stream_fusion.errors import StreamFusionError, run_cli
+from stream_fusion.errors import StreamFusionError
 from stream_fusion.fuse import list_images, load_pair, match_pairs, read_colour
-from stream_fusion.metrics import COLOUR_METRIC_NAMES, METRIC_NAMES, all_metrics, colour_metrics
+from stream_fusion.evaluate.metrics import COLOUR_METRIC_NAMES, METRIC_NAMES, all_metrics, colour_metrics
 
 Scores = dict[str, float]
 log = logging.getLogger(__name__)
@@ -229,6 +229,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(rows)} pairs -> {out / 'metrics.md'}, {out / 'metrics.csv'}, {out / 'grid.png'}")
     return 0
 
-
-if __name__ == "__main__":
-    run_cli(main)
