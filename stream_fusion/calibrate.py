@@ -274,7 +274,7 @@ def reference_shift(ir: np.ndarray, vis: np.ndarray, width: int = 384) -> tuple[
     px wide; None where ECC does not converge.
 
     A second opinion on the alignment check's estimate (another algorithm at twice its resolution): the tests and
-    ``scripts/bench_align.py`` judge the check against it, since the eval pairs are registered to a few px only.
+    ``stream_fusion.bench.align`` judge the check against it, since the eval pairs are registered to a few px only.
     """
     h, w = vis.shape[:2]
     width = min(width, w)

@@ -1,5 +1,4 @@
-"""Scripts of ``scripts/`` and ``benchmarks/`` loaded as modules, for the tests that run them (the evaluation's, the
-calibration's, the engine profile's)."""
+"""Scripts of ``scripts/`` loaded as modules, for the tests that run them (the evaluation's, the route check's)."""
 from __future__ import annotations
 
 import importlib.util

@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 
 from stream_fusion.align import Alignment, AlignmentMonitor, ShiftEstimator, gradient_map, refine_shift, shift_image
+from stream_fusion.bench import align as bench_align
 from stream_fusion.calibrate import calibrate, reference_shift
 from stream_fusion.config import load_config
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.warp import IrWarp
-
-from eval_script import load_script
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 EVAL = [DATA / "eval" / "tno25", DATA / "eval" / "roadscene50"]
@@ -373,7 +372,7 @@ def test_a_narrower_ir_view_is_checked_where_it_sees(name):
     clip it read "unknown" on all 32 frames). After the calibration it reads ok, within 0.5 px; when the rig has
     drifted from it (4 px right, 3 px up) it measures the drift to 0.25 px (measured 0.01-0.14)."""
     ir, vis = {n: (ir, vis) for n, ir, vis in eval_pairs()}[name]
-    camera, _ = load_script("bench_align").central_view(ir, 0.6, (320, 240))
+    camera, _ = bench_align.central_view(ir, 0.6, (320, 240))
     calibration, _ = calibrate([camera], [vis])
     warp = calibration.warp((320, 240), (vis.shape[1], vis.shape[0]))
     x0, y0, x1, y1 = warp.view_box()

@@ -16,12 +16,12 @@ import pytest
 import yaml
 
 from stream_fusion.align import ShiftEstimator, load_calibration
+from stream_fusion.bench import align as bench_align
 from stream_fusion.calibrate import calibrate, estimate_pair, main
 from stream_fusion.errors import StreamFusionError
 
-from eval_script import load_script
 
-BENCH = load_script("bench_align")  # the benchmark's field-of-view crops and corner error, which these tests share
+BENCH = bench_align  # the benchmark's field-of-view crops and corner error, which these tests share
 corner_error = BENCH.corner_error
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -16,9 +16,9 @@ import torch
 from export import onnx as export_onnx
 from stream_fusion import engine as engine_module
 from stream_fusion import fuse as fuse_cli
+from stream_fusion.bench import profile_engine
 from stream_fusion.engine import ClassicalEngine, FusionEngine, OnnxEngine, create_engine, split_luma
 from stream_fusion.errors import StreamFusionError
-from eval_script import load_script
 from tiny_network import jittered_lite
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -219,9 +219,8 @@ def test_default_engine_fuses_the_demo_clip() -> None:
 
 
 def test_profile_splits_a_real_session_by_op_type_and_module(network, tmp_path: Path, capsys) -> None:
-    """benchmarks/profile_engine.py: every profiled run has the same nodes (the warm-up runs are left out), and the
+    """stream_fusion.bench.profile_engine: every profiled run has the same nodes (the warm-up runs are left out), and the
     per-op-type and per-module times add up to the node total; the CLI writes it and refuses a bad size."""
-    profile_engine = load_script("profile_engine", "benchmarks")
     result = profile_engine.profile(network[1], "cpu", (96, 64), runs=3)
     assert result["provider"] == "cpu" and result["size"] == "96x64" and result["runs"] == 3
     assert result["nodes_per_run"] == int(result["nodes_per_run"]) > 100

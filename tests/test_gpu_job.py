@@ -1,11 +1,11 @@
-"""benchmarks/gpu.sh, the GPU measurement job: its steps keep to the job's deadline and survive each other's failures
+"""stream_fusion/bench/gpu.sh, the GPU measurement job: its steps keep to the job's deadline and survive each other's failures
 (the device machine's minutes are few; a slow or failing step must cost only its own numbers)."""
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
 
-JOB = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.sh"
+JOB = Path(__file__).resolve().parents[1] / "stream_fusion" / "bench" / "gpu.sh"
 
 
 def test_steps_keep_to_the_deadline_and_survive_failures() -> None:
@@ -22,4 +22,4 @@ def test_steps_keep_to_the_deadline_and_survive_failures() -> None:
 
 def test_without_a_command_it_says_how_to_use_it() -> None:
     done = subprocess.run(["bash", str(JOB)], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 2 and "usage: bash benchmarks/gpu.sh prepare|run" in done.stderr
+    assert done.returncode == 2 and "usage: bash stream_fusion/bench/gpu.sh prepare|run" in done.stderr

@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Where a frame's time goes inside the engine's ONNX Runtime session: time per op type and the slowest nodes.
 
-    python benchmarks/profile_engine.py --model base --provider cuda --size 640x512 [--runs 30] [--json out.json]
+    python -m stream_fusion.bench.profile_engine --model base --provider cuda --size 640x512 [--runs 30] [--json out.json]
 
 It profiles the graph the engine runs on that provider (``engine.frame_graph``: the network in its uint8 wrapper,
 with the IR warp and colour handling inside the session on a GPU provider), at a fixed frame size, and reports per

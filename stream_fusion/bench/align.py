@@ -1,6 +1,6 @@
 """Cost and accuracy of the per-frame alignment check, the numbers in docs/alignment.md.
 
-    python scripts/bench_align.py [--widths 160 192 256] [--refine-widths 0 320] [--repeats 200]
+    python -m stream_fusion.bench.align [--widths 160 192 256] [--refine-widths 0 320] [--repeats 200]
 
 Cost: ``ShiftEstimator.measure`` and ``AlignmentMonitor.process`` on real TNO pairs resized to 640x512, on one core
 (``cv2.setNumThreads(1)``), median and 95th percentile per pair of the thread's CPU time and of wall time, with and
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -27,15 +26,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a plain script from a checkout, installed or not
+from stream_fusion.align import AlignmentMonitor, ShiftEstimator, shift_image
+from stream_fusion.calibrate import calibrate, estimate_pair, reference_shift
+from stream_fusion.errors import StreamFusionError
+from stream_fusion.warp import register, scale_matrix, translation
 
-from stream_fusion.align import AlignmentMonitor, ShiftEstimator, shift_image  # noqa: E402
-from stream_fusion.calibrate import calibrate, estimate_pair, reference_shift  # noqa: E402
-from stream_fusion.errors import StreamFusionError  # noqa: E402
-from stream_fusion.warp import register, scale_matrix, translation  # noqa: E402
-
-DATA = REPO / ".." / "shared" / "data" / "eval"
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "eval"
 SHIFTS_3PX = [(3, 0), (-3, 0), (0, 3), (0, -3), (2.13, 2.13), (-2.13, 2.13), (2.13, -2.13), (-2.13, -2.13)]
 SHIFTS_LARGE = [(5, 0), (0, -5), (-10, 0), (0, 10), (14.2, 14.2), (-20, 0)]
 

@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Pipeline benchmark: replay throughput of the demo clip and capture-to-publish latency of a 640x512 live stream.
 
-    python benchmarks/pipeline.py [--model classical --model default ...] [--out benchmarks/results/pipeline.json]
+    python -m stream_fusion.bench.pipeline [--model classical --model default ...] [--out docs/pipeline_bench_cpu.json]
 
 Both measurements run the real pipeline (capture threads, pairing, alignment check, fusion, ZeroMQ publisher with a
 real subscriber draining it on 127.0.0.1), with no display.
@@ -34,8 +33,6 @@ from stream_fusion.engine import create_engine
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.pipeline import Pipeline, Summary
 from stream_fusion.publish import Publisher
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class CountingPublisher:
@@ -137,11 +134,11 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=320, help="replay throughput: frames to fuse (looped clip)")
     parser.add_argument("--fps", type=float, default=30.0, help="latency: live source rate")
     parser.add_argument("--seconds", type=float, default=10.0, help="latency: stream duration")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "pipeline.json")
+    parser.add_argument("--out", type=Path, help="also write the results (machine, command, numbers) here as JSON")
     args = parser.parse_args()
     models = args.model or ["classical", "default"]
     results: dict[str, Any] = {"machine": machine(), "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-                               "command": "python benchmarks/pipeline.py " + " ".join(f"--model {m}" for m in models),
+                               "command": "python -m stream_fusion.bench.pipeline " + " ".join(f"--model {m}" for m in models),
                                "throughput_demo_replay": {}, "latency_live_640x512": {}}
     with tempfile.TemporaryDirectory() as tmp:
         ir_big, vis_big = write_scaled_clip(Path(tmp), (640, 512))
@@ -165,9 +162,10 @@ def main() -> None:
             print(f"live 640x512@{args.fps:g} {engine:32s} {summary.frames:4d} frames  {summary.fps:7.1f} fps  "
                   f"capture->publish median {lat['total'][0]:.1f} ms p99 {lat['total'][1]:.1f} ms  "
                   f"drops {sum(summary.drops.values())}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # The GPU engine's measurements (issue #4) as one prepared job, sized for a lent GPU machine's few minutes.
 #
-#   bash benchmarks/gpu.sh prepare     # here, once: onnxruntime-gpu in parts under .gpu/ (git-ignored), eval pairs
-#   bash benchmarks/gpu.sh run         # there, after the parts have been copied to /tmp/ortw: install, measure
+#   bash stream_fusion/bench/gpu.sh prepare     # here, once: onnxruntime-gpu in parts under .gpu/ (git-ignored), eval pairs
+#   bash stream_fusion/bench/gpu.sh run         # there, after the parts have been copied to /tmp/ortw: install, measure
 #
 # Why parts: the onnxruntime-gpu wheel (~256 MB, CUDA 13) is larger than what one call to the lent machine may carry
 # (64 MiB with the working tree), and that machine reaches no package index (../shared/docs/gpu.md). So `prepare`
 # splits it into .gpu/p0 ... .gpu/pN (50 MB each); each call to the machine carries one of them and copies it to
 # /tmp/ortw, back to back (the machine is handed back after ~30 s idle); the last call carries the last part and
-# .gpu/eval, and runs `bash benchmarks/gpu.sh run` (docs/engine.md, "Measuring on a GPU machine").
+# .gpu/eval, and runs `bash stream_fusion/bench/gpu.sh run` (docs/engine.md, "Measuring on a GPU machine").
 #
 # `run` writes everything under $OUT (the device tool's folder that comes back; else runs/gpu): log.txt, the
 # benchmark JSONs and the kernel profiles. Each step has its own time limit, so a slow step costs its own numbers,
 # not the others'.
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 WHEEL=onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl
 
 prepare() {
@@ -38,7 +38,7 @@ prepare() {
     done
     echo "prepared $n parts:"; du -sh .gpu/p* .gpu/eval
     echo "calls: for each part K but the last: carry [\".gpu/pK\"], command: mkdir -p /tmp/ortw && cp .gpu/pK/* /tmp/ortw/"
-    echo "last:  carry [\".gpu/p$((n - 1))\", \".gpu/eval\"], command: mkdir -p /tmp/ortw && cp .gpu/p$((n - 1))/* /tmp/ortw/ && bash benchmarks/gpu.sh run"
+    echo "last:  carry [\".gpu/p$((n - 1))\", \".gpu/eval\"], command: mkdir -p /tmp/ortw && cp .gpu/p$((n - 1))/* /tmp/ortw/ && bash stream_fusion/bench/gpu.sh run"
 }
 
 step() {  # step SECONDS NAME COMMAND...: one measurement, limited in time, its failure reported and survived
@@ -80,9 +80,9 @@ run() {
     step 60 "routes: with a CUDA graph, new frames reach it" python3 scripts/check_routes.py --provider cuda --models lite,base --pairs 1 --cuda-graph --json "$OUT/routes_graph.json"
     # 3. Every node on the GPU? (the export's placement check) And where the time goes: launch-bound or GPU-bound.
     step 90 "export base fp32, placement" python3 -m export.onnx --checkpoint stream_fusion/weights/difffuse_base.pt --out /tmp/base.onnx --pairs 2
-    step 45 "profile base fp32" python3 benchmarks/profile_engine.py --model base --provider cuda --json "$OUT/profile_base_fp32.json"
+    step 45 "profile base fp32" python3 -m stream_fusion.bench.profile_engine --model base --provider cuda --json "$OUT/profile_base_fp32.json"
     step 90 "export base fp16, placement" python3 -m export.onnx --checkpoint stream_fusion/weights/difffuse_base.pt --out /tmp/base16.onnx --pairs 2 --fp16
-    step 45 "profile base fp16" python3 benchmarks/profile_engine.py --model /tmp/base16.onnx --provider cuda --json "$OUT/profile_base_fp16.json"
+    step 45 "profile base fp16" python3 -m stream_fusion.bench.profile_engine --model /tmp/base16.onnx --provider cuda --json "$OUT/profile_base_fp16.json"
     step 45 "routes: base fp16" python3 scripts/check_routes.py --provider cuda --models /tmp/base16.onnx --pairs 1 --json "$OUT/routes_fp16.json"
     # 4. The rest of the grid, without torch.compile (a minute or more of compiling per case).
     step 120 "bench lite 640x512 + 1280x1024" python3 -m stream_fusion.bench --presets lite --sizes 640x512,1280x1024 --iters 100 --budget 4 --no-compile --json "$OUT/bench_lite.json"
@@ -94,5 +94,5 @@ run() {
 case "${1:-}" in
     prepare) prepare ;;
     run) run ;;
-    *) echo "usage: bash benchmarks/gpu.sh prepare|run" >&2; exit 2 ;;
+    *) echo "usage: bash stream_fusion/bench/gpu.sh prepare|run" >&2; exit 2 ;;
 esac

@@ -1,0 +1,11 @@
+"""Benchmarks: what the engine, the pipeline and the alignment check cost on the machine they run on.
+
+They ship with the package, so a deployment box can measure itself; the figures they produced are in docs/.
+
+* ``python -m stream_fusion.bench`` (:mod:`.engine`): per-frame latency of the network on every runtime here;
+* ``python -m stream_fusion.bench.pipeline``: replay throughput and live capture-to-publish latency;
+* ``python -m stream_fusion.bench.profile_engine``: where a frame's time goes inside the ONNX Runtime session;
+* ``python -m stream_fusion.bench.align``: cost and accuracy of the alignment check and the calibration (needs the
+  eval pairs);
+* ``bash stream_fusion/bench/gpu.sh``: the GPU measurement as one prepared job (from a checkout).
+"""
