@@ -35,7 +35,7 @@ from stream_fusion.engine import SHIPPED_MODELS, FusionEngine  # noqa: E402
 from stream_fusion.evaluate.score import (  # noqa: E402
     COLOUR_NOTES, load_triplet, make_grid, markdown_table, mean_scores, score_folder, write_csv, write_png,
 )
-from stream_fusion.fuse import fuse_folder, load_engine, load_pair, match_pairs  # noqa: E402
+from stream_fusion.batch import fuse_folder, load_engine, load_pair, match_pairs  # noqa: E402
 
 DATA = REPO / ".." / "shared" / "data" / "eval"
 # Grid rows: people in the dark (TNO 11 and 25, RoadScene night streets), people by a house, a person in heathland.
@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         "python scripts/eval_all.py                      # all of the above; fused images under runs/eval/",
         "python scripts/eval_all.py --limit 3            # quick check of the script: 3 pairs per set, under "
         "runs/eval_limit3/",
-        "python -m stream_fusion.fuse --ir ../shared/data/eval/tno25/ir --vis ../shared/data/eval/tno25/vis \\",
+        "python -m stream_fusion.batch --ir ../shared/data/eval/tno25/ir --vis ../shared/data/eval/tno25/vis \\",
         "    --out runs/tno25_base --model base",
         "python -m stream_fusion.evaluate --ir ../shared/data/eval/tno25/ir --vis ../shared/data/eval/tno25/vis \\",
         "    --fused runs/tno25_base --label 'ours (base)'   # metrics.md, metrics.csv, grid.png",

@@ -1,7 +1,7 @@
 """Two classical fusers the network must beat: the plain average and Laplacian-pyramid fusion.
 
 They are the reference rows of the evaluation table (the quality bar is stated against them) and, being
-``FusionEngine``s, they also run through ``python -m stream_fusion.fuse --model average|laplacian``. Both fuse the
+``FusionEngine``s, they also run through ``python -m stream_fusion.batch --model average|laplacian``. Both fuse the
 visible luma with IR and put the visible chroma back, exactly like the network's engine, so their scores compare.
 """
 from __future__ import annotations

@@ -13,7 +13,7 @@ from skimage.color import deltaE_ciede2000
 
 from stream_fusion.evaluate import score as evaluate
 from stream_fusion.baselines import AverageFusion
-from stream_fusion.fuse import fuse_folder, load_pair
+from stream_fusion.batch import fuse_folder, load_pair
 from stream_fusion.evaluate.metrics import bgr_to_lab, ciede2000, colour_metrics
 from eval_script import load_eval_all
 

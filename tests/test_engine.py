@@ -15,7 +15,7 @@ import torch
 
 from export import onnx as export_onnx
 from stream_fusion import engine as engine_module
-from stream_fusion import fuse as fuse_cli
+from stream_fusion import batch
 from stream_fusion.bench import profile_engine
 from stream_fusion.engine import ClassicalEngine, FusionEngine, OnnxEngine, create_engine, split_luma
 from stream_fusion.errors import StreamFusionError
@@ -110,7 +110,7 @@ def test_fuse_cli_gives_the_engine_frames(network, engine, tmp_path: Path) -> No
     for kind, image in (("ir", ir), ("vis", vis)):
         (tmp_path / kind).mkdir()
         cv2.imwrite(str(tmp_path / kind / "pair.png"), image)
-    fuse_cli.fuse_folder(fuse_cli.load_engine(str(network[1]), "cpu"), tmp_path / "ir", tmp_path / "vis",
+    batch.fuse_folder(batch.load_engine(str(network[1]), "cpu"), tmp_path / "ir", tmp_path / "vis",
                          tmp_path / "out", progress=False)
     np.testing.assert_array_equal(cv2.imread(str(tmp_path / "out" / "pair.png"), cv2.IMREAD_UNCHANGED),
                                   engine.fuse(ir, vis))

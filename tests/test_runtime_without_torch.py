@@ -11,7 +11,7 @@ SCRIPT = """
 import sys
 sys.modules["torch"] = None  # any 'import torch' now raises ImportError
 import cv2
-import run_stream, stream_fusion.calibrate, stream_fusion.evaluate, stream_fusion.fuse, stream_fusion.subscribe
+import run_stream, stream_fusion.calibrate, stream_fusion.evaluate, stream_fusion.batch, stream_fusion.subscribe
 from stream_fusion import DEMO_IR, DEMO_VIS
 from stream_fusion.engine import create_engine
 engine = create_engine("default", "cpu")

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stream_fusion import fuse
+from stream_fusion import batch
 from stream_fusion.baselines import AverageFusion, LaplacianFusion
 from stream_fusion.errors import StreamFusionError
 
@@ -36,7 +36,7 @@ def _copy_pairs(root: Path) -> tuple[Path, Path, list[str]]:
 def test_fuse_writes_one_png_per_pair_keeping_colour(tmp_path: Path) -> None:
     ir_dir, vis_dir, names = _copy_pairs(tmp_path)
     out = tmp_path / "out"
-    assert fuse.main(["--ir", str(ir_dir), "--vis", str(vis_dir), "--out", str(out), "--model", "average"]) == 0
+    assert batch.main(["--ir", str(ir_dir), "--vis", str(vis_dir), "--out", str(out), "--model", "average"]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.png" for n in names)
     for name in names:
         vis = cv2.imread(str(vis_dir / f"{name}.png"), cv2.IMREAD_UNCHANGED)
@@ -55,7 +55,7 @@ def test_fuse_writes_one_png_per_pair_keeping_colour(tmp_path: Path) -> None:
 def test_laplacian_model_by_name(tmp_path: Path) -> None:
     ir_dir, vis_dir, names = _copy_pairs(tmp_path)
     out = tmp_path / "out"
-    count, seconds = fuse.fuse_folder(fuse.load_engine("laplacian"), ir_dir, vis_dir, out, progress=False)
+    count, seconds = batch.fuse_folder(batch.load_engine("laplacian"), ir_dir, vis_dir, out, progress=False)
     assert count == len(names) and seconds > 0
     ir = cv2.imread(str(ir_dir / "tno25_01.png"), cv2.IMREAD_GRAYSCALE)
     vis = cv2.imread(str(vis_dir / "tno25_01.png"), cv2.IMREAD_GRAYSCALE)
@@ -78,8 +78,8 @@ def test_ir_of_other_size_is_resized_to_visible_with_warning(tmp_path: Path, cap
     cv2.imwrite(str(ir_dir / "a.png"), cv2.resize(ir, (384, 288)))
     # A visible JPEG pairs with the IR PNG by name.
     cv2.imwrite(str(vis_dir / "a.jpg"), cv2.imread(str(EVAL / "tno25" / "vis" / "tno25_01.png")))
-    with caplog.at_level(logging.WARNING, logger="stream_fusion.fuse"):
-        fuse.fuse_folder(AverageFusion(), ir_dir, vis_dir, tmp_path / "out", progress=False)
+    with caplog.at_level(logging.WARNING, logger="stream_fusion.batch"):
+        batch.fuse_folder(AverageFusion(), ir_dir, vis_dir, tmp_path / "out", progress=False)
     assert "a: IR 384x288 resized to the visible size 768x576" in caplog.text
     assert cv2.imread(str(tmp_path / "out" / "a.png"), cv2.IMREAD_UNCHANGED).shape[:2] == (576, 768)
 
@@ -88,25 +88,25 @@ def test_unpaired_names_are_an_error(tmp_path: Path) -> None:
     ir_dir, vis_dir, _ = _copy_pairs(tmp_path)
     (vis_dir / "tno25_07.png").rename(vis_dir / "other.png")
     with pytest.raises(StreamFusionError, match="no visible image for IR tno25_07; no IR image for visible other"):
-        fuse.match_pairs(ir_dir, vis_dir)
+        batch.match_pairs(ir_dir, vis_dir)
 
 
 def test_unreadable_image_and_missing_folder_are_errors(tmp_path: Path) -> None:
     ir_dir, vis_dir, _ = _copy_pairs(tmp_path)
     (ir_dir / "tno25_01.png").write_bytes(b"not a png")
     with pytest.raises(StreamFusionError, match="cannot read image .*tno25_01.png"):
-        fuse.fuse_folder(AverageFusion(), ir_dir, vis_dir, tmp_path / "out", progress=False)
+        batch.fuse_folder(AverageFusion(), ir_dir, vis_dir, tmp_path / "out", progress=False)
     with pytest.raises(StreamFusionError, match="IR folder .*nowhere does not exist"):
-        fuse.match_pairs(tmp_path / "nowhere", vis_dir)
+        batch.match_pairs(tmp_path / "nowhere", vis_dir)
     (tmp_path / "empty").mkdir()
     with pytest.raises(StreamFusionError, match="holds no images"):
-        fuse.match_pairs(tmp_path / "empty", vis_dir)
+        batch.match_pairs(tmp_path / "empty", vis_dir)
 
 
 def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
     ir_dir, _, _ = _copy_pairs(tmp_path)
     result = subprocess.run(
-        [sys.executable, "-m", "stream_fusion.fuse", "--ir", str(ir_dir), "--vis", str(tmp_path / "missing"),
+        [sys.executable, "-m", "stream_fusion.batch", "--ir", str(ir_dir), "--vis", str(tmp_path / "missing"),
          "--out", str(tmp_path / "out"), "--model", "average"],
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )
@@ -120,7 +120,7 @@ def test_classical_model_through_the_engine_factory(tmp_path: Path) -> None:
 
     ir_dir, vis_dir, names = _copy_pairs(tmp_path)
     out = tmp_path / "out"
-    assert fuse.main(["--ir", str(ir_dir), "--vis", str(vis_dir), "--out", str(out), "--model", "classical"]) == 0
+    assert batch.main(["--ir", str(ir_dir), "--vis", str(vis_dir), "--out", str(out), "--model", "classical"]) == 0
     for name in names:
         ir = cv2.imread(str(ir_dir / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
         vis = cv2.imread(str(vis_dir / f"{name}.png"), cv2.IMREAD_UNCHANGED)
@@ -152,7 +152,7 @@ def test_onnx_model_path_runs_through_onnx_runtime(tmp_path: Path) -> None:
     ir_dir, vis_dir, names = _copy_pairs(tmp_path)
     _mean_model(tmp_path / "mean.onnx")
     out = tmp_path / "out"
-    assert fuse.main(["--ir", str(ir_dir), "--vis", str(vis_dir), "--out", str(out),
+    assert batch.main(["--ir", str(ir_dir), "--vis", str(vis_dir), "--out", str(out),
                       "--model", str(tmp_path / "mean.onnx"), "--provider", "cpu"]) == 0
     for name in names:
         ir = cv2.imread(str(ir_dir / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
@@ -165,7 +165,7 @@ def test_onnx_model_path_runs_through_onnx_runtime(tmp_path: Path) -> None:
 
 def test_missing_model_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(StreamFusionError, match="does not exist"):
-        fuse.load_engine(str(tmp_path / "nope.onnx"), "cpu")
+        batch.load_engine(str(tmp_path / "nope.onnx"), "cpu")
 
 
 def test_calibration_warps_each_ir_image_onto_its_visible_image(tmp_path: Path) -> None:
@@ -185,7 +185,7 @@ def test_calibration_warps_each_ir_image_onto_its_visible_image(tmp_path: Path) 
         ir = cv2.imread(str(DEMO_IR / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
         cv2.imwrite(str(ir_dir / f"{name}.png"), cv2.resize(ir, (ir.shape[1] * 3 // 4, ir.shape[0] * 3 // 4)))
         shutil.copy(DEMO_VIS / f"{name}.png", vis_dir)
-    assert fuse.main(["--ir", str(ir_dir), "--vis", str(vis_dir), "--out", str(out), "--model", "classical",
+    assert batch.main(["--ir", str(ir_dir), "--vis", str(vis_dir), "--out", str(out), "--model", "classical",
                       "--calibration", str(calibration_path)]) == 0
     for name in names:
         ir = cv2.imread(str(ir_dir / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
@@ -197,7 +197,7 @@ def test_calibration_warps_each_ir_image_onto_its_visible_image(tmp_path: Path) 
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: affine\nmatrix: [[1, 0]]\n")
     result = subprocess.run(
-        [sys.executable, "-m", "stream_fusion.fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "--out", str(out),
+        [sys.executable, "-m", "stream_fusion.batch", "--ir", str(ir_dir), "--vis", str(vis_dir), "--out", str(out),
          "--model", "classical", "--calibration", str(bad)],
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )

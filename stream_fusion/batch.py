@@ -1,4 +1,4 @@
-"""Batch fusion of two image folders: ``python -m stream_fusion.fuse --ir DIR --vis DIR --out DIR [--model M]``.
+"""Batch fusion of two image folders: ``python -m stream_fusion.batch --ir DIR --vis DIR --out DIR [--model M]``.
 
 Pairs are matched by file name (stem: ``a.png`` in ``--ir`` pairs with ``a.png`` or ``a.jpg`` in ``--vis``); each
 fused pair is written as ``<stem>.png`` in ``--out``. The visible image keeps its colour (gray in -> gray out, colour
@@ -132,7 +132,7 @@ def fuse_folder(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m stream_fusion.fuse",
+        prog="python -m stream_fusion.batch",
         description="Fuse every IR / visible pair of two folders (matched by name) into one PNG per pair.",
     )
     parser.add_argument("--ir", type=Path, required=True, help="folder of infrared images")
