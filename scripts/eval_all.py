@@ -71,7 +71,7 @@ def cpu_name() -> str:
 
 
 def onnx_metadata(path: Path) -> dict[str, str]:
-    """The metadata a shipped ONNX file carries (``export.onnx`` writes model_version and training), so the report
+    """The metadata a shipped ONNX file carries (``export.network`` writes model_version and training), so the report
     names exactly which weights it scored and never reports an untrained placeholder as ours."""
     import onnxruntime
 

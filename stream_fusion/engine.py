@@ -173,7 +173,7 @@ def create_engine(model: str | Path = "default", provider: str = "auto", **optio
         path = SHIPPED_MODELS[name]
         if not path.is_file():
             raise StreamFusionError(
-                f"the shipped {name} model {path} is missing: export it with python -m export.onnx "
+                f"the shipped {name} model {path} is missing: export it with python -m export.network "
                 f"--checkpoint stream_fusion/weights/difffuse_{name}.pt --out {path}, or use --model classical"
             )
         return OnnxEngine(path, provider, **options)
@@ -203,7 +203,7 @@ def read_model(path: Path) -> onnx.ModelProto:
             )
         raise StreamFusionError(f"model file {path} does not exist")
     if path.suffix == ".pt":
-        raise StreamFusionError(f"{path} is a PyTorch checkpoint: export it first with python -m export.onnx")
+        raise StreamFusionError(f"{path} is a PyTorch checkpoint: export it first with python -m export.network")
     try:
         proto = onnx.load(str(path))
         onnx.checker.check_model(proto)
@@ -219,13 +219,13 @@ def read_model(path: Path) -> onnx.ModelProto:
     missing = [key for key in REQUIRED_METADATA if key not in meta]
     if missing:
         raise StreamFusionError(
-            f"{path} lacks stream_fusion metadata ({', '.join(missing)}): export it with python -m export.onnx"
+            f"{path} lacks stream_fusion metadata ({', '.join(missing)}): export it with python -m export.network"
         )
     return proto
 
 
 def model_metadata(proto: onnx.ModelProto) -> dict[str, str]:
-    """The metadata_props written by ``export.onnx`` (model name and version, preset, layout, size multiple...)."""
+    """The metadata_props written by ``export.network`` (model name and version, preset, layout, size multiple...)."""
     return {prop.key: prop.value for prop in proto.metadata_props}
 
 

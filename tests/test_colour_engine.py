@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 
-from export import onnx as export_onnx
+from export import network as export_network
 from stream_fusion import WEIGHTS_DIR
 from stream_fusion.engine import OnnxEngine, create_engine, frame_graph, provider_options
 from stream_fusion.training.model import build_model, save_checkpoint
@@ -32,7 +32,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module,
     model = jittered_cdfusion()
     folder = tmp_path_factory.mktemp("cdfusion")
     path = folder / "cdfusion.onnx"
-    proto = export_onnx.export_model(model, path, metadata={"preset": "cdfusion", "model_version": "cdfusion-test",
+    proto = export_network.export_model(model, path, metadata={"preset": "cdfusion", "model_version": "cdfusion-test",
                                                             "training": "untrained placeholder (test)"})
     save_checkpoint(folder / "cdfusion.pt", model, model.preset, {"note": "test"})
     return model, path, proto
@@ -48,7 +48,7 @@ def real_pair() -> tuple[np.ndarray, np.ndarray]:
 def test_export_parity_on_a_real_colour_pair(exported) -> None:
     model, path, _ = exported
     ir, vis = real_pair()
-    [result] = export_onnx.parity(model, path, [(f"roadscene50/{PAIR}", ir, vis)], "fp32")
+    [result] = export_network.parity(model, path, [(f"roadscene50/{PAIR}", ir, vis)], "fp32")
     assert result.over == 0 and result.max_diff <= 1e-4
     h, w = (n + -n % model.size_multiple for n in ir.shape)
     assert result.pixels == 3 * h * w  # all three colour planes of the padded frame are compared
@@ -70,7 +70,7 @@ def test_metadata_and_graph_say_bgr_three_channels(exported) -> None:
               for v in [*proto.graph.input, *proto.graph.output]}
     assert shapes == {"ir": ["batch", 1, "height", "width"], "vis": ["batch", 3, "height", "width"],
                       "fused": ["batch", 3, "height", "width"]}
-    assert export_onnx.graph_report(proto)[1] == []
+    assert export_network.graph_report(proto)[1] == []
 
 
 def test_frame_graph_takes_and_returns_channels_last_bytes(exported) -> None:

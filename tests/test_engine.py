@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export import onnx as export_onnx
+from export import network as export_network
 from stream_fusion import engine as engine_module
 from stream_fusion import batch
 from stream_fusion.bench import profile_engine
@@ -29,7 +29,7 @@ ROADSCENE = DATA / "eval" / "roadscene50"
 def network(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
     model = jittered_lite(jitter=0.1, seed=1)
     path = tmp_path_factory.mktemp("engine") / "tiny.onnx"
-    export_onnx.export_model(model, path, metadata={"preset": "lite", "model_version": "t", "training": "test"})
+    export_network.export_model(model, path, metadata={"preset": "lite", "model_version": "t", "training": "test"})
     return model, path
 
 
@@ -203,7 +203,7 @@ def test_shipped_onnx_is_the_export_of_the_shipped_checkpoint(preset: str) -> No
         pytest.skip(f"no shipped {preset} pair")
     meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
     digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]
-    assert meta["model_version"] == f"{preset}-{digest}", "re-export: python -m export.onnx --checkpoint ..."
+    assert meta["model_version"] == f"{preset}-{digest}", "re-export: python -m export.network --checkpoint ..."
     assert "untrained" not in meta["training"]
 
 

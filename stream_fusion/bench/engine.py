@@ -140,7 +140,7 @@ def torch_step(model: torch.nn.Module, ir: np.ndarray, vis: np.ndarray, half: bo
 def run(presets: list[str], sizes: list[tuple[int, int]], iters: int, budget_s: float, compile_: bool,
         workdir: Path, save: Callable[[dict[str, Any]], None] = lambda report: None) -> dict[str, Any]:
     """Time every case; ``save`` gets the report so far after each result (a run cut short keeps what it timed)."""
-    from export.onnx import export_model
+    from export.network import export_model
 
     report: dict[str, Any] = {"machine": machine(), "weights": {}, "unavailable": {}, "results": []}
     providers = [p for p in ("tensorrt", "cuda", "cpu") if PROVIDERS[p] in ort.get_available_providers()]

@@ -79,9 +79,9 @@ run() {
     step 90 "routes: the CUDA engine against the CPU engine" python3 scripts/check_routes.py --provider cuda --json "$OUT/routes.json"
     step 60 "routes: with a CUDA graph, new frames reach it" python3 scripts/check_routes.py --provider cuda --models lite,base --pairs 1 --cuda-graph --json "$OUT/routes_graph.json"
     # 3. Every node on the GPU? (the export's placement check) And where the time goes: launch-bound or GPU-bound.
-    step 90 "export base fp32, placement" python3 -m export.onnx --checkpoint stream_fusion/weights/difffuse_base.pt --out /tmp/base.onnx --pairs 2
+    step 90 "export base fp32, placement" python3 -m export.network --checkpoint stream_fusion/weights/difffuse_base.pt --out /tmp/base.onnx --pairs 2
     step 45 "profile base fp32" python3 -m stream_fusion.bench.profile_engine --model base --provider cuda --json "$OUT/profile_base_fp32.json"
-    step 90 "export base fp16, placement" python3 -m export.onnx --checkpoint stream_fusion/weights/difffuse_base.pt --out /tmp/base16.onnx --pairs 2 --fp16
+    step 90 "export base fp16, placement" python3 -m export.network --checkpoint stream_fusion/weights/difffuse_base.pt --out /tmp/base16.onnx --pairs 2 --fp16
     step 45 "profile base fp16" python3 -m stream_fusion.bench.profile_engine --model /tmp/base16.onnx --provider cuda --json "$OUT/profile_base_fp16.json"
     step 45 "routes: base fp16" python3 scripts/check_routes.py --provider cuda --models /tmp/base16.onnx --pairs 1 --json "$OUT/routes_fp16.json"
     # 4. The rest of the grid, without torch.compile (a minute or more of compiling per case).

@@ -10,7 +10,7 @@ per-pixel choice scored VIF 0.64 and Qabf 0.53 on 10 TNO pairs, this one 0.72 an
 seams (SSIM). The final low-pass band is blended by D²FE's learned weight map, which is where thermal targets get
 their brightness. Undecimated, so it works at any size and adds no size constraint; fixed filters, exported as
 plain Pad / Conv / Max / Clip / Reciprocal / Mul / Div nodes (the export writes each blur as two fixed-weight
-convolutions, ``export.onnx.ConvBlurSkip``), differentiable end to end.
+convolutions, ``export.network.ConvBlurSkip``), differentiable end to end.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _taps(x: torch.Tensor, d: int, dim: int) -> torch.Tensor:
 
     Written as shifted slices instead of a dilated 1-channel convolution for PyTorch, which trains it: its CPU
     convolution runs this ~20x slower (forward and backward). ONNX Runtime is the other way round, so the export
-    swaps in the convolution (``export.onnx.ConvBlurSkip``).
+    swaps in the convolution (``export.network.ConvBlurSkip``).
     """
     p = 2 * d
     pad = (p, p, 0, 0) if dim == -1 else (0, 0, p, p)

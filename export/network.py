@@ -1,8 +1,8 @@
 """Export a fusion checkpoint (DiffFuseNet or the colour Dif-CDFusion) to the ONNX file the runtime engine loads,
 and prove the file is right.
 
-    python -m export.onnx --checkpoint stream_fusion/weights/difffuse_lite.pt --out stream_fusion/weights/difffuse_lite.onnx
-    python -m export.onnx --random-init --preset lite --out /tmp/untrained.onnx    # tests / placeholders only
+    python -m export.network --checkpoint stream_fusion/weights/difffuse_lite.pt --out stream_fusion/weights/difffuse_lite.onnx
+    python -m export.network --random-init --preset lite --out /tmp/untrained.onnx    # tests / placeholders only
 
 The file has inputs ``ir``, ``vis`` and output ``fused`` (N x C x H x W float32, 0..1, batch/height/width dynamic;
 C = 1, except the colour model's ``vis`` and ``fused``: 3, BGR),
@@ -164,7 +164,7 @@ def export_model(model: torch.nn.Module, out: Path, *, fp16: bool = False, metad
         scopes = tuple(scope_prefix(name) for name, m in exportable.named_modules() if isinstance(m, TwoPassGroupNorm))
         proto = to_fp16(proto, keep_fp32=[n.name for n in proto.graph.node if n.name.startswith(scopes)])
     proto.ir_version = IR_VERSION
-    proto.producer_name = "stream_fusion export.onnx"
+    proto.producer_name = "stream_fusion export.network"
     name = "Dif-CDFusion" if colour else "DiffFuseNet"
     proto.doc_string = f"{name} infrared-visible fusion (stream_fusion): fused = net(ir, vis)"
     layout = (
@@ -447,7 +447,7 @@ def gpu_placement(proto: onnx.ModelProto) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m export.network", description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, help="trained checkpoint (stream_fusion/weights/difffuse_*.pt)")
     source.add_argument("--random-init", action="store_true",
