@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a plain script from a checkout, installed or not
 
 from stream_fusion import DEMO_IR, DEMO_VIS  # noqa: E402
-from stream_fusion.baselines import BASELINES  # noqa: E402
+from stream_fusion.engine.classical import BASELINES  # noqa: E402
 from stream_fusion.engine import SHIPPED_MODELS, FusionEngine  # noqa: E402
 from stream_fusion.evaluate.score import (  # noqa: E402
     COLOUR_NOTES, load_triplet, make_grid, markdown_table, mean_scores, score_folder, write_csv, write_png,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from stream_fusion import batch
-from stream_fusion.baselines import AverageFusion, LaplacianFusion
+from stream_fusion.engine.classical import AverageFusion, LaplacianFusion
 from stream_fusion.errors import StreamFusionError
 
 REPO = Path(__file__).resolve().parents[1]

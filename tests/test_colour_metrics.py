@@ -12,7 +12,7 @@ import pytest
 from skimage.color import deltaE_ciede2000
 
 from stream_fusion.evaluate import score as evaluate
-from stream_fusion.baselines import AverageFusion
+from stream_fusion.engine.classical import AverageFusion
 from stream_fusion.batch import fuse_folder, load_pair
 from stream_fusion.evaluate.metrics import bgr_to_lab, ciede2000, colour_metrics
 from eval_script import load_eval_all
@@ -260,7 +260,7 @@ def test_eval_all_limited_run_has_colour_columns_table_and_skips_absent_networks
 def test_eval_all_scores_cdfusion_and_draws_the_colour_grid_once_the_engine_serves_it(tmp_path, monkeypatch) -> None:
     """The path the colour model will take: its file exists and the engine knows the name. Stand-in engines
     (the two baselines) replace the networks so the test is fast; what is checked is the script's wiring."""
-    from stream_fusion.baselines import LaplacianFusion
+    from stream_fusion.engine.classical import LaplacianFusion
 
     eval_all = load_eval_all()
     weights = tmp_path / "weights"

@@ -13,7 +13,7 @@ import pytest
 
 from stream_fusion.evaluate import metrics
 from stream_fusion.evaluate import score as evaluate
-from stream_fusion.baselines import AverageFusion
+from stream_fusion.engine.classical import AverageFusion
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.batch import fuse_folder
 from eval_script import load_eval_all

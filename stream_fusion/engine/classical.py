@@ -11,7 +11,7 @@ import functools
 import cv2
 import numpy as np
 
-from stream_fusion.engine import FusionEngine, fuse_luma
+from stream_fusion.engine.onnx_engine import FusionEngine, fuse_luma
 from stream_fusion.warp import IrWarp, fuse_registered
 
 
