@@ -31,7 +31,9 @@ import onnx.reference
 import torch
 
 import stream_fusion
-from stream_fusion.engine import frame_dims, frame_graph, open_session, pad_to_multiple, split_luma
+from stream_fusion.engine.frames import pad_to_multiple, split_luma
+from stream_fusion.engine.graph import frame_dims, frame_graph, opset_version
+from stream_fusion.engine.sessions import open_session
 from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.training.model import build_model, load_checkpoint
 from stream_fusion.training.model.checkpoint import read_checkpoint
@@ -347,13 +349,9 @@ def graph_report(proto: onnx.ModelProto) -> tuple[collections.Counter[str], list
             problems.append(f"data-dependent Slice {node.name}")
         if node.input and all(name in constants for name in node.input):
             problems.append(f"unfolded constant {node.op_type} {node.name}")
-    if opset(proto) < OPSET:
-        problems.append(f"opset {opset(proto)} < {OPSET}")
+    if opset_version(proto) < OPSET:
+        problems.append(f"opset {opset_version(proto)} < {OPSET}")
     return ops, problems
-
-
-def opset(proto: onnx.ModelProto) -> int:
-    return next(entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx"))
 
 
 def eval_pairs(count: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -463,8 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     model, metadata = load_network(args.checkpoint, args.preset)
     proto = export_model(model, args.out, fp16=args.fp16, metadata=metadata)
     ops, problems = graph_report(proto)
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB, opset {opset(proto)}, {metadata['preset']}, "
-          f"{'fp16' if args.fp16 else 'fp32'}, size multiple {model.size_multiple})")
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB, opset {opset_version(proto)}, "
+          f"{metadata['preset']}, {'fp16' if args.fp16 else 'fp32'}, size multiple {model.size_multiple})")
     print("ops: " + ", ".join(f"{op} {n}" for op, n in sorted(ops.items())), flush=True)
     if problems:
         raise StreamFusionError(f"{args.out} is not runtime-clean: {'; '.join(problems)}")

@@ -21,7 +21,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a plain script from a checkout, installed or not
 
-from stream_fusion.engine import SHIPPED_MODELS, OnnxEngine  # noqa: E402
+from stream_fusion.engine import SHIPPED_MODELS  # noqa: E402
+from stream_fusion.engine.onnx_engine import OnnxEngine  # noqa: E402
 from stream_fusion.errors import StreamFusionError, run_cli  # noqa: E402
 from stream_fusion.warp import IrWarp  # noqa: E402
 

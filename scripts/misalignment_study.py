@@ -29,7 +29,8 @@ sys.path.insert(0, str(REPO))  # run as a plain script from a checkout, installe
 
 from stream_fusion.align import AlignmentMonitor, shift_image  # noqa: E402
 from stream_fusion.calibrate import calibrate  # noqa: E402
-from stream_fusion.engine import ClassicalEngine, FusionEngine, create_engine  # noqa: E402
+from stream_fusion.engine import FusionEngine, create_engine  # noqa: E402
+from stream_fusion.engine.classical import ClassicalEngine  # noqa: E402
 from stream_fusion.errors import StreamFusionError  # noqa: E402
 from stream_fusion.evaluate.metrics import qabf, vif  # noqa: E402
 

@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from stream_fusion.config import load_yaml
-from stream_fusion.engine import to_gray
+from stream_fusion.engine.frames import to_gray
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.evaluate.metrics import correlation
 from stream_fusion.warp import IrWarp, scale_matrix

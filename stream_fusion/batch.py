@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from stream_fusion.align import Calibration, load_calibration
 from stream_fusion.engine.classical import BASELINES
-from stream_fusion.engine import PROVIDERS, FusionEngine, create_engine, to_gray
+from stream_fusion.engine import PROVIDERS, FusionEngine, create_engine
+from stream_fusion.engine.frames import to_gray
 from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.warp import resize_onto
 

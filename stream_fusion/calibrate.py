@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from stream_fusion.evaluate import metrics
 from stream_fusion.align import MODELS, Calibration, ShiftEstimator, gradient_map
-from stream_fusion.engine import to_gray
+from stream_fusion.engine.frames import to_gray
 from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.warp import IrWarp, resize_onto, scale_matrix
 

@@ -31,3 +31,9 @@ def run_cli(main: Callable[[], int | None]) -> NoReturn:
     except KeyboardInterrupt:
         raise SystemExit(130)
     raise SystemExit(status or 0)
+
+
+def first_line(error: object) -> str:
+    """The first non-empty line of an error (or of a library's log), at most 300 characters: for one-line messages."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:300]

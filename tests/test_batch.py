@@ -116,7 +116,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
 
 
 def test_classical_model_through_the_engine_factory(tmp_path: Path) -> None:
-    from stream_fusion.engine import ClassicalEngine
+    from stream_fusion.engine.classical import ClassicalEngine
 
     ir_dir, vis_dir, names = _copy_pairs(tmp_path)
     out = tmp_path / "out"
@@ -173,7 +173,7 @@ def test_calibration_warps_each_ir_image_onto_its_visible_image(tmp_path: Path) 
     visible grid by the calibration, scaled to that size, not resized; and a malformed calibration is one line."""
     from stream_fusion import DEMO_IR, DEMO_VIS
     from stream_fusion.align import load_calibration
-    from stream_fusion.engine import ClassicalEngine
+    from stream_fusion.engine.classical import ClassicalEngine
 
     calibration_path = DEMO_IR.parent / "calibration.yaml"
     calibration = load_calibration(calibration_path)

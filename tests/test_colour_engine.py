@@ -12,7 +12,10 @@ import torch
 
 from export import network as export_network
 from stream_fusion import WEIGHTS_DIR
-from stream_fusion.engine import OnnxEngine, create_engine, frame_graph, provider_options
+from stream_fusion.engine import create_engine
+from stream_fusion.engine.graph import frame_graph
+from stream_fusion.engine.onnx_engine import OnnxEngine
+from stream_fusion.engine.sessions import provider_options
 from stream_fusion.training.model import build_model, save_checkpoint
 from stream_fusion.training.model.torch_engine import TorchEngine
 from tiny_network import jittered, one_thread  # noqa: F401 - one_thread: autouse fixture

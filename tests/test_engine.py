@@ -14,10 +14,13 @@ import pytest
 import torch
 
 from export import network as export_network
-from stream_fusion import engine as engine_module
 from stream_fusion import batch
 from stream_fusion.bench import profile_engine
-from stream_fusion.engine import ClassicalEngine, FusionEngine, OnnxEngine, create_engine, split_luma
+from stream_fusion.engine import SHIPPED_MODELS, FusionEngine, create_engine
+from stream_fusion.engine.classical import ClassicalEngine
+from stream_fusion.engine.frames import pad_to_multiple, split_luma
+from stream_fusion.engine.onnx_engine import OnnxEngine
+from stream_fusion.engine.sessions import provider_options
 from stream_fusion.errors import StreamFusionError
 from tiny_network import jittered_lite
 
@@ -48,7 +51,7 @@ def real_pair(name: str = "FLIR_00211.png") -> tuple[np.ndarray, np.ndarray]:
 def reference_fuse(path: Path, ir: np.ndarray, vis_y: np.ndarray, multiple: int = 4) -> np.ndarray:
     """The bare float session with the engine's pre/post written out in numpy: pad, /255, run, crop, clip, round."""
     h, w = ir.shape
-    frames = engine_module.pad_to_multiple(np.stack([ir, vis_y])[:, None], multiple)
+    frames = pad_to_multiple(np.stack([ir, vis_y])[:, None], multiple)
     x = frames.astype(np.float32) * np.float32(1 / 255)
     out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
         None, {"ir": x[0:1], "vis": x[1:2]})[0]
@@ -72,7 +75,7 @@ def test_odd_size_is_padded_and_cropped_and_matches_torch(network, engine) -> No
     ir, vis_y = ir[:250, :333], split_luma(vis)[0][:250, :333].copy()
     fused = engine.fuse(ir, vis_y)
     assert fused.shape == (250, 333)
-    frames = engine_module.pad_to_multiple(np.stack([ir, vis_y])[:, None], model.size_multiple).astype(np.float32) / 255
+    frames = pad_to_multiple(np.stack([ir, vis_y])[:, None], model.size_multiple).astype(np.float32) / 255
     assert frames.shape[-2:] == (256, 336)  # lite's size multiple is 8
     with torch.no_grad():
         expected = model(torch.from_numpy(frames[0:1]), torch.from_numpy(frames[1:2])).numpy()[0, 0, :250, :333]
@@ -147,7 +150,7 @@ def test_model_names_and_unknown_provider(monkeypatch: pytest.MonkeyPatch, tmp_p
         create_engine("lightweight")
     with pytest.raises(StreamFusionError, match="unknown provider 'gpu'"):
         create_engine("classical", "gpu")
-    monkeypatch.setitem(engine_module.SHIPPED_MODELS, "base", tmp_path / "difffuse_base.onnx")
+    monkeypatch.setitem(SHIPPED_MODELS, "base", tmp_path / "difffuse_base.onnx")
     with pytest.raises(StreamFusionError, match="shipped base model .* is missing: export it"):
         create_engine("base")
 
@@ -166,11 +169,11 @@ def test_cuda_graph_is_asked_of_the_gpu_providers_for_one_frame_size(network, en
     """``cuda_graph`` turns on each GPU provider's own capture option (names from their docs), only when asked; a
     graph is captured for one frame size, so the option without a resolution is refused; the CPU provider has no
     graphs and fuses as without it."""
-    options = {name: engine_module.provider_options(name, shapes=None, cache_dir=Path("c"), device_id=0,
+    options = {name: provider_options(name, shapes=None, cache_dir=Path("c"), device_id=0,
                                                     cuda_graph=True) for name in ("cuda", "tensorrt", "cpu")}
     assert options["cuda"]["enable_cuda_graph"] == "True" and options["tensorrt"]["trt_cuda_graph_enable"] == "True"
     assert options["cpu"] == {}
-    plain = engine_module.provider_options("cuda", shapes=None, cache_dir=Path("c"), device_id=0)
+    plain = provider_options("cuda", shapes=None, cache_dir=Path("c"), device_id=0)
     assert "enable_cuda_graph" not in plain
     with pytest.raises(StreamFusionError, match="cuda_graph needs resolution"):
         create_engine(network[1], "cpu", cuda_graph=True)
@@ -197,7 +200,7 @@ def test_auto_falls_back_to_cpu_with_one_warning_and_no_log_spam(network, caplog
 def test_shipped_onnx_is_the_export_of_the_shipped_checkpoint(preset: str) -> None:
     """A new checkpoint without a re-export would ship stale weights to every deployment: the ONNX metadata names the
     checkpoint it came from (preset + sha256 prefix)."""
-    onnx_path = engine_module.SHIPPED_MODELS[preset]
+    onnx_path = SHIPPED_MODELS[preset]
     checkpoint = onnx_path.with_suffix(".pt")
     if not onnx_path.is_file() or not checkpoint.is_file():
         pytest.skip(f"no shipped {preset} pair")

@@ -17,7 +17,7 @@ from stream_fusion import DEMO_IR, DEMO_VIS
 from stream_fusion.align import AlignmentMonitor
 from stream_fusion.capture import open_source
 from stream_fusion.display import Display, make_mosaic
-from stream_fusion.engine import ClassicalEngine
+from stream_fusion.engine.classical import ClassicalEngine
 from stream_fusion.pipeline import STAGES, Pipeline
 from stream_fusion.publish import Publisher
 from stream_fusion.record import Recorder

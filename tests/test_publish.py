@@ -17,7 +17,7 @@ import zmq
 import stream_fusion.publish as publish
 from stream_fusion.align import AlignmentMonitor
 from stream_fusion.capture import open_source
-from stream_fusion.engine import ClassicalEngine
+from stream_fusion.engine.classical import ClassicalEngine
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.pipeline import Pipeline
 from stream_fusion.publish import Publisher, encode

@@ -20,8 +20,10 @@ from eval_script import load_script
 from stream_fusion import DEMO_IR, DEMO_VIS
 from stream_fusion.align import AlignmentMonitor, load_calibration
 from stream_fusion.capture import open_source
-from stream_fusion.engine import (SHIPPED_MODELS, OnnxEngine, frame_dims, frame_graph, provider_options, read_model,
-                                  session_options)
+from stream_fusion.engine import SHIPPED_MODELS
+from stream_fusion.engine.graph import frame_dims, frame_graph, read_model
+from stream_fusion.engine.onnx_engine import OnnxEngine
+from stream_fusion.engine.sessions import provider_options, session_options
 from stream_fusion.pipeline import Pipeline
 from stream_fusion.sync import GridMatcher
 from stream_fusion.warp import IrWarp, resize_onto, translation

@@ -32,7 +32,8 @@ import torch
 from tqdm import tqdm
 
 from stream_fusion import DEMO_IR, WEIGHTS_DIR
-from stream_fusion.engine import PROVIDERS, create_engine, default_cache_dir, open_session, usable_cores
+from stream_fusion.engine import PROVIDERS, create_engine
+from stream_fusion.engine.sessions import default_cache_dir, open_session, usable_cores
 from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.warp import IrWarp
 

@@ -23,10 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from stream_fusion.engine import (
-    SHIPPED_MODELS, default_cache_dir, frame_dims, frame_graph, is_colour_model, model_metadata, open_session,
-    read_model,
-)
+from stream_fusion.engine import SHIPPED_MODELS
+from stream_fusion.engine.graph import frame_dims, frame_graph, is_colour_model, model_metadata, read_model
+from stream_fusion.engine.sessions import default_cache_dir, open_session
 from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.warp import IrWarp
 

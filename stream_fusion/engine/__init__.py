@@ -1,7 +1,84 @@
-"""The fusion stage (being split into a package: see the next commit)."""
-from stream_fusion.engine.onnx_engine import (  # noqa: F401
-    DEFAULT_MODEL, DEFAULT_RESOLUTION, PROVIDERS, REQUIRED_METADATA, SHIPPED_MODELS, ClassicalEngine, FusionEngine,
-    OnnxEngine, check_pair, create_engine, default_cache_dir, file_digest, frame_dims, frame_graph, fuse_colour,
-    fuse_luma, is_colour_model, merge_luma, model_metadata, open_session, pad_to_multiple, provider_options,
-    read_model, session_options, split_luma, to_gray, usable_cores,
-)
+"""The fusion stage's one interface, and the factory that builds an engine from a ``--model`` / ``--provider`` pair.
+
+Every fuser the pipeline can run (the trained network through ONNX Runtime, or a classical fuser) is a
+``FusionEngine``: it takes one registered IR / visible pair as 8-bit arrays and returns one fused 8-bit frame.
+The pipeline never knows which one it holds, so swapping the network in changes no pipeline code.
+
+The package, one job per module:
+
+* ``frames``: luma / chroma split and merge, pair checks, padding (numpy and OpenCV only);
+* ``classical``: the fusers without a network (the ``classical`` fallback and the two evaluation baselines);
+* ``graph``: the model file as ONNX: reading and checking it, and the frame graph the session runs (shared with
+  ``export/``);
+* ``sessions``: ONNX Runtime sessions: the provider chain, their options, fallbacks said in one line;
+* ``onnx_engine``: :class:`~stream_fusion.engine.onnx_engine.OnnxEngine`, the network with its device buffers.
+
+Importing this package loads neither onnx nor ONNX Runtime (the network's engine is imported when one is built), so
+the alignment check, the calibration and the training data use the frame helpers without a runtime. Nothing here
+imports torch: deployment boxes run ONNX only.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from stream_fusion import WEIGHTS_DIR
+from stream_fusion.engine.classical import ClassicalEngine
+from stream_fusion.errors import StreamFusionError
+from stream_fusion.warp import IrWarp
+
+__all__ = ["DEFAULT_MODEL", "PROVIDERS", "SHIPPED_MODELS", "FusionEngine", "check_provider", "create_engine"]
+
+PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+SHIPPED_MODELS = {name: WEIGHTS_DIR / f"difffuse_{name}.onnx" for name in ("lite", "base", "cdfusion")}
+DEFAULT_MODEL = "lite"
+
+
+@runtime_checkable
+class FusionEngine(Protocol):
+    """Fuses one registered pair. ``ir``: HxW (or HxWx3) uint8; ``vis``: HxW or HxWx3 BGR uint8, same HxW. With
+    ``warp``, ``ir`` is the frame as its camera delivers it (any size) and the engine resamples it onto the visible
+    grid first, where it runs best (host or GPU).
+
+    Returns uint8, HxW when ``vis`` is gray, HxWx3 BGR when it is colour.
+    """
+
+    name: str
+    provider: str
+
+    def fuse(self, ir: np.ndarray, vis: np.ndarray, warp: IrWarp | None = None) -> np.ndarray: ...
+
+
+def check_provider(provider: str) -> None:
+    """The one rule for a provider name, whichever way an engine is built."""
+    if provider not in ("auto", *PROVIDERS):
+        raise StreamFusionError(f"unknown provider {provider!r}: use auto, tensorrt, cuda or cpu")
+
+
+def create_engine(model: str | Path = "default", provider: str = "auto", **options: Any) -> FusionEngine:
+    """The engine for a ``--model`` / ``--provider`` pair, as the config and CLIs spell them.
+
+    ``model``: ``default`` (the shipped lite network), ``lite``, ``base``, ``cdfusion`` (the colour network),
+    ``classical`` or a path to an ``.onnx`` file. ``options`` go to
+    :class:`~stream_fusion.engine.onnx_engine.OnnxEngine` (``resolution=(w, h)``, ``cache_dir``, ``threads``,
+    ``device_id``, ``cuda_graph``, ``warmup``); the classical engine takes none of them.
+    """
+    check_provider(provider)
+    name = str(model)
+    if name == "classical":
+        return ClassicalEngine()
+    from stream_fusion.engine.onnx_engine import OnnxEngine  # here: ONNX Runtime loads only when a network is wanted
+
+    if name == "default":
+        name = DEFAULT_MODEL
+    if name in SHIPPED_MODELS:
+        path = SHIPPED_MODELS[name]
+        if not path.is_file():
+            raise StreamFusionError(
+                f"the shipped {name} model {path} is missing: export it with python -m export.network "
+                f"--checkpoint stream_fusion/weights/difffuse_{name}.pt --out {path}, or use --model classical"
+            )
+        return OnnxEngine(path, provider, **options)
+    return OnnxEngine(Path(name), provider, **options)

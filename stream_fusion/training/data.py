@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from stream_fusion.engine import split_luma, to_gray
+from stream_fusion.engine.frames import split_luma, to_gray
 from stream_fusion.errors import StreamFusionError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}

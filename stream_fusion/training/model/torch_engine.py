@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stream_fusion.engine import fuse_colour, fuse_luma
+from stream_fusion.engine.frames import fuse_colour, fuse_luma
 from stream_fusion.training.model.checkpoint import load_checkpoint
 from stream_fusion.warp import IrWarp, fuse_registered
 
