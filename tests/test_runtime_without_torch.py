@@ -26,3 +26,14 @@ def test_runtime_imports_and_fuses_without_torch() -> None:
     result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[-2] == "DiffFuseNet-lite cpu (270, 360) uint8"
+
+
+def test_alignment_calibration_and_frame_helpers_load_without_onnx_runtime() -> None:
+    """The alignment check, the calibration and the engine's frame helpers need numpy and OpenCV only: importing them
+    must not load ONNX Runtime or onnx (a calibration box, the training data and the evaluation do not run a
+    network)."""
+    script = ("import sys; import stream_fusion.align, stream_fusion.calibrate, stream_fusion.engine.frames; "
+              "print(sorted(m for m in ('onnx', 'onnxruntime', 'torch') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
