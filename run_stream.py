@@ -34,7 +34,7 @@ from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.pipeline import Pipeline, Summary
 from stream_fusion.publish import Publisher
 from stream_fusion.record import Recorder, check_output_path, check_record_path
-from stream_fusion.sync import GridMatcher
+from stream_fusion.warp import IrRegistration
 
 DEMO_FPS = 6.0  # the Nato_camp frames are ~0.1-0.3 s apart (see its ATTRIBUTION.md)
 # Frames ZeroMQ may queue per subscriber. Live: 2, so a slow subscriber gets recent frames, not a backlog. Replay:
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         reconnect_s=src["reconnect_s"],
         tolerance_s=cfg["sync"]["tolerance_ms"] / 1000.0 if cfg["sync"]["tolerance_ms"] else None,
         queue_size=cfg["pipeline"]["queue_size"],
-        grid=GridMatcher(calibration),
+        registration=IrRegistration(calibration),
         publisher=publisher,
         recorder=recorder,
         display=display,

@@ -31,8 +31,8 @@ from stream_fusion.engine import FusionEngine
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.queues import LatestQueue, LosslessQueue
 from stream_fusion.record import Recorder
-from stream_fusion.sync import GridMatcher, LivePairing, PairedFrame, default_tolerance, pair_live, pair_replay
-from stream_fusion.warp import IrWarp
+from stream_fusion.sync import LivePairing, PairedFrame, default_tolerance, pair_live, pair_replay
+from stream_fusion.warp import IrRegistration, IrWarp
 
 STAGES = ("capture_to_pair", "align", "fuse", "total")  # the latencies every frame's metadata carries
 JOIN_BUDGET_S = 1.5  # of the 2 s a stop may take
@@ -101,7 +101,7 @@ class Pipeline:
         reconnect_s: float = 0.0,
         tolerance_s: float | None = None,
         queue_size: int = 4,
-        grid: GridMatcher | None = None,
+        registration: IrRegistration | None = None,
         publisher: Publisher | None = None,
         recorder: Recorder | None = None,
         display: Display | None = None,
@@ -113,7 +113,7 @@ class Pipeline:
         self.live = live
         self.publisher, self.recorder, self.display = publisher, recorder, display
         self.status, self.status_interval_s = status, status_interval_s
-        self.grid = grid or GridMatcher()
+        self.registration = registration or IrRegistration()
         self.stop_event = threading.Event()  # everything stops
         self._capture_stop = threading.Event()  # the readers stop (pairing ended or everything stops)
         self.stopped_by = "end of input"
@@ -181,9 +181,9 @@ class Pipeline:
     def _pair_stage(self, ir_in: Any, vis_in: Any) -> None:
         try:
             if self.live:
-                pair_live(ir_in, self._pairs.put, self.stop_event, self.grid, self.pairing)
+                pair_live(ir_in, self._pairs.put, self.stop_event, self.registration, self.pairing)
             else:
-                pair_replay(ir_in, vis_in, self._pairs.put, self.stop_event, self.grid)
+                pair_replay(ir_in, vis_in, self._pairs.put, self.stop_event, self.registration)
         except BaseException as error:  # noqa: BLE001 - reported by run()
             self._fail(error)
         self._capture_stop.set()

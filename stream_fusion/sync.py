@@ -6,9 +6,8 @@
   tolerance (default half the faster source's frame period, so every frame of the slower camera finds a partner);
   a frame whose partner cannot come any more is dropped and counted as unmatched.
 
-Sizes: the fusion engines take registered pairs on one grid, so an IR frame of another size is resized to the
-visible frame's size, with one warning for the whole stream. With a calibration the IR is left as captured and the
-pair carries the calibration's warp, which the fusion engine applies (on the GPU when it runs there).
+Each pair's IR is brought onto the visible grid by :class:`stream_fusion.warp.IrRegistration` (resized, or left as
+captured with the calibration's warp for the engine to apply).
 """
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from stream_fusion.capture import EndOfStream, Frame
-from stream_fusion.warp import IrWarp, register, resize_onto
+from stream_fusion.warp import IrRegistration, IrWarp, register
 
 log = logging.getLogger(__name__)
 
@@ -55,39 +54,6 @@ class PairedFrame:
     def t_captured(self) -> float:
         """Monotonic grab time of the older input: latencies are counted from it, the conservative choice."""
         return min(self.ir.t_mono, self.vis.t_mono)
-
-
-class Calibrated(Protocol):
-    def warp(self, ir_size: tuple[int, int], size: tuple[int, int]) -> IrWarp: ...
-
-
-class GridMatcher:
-    """Brings each IR frame onto the visible grid, or with a calibration pairs it with the calibration's warp;
-    warns once per stream when the sizes differ without one."""
-
-    def __init__(self, calibration: Calibrated | None = None) -> None:
-        self.calibration = calibration
-        self.warned = False
-        self._warp: IrWarp | None = None
-
-    def __call__(self, ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, IrWarp | None]:
-        """The IR image and the warp still to apply to it (None: it is on the visible grid)."""
-        height, width = vis.shape[:2]
-        if self.calibration is not None:
-            sizes = ((ir.shape[1], ir.shape[0]), (width, height))
-            if self._warp is None or (self._warp.ir_size, self._warp.size) != sizes:
-                self._warp = self.calibration.warp(*sizes)  # once per frame size, not per frame
-            return ir, self._warp
-        if ir.shape[:2] == (height, width):
-            return ir, None
-        if not self.warned:
-            self.warned = True
-            log.warning(
-                "IR frames are %dx%d but visible frames are %dx%d: resizing IR to the visible grid "
-                "(without a calibration the fields of view are assumed to match)",
-                ir.shape[1], ir.shape[0], width, height,
-            )
-        return resize_onto(ir, (width, height)), None
 
 
 def default_tolerance(fps_ir: float | None, fps_vis: float | None) -> float:
@@ -140,7 +106,7 @@ def _next(inbox: Inbox, stop: threading.Event) -> Any:
     return None
 
 
-def pair_replay(ir_in: Inbox, vis_in: Inbox, emit: Emit, stop: threading.Event, grid: GridMatcher) -> int:
+def pair_replay(ir_in: Inbox, vis_in: Inbox, emit: Emit, stop: threading.Event, registration: IrRegistration) -> int:
     """Pair by index until either source ends (warning when the other had more); returns the pairs made."""
     pairs = 0
     while True:
@@ -156,13 +122,13 @@ def pair_replay(ir_in: Inbox, vis_in: Inbox, emit: Emit, stop: threading.Event, 
                     shorter, pairs, longer,
                 )
             return pairs
-        image, warp = grid(ir.image, vis.image)
+        image, warp = registration(ir.image, vis.image)
         if not emit(PairedFrame(ir.index, ir, vis, image, time.monotonic(), warp)):
             return pairs
         pairs += 1
 
 
-def pair_live(inbox: Inbox, emit: Emit, stop: threading.Event, grid: GridMatcher, matcher: LivePairing) -> int:
+def pair_live(inbox: Inbox, emit: Emit, stop: threading.Event, registration: IrRegistration, matcher: LivePairing) -> int:
     """Pair by grab time until either source ends; returns the pairs made."""
     pairs = 0
     while True:
@@ -170,7 +136,7 @@ def pair_live(inbox: Inbox, emit: Emit, stop: threading.Event, grid: GridMatcher
         if item is None or isinstance(item, EndOfStream):
             return pairs
         for ir, vis in matcher.add(item):
-            image, warp = grid(ir.image, vis.image)
+            image, warp = registration(ir.image, vis.image)
             if not emit(PairedFrame(pairs, ir, vis, image, time.monotonic(), warp)):
                 return pairs
             pairs += 1

@@ -12,12 +12,16 @@ frame) there is no thermal information, so the fused frame shows the visible fra
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cached_property
+from typing import Protocol
 
 import cv2
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 # IR pixels beyond the edge of the IR camera's view over which the fused frame fades to the visible frame: a hard
 # cut would be an edge of its own.
@@ -170,3 +174,38 @@ def fuse_registered(
     if warp is None:
         return fuse(ir, vis)
     return warp.blend_outside(fuse(replace(warp, replicate=True).apply(ir), vis), vis)
+
+
+class Calibrated(Protocol):
+    def warp(self, ir_size: tuple[int, int], size: tuple[int, int]) -> IrWarp: ...
+
+
+class IrRegistration:
+    """How each IR frame of a stream reaches the visible frame's grid: with a calibration, left as captured and paired
+    with the calibration's warp (which the fusion engine applies, on the GPU when it runs there); without one, resized
+    to the visible size when the sizes differ, with one warning for the whole stream (the fields of view are then
+    assumed to match)."""
+
+    def __init__(self, calibration: Calibrated | None = None) -> None:
+        self.calibration = calibration
+        self.warned = False
+        self._warp: IrWarp | None = None
+
+    def __call__(self, ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, IrWarp | None]:
+        """The IR image and the warp still to apply to it (None: it is on the visible grid)."""
+        height, width = vis.shape[:2]
+        if self.calibration is not None:
+            sizes = ((ir.shape[1], ir.shape[0]), (width, height))
+            if self._warp is None or (self._warp.ir_size, self._warp.size) != sizes:
+                self._warp = self.calibration.warp(*sizes)  # once per frame size, not per frame
+            return ir, self._warp
+        if ir.shape[:2] == (height, width):
+            return ir, None
+        if not self.warned:
+            self.warned = True
+            log.warning(
+                "IR frames are %dx%d but visible frames are %dx%d: resizing IR to the visible grid "
+                "(without a calibration the fields of view are assumed to match)",
+                ir.shape[1], ir.shape[0], width, height,
+            )
+        return resize_onto(ir, (width, height)), None

@@ -10,7 +10,8 @@ import pytest
 from stream_fusion.capture import EndOfStream, Frame
 from stream_fusion.queues import LatestQueue, LosslessQueue
 from stream_fusion.align import Calibration
-from stream_fusion.sync import GridMatcher, LivePairing, default_tolerance, pair_live, pair_replay
+from stream_fusion.sync import LivePairing, default_tolerance, pair_live, pair_replay
+from stream_fusion.warp import IrRegistration
 
 
 def frame(role: str, index: int, t: float, shape: tuple[int, ...] = (4, 6)) -> Frame:
@@ -42,8 +43,8 @@ def test_live_buffer_is_bounded_when_one_side_is_silent() -> None:
     assert pairing.unmatched == 6 + 3
 
 
-def test_grid_matcher_resizes_ir_to_visible_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
-    grid = GridMatcher()
+def test_ir_registration_resizes_ir_to_visible_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    grid = IrRegistration()
     ir, vis = np.full((64, 80), 200, np.uint8), np.zeros((48, 60, 3), np.uint8)
     with caplog.at_level(logging.WARNING):
         outs = [grid(ir, vis) for _ in range(5)]
@@ -56,11 +57,11 @@ def test_grid_matcher_resizes_ir_to_visible_with_one_warning(caplog: pytest.LogC
     assert out is same and warp is None  # no copy when the grids already match
 
 
-def test_grid_matcher_pairs_the_ir_with_the_calibration_warp() -> None:
+def test_ir_registration_pairs_the_ir_with_the_calibration_warp() -> None:
     """With a calibration the IR is left as captured (the engine resamples it once, on the GPU when it runs there)
     and every pair of a stream carries the same warp object, made for the frame sizes."""
     calibration = Calibration("affine", np.array([[0.5, 0, 1], [0, 0.5, 2], [0, 0, 1]]), (20, 20), (8, 6), 0.0, 1.0)
-    grid = GridMatcher(calibration)
+    grid = IrRegistration(calibration)
     ir = np.full((10, 10), 7, np.uint8)
     (out, warp), (_, again) = grid(ir, np.zeros((6, 8), np.uint8)), grid(ir, np.zeros((6, 8), np.uint8))
     assert out is ir and again is warp and warp.ir_size == (10, 10) and warp.size == (8, 6)
@@ -80,7 +81,7 @@ def run_replay(ir_count: int, vis_count: int, ir_failed: bool = False) -> list:
     ir_q.put(EndOfStream("ir", failed=ir_failed), droppable=False)
     vis_q.put(EndOfStream("vis"), droppable=False)
     out: list = []
-    assert pair_replay(ir_q, vis_q, lambda p: out.append(p) is None, stop, GridMatcher()) == len(out)
+    assert pair_replay(ir_q, vis_q, lambda p: out.append(p) is None, stop, IrRegistration()) == len(out)
     return out
 
 
@@ -110,7 +111,7 @@ def test_pair_live_runs_until_a_source_ends() -> None:
     inbox.put(EndOfStream("vis"), droppable=False)
     inbox.put(frame("ir", 3, 0.12))
     out: list = []
-    made = pair_live(inbox, lambda p: out.append(p) is None, stop, GridMatcher(), LivePairing(0.01))
+    made = pair_live(inbox, lambda p: out.append(p) is None, stop, IrRegistration(), LivePairing(0.01))
     assert made == 3 and [p.index for p in out] == [0, 1, 2]
     assert [(p.ir.index, p.vis.index) for p in out] == [(0, 0), (1, 1), (2, 2)]
 

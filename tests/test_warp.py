@@ -25,8 +25,7 @@ from stream_fusion.engine.graph import frame_dims, frame_graph, read_model
 from stream_fusion.engine.onnx_engine import OnnxEngine
 from stream_fusion.engine.sessions import provider_options, session_options
 from stream_fusion.pipeline import Pipeline
-from stream_fusion.sync import GridMatcher
-from stream_fusion.warp import IrWarp, resize_onto, translation
+from stream_fusion.warp import IrRegistration, IrWarp, resize_onto, translation
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 DEMO_CALIBRATION = DEMO_IR.parent / "calibration.yaml"
@@ -239,7 +238,7 @@ def test_the_pipeline_fuses_a_calibrated_stream_with_one_resampling_of_the_ir() 
     engine = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", in_session=True, threads=1, warmup=False)
     pipeline = Pipeline(open_source(DEMO_IR, "ir"), open_source(DEMO_VIS, "vis"), engine,
                         AlignmentMonitor("correct", every_n=1, hysteresis=1), live=False, queue_size=2,
-                        grid=GridMatcher(calibration))
+                        registration=IrRegistration(calibration))
     fused_frames = []
     engine_fuse = engine.fuse
 
