@@ -30,12 +30,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a plain script from a checkout, installed or not
 
 from stream_fusion import DEMO_IR, DEMO_VIS  # noqa: E402
-from stream_fusion.engine.classical import BASELINES  # noqa: E402
+from stream_fusion.batch import fuse_folder, load_engine, load_pair  # noqa: E402
+from stream_fusion.capture import match_pairs  # noqa: E402
 from stream_fusion.engine import SHIPPED_MODELS, FusionEngine  # noqa: E402
+from stream_fusion.engine.classical import BASELINES  # noqa: E402
 from stream_fusion.evaluate.score import (  # noqa: E402
     COLOUR_NOTES, load_triplet, make_grid, markdown_table, mean_scores, score_folder, write_csv, write_png,
 )
-from stream_fusion.batch import fuse_folder, load_engine, load_pair, match_pairs  # noqa: E402
 
 DATA = REPO / ".." / "shared" / "data" / "eval"
 # Grid rows: people in the dark (TNO 11 and 25, RoadScene night streets), people by a house, a person in heathland.

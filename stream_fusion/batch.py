@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stream_fusion.align import Calibration, load_calibration
+from stream_fusion.capture import match_pairs
 from stream_fusion.engine.classical import BASELINES
 from stream_fusion.engine import PROVIDERS, FusionEngine, create_engine
 from stream_fusion.engine.frames import to_gray
@@ -30,46 +31,6 @@ from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.warp import resize_onto
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
-
-
-def list_images(folder: Path, role: str) -> dict[str, Path]:
-    """Image files of ``folder`` by stem; ``role`` ("IR", "visible", "fused") names the folder in errors."""
-    if not folder.is_dir():
-        raise StreamFusionError(f"{role} folder {folder} does not exist or is not a folder")
-    images: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
-            continue
-        if path.stem in images:
-            raise StreamFusionError(f"{role} folder {folder} holds two images named {path.stem!r}: "
-                                    f"{images[path.stem].name} and {path.name}")
-        images[path.stem] = path
-    if not images:
-        raise StreamFusionError(f"{role} folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return images
-
-
-def _unmatched(names: set[str]) -> str:
-    shown = sorted(names)[:3]
-    return ", ".join(shown) + (f" and {len(names) - len(shown)} more" if len(names) > len(shown) else "")
-
-
-def match_pairs(ir_dir: Path, vis_dir: Path) -> list[tuple[str, Path, Path]]:
-    """(stem, IR path, visible path) for every name in both folders, sorted; any unpaired name is an error, since
-    silently skipping it would drop data from a batch or an evaluation."""
-    ir, vis = list_images(ir_dir, "IR"), list_images(vis_dir, "visible")
-    if ir.keys() != vis.keys():
-        missing_vis, missing_ir = ir.keys() - vis.keys(), vis.keys() - ir.keys()
-        parts = []
-        if missing_vis:
-            parts.append(f"no visible image for IR {_unmatched(missing_vis)}")
-        if missing_ir:
-            parts.append(f"no IR image for visible {_unmatched(missing_ir)}")
-        raise StreamFusionError(f"{ir_dir} and {vis_dir} do not pair up by name: {'; '.join(parts)}")
-    return [(name, ir[name], vis[name]) for name in sorted(ir)]
-
 
 def read_gray(path: Path) -> np.ndarray:
     """An image as 8-bit gray (IR, or any image to be scored on its luma)."""

@@ -17,7 +17,6 @@ correlation of the two edge maps directly, so it needs no feature matches that c
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,11 +28,11 @@ from tqdm import tqdm
 
 from stream_fusion.evaluate import metrics
 from stream_fusion.align import MODELS, Calibration, ShiftEstimator, gradient_map
+from stream_fusion.capture import open_source
 from stream_fusion.engine.frames import to_gray
 from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.warp import IrWarp, resize_onto, scale_matrix
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp"}
 # Final ECC correlation of the registered gradient maps (over the template, border band left out) below which the
 # warp is refused: 70 of the 75 eval pairs reach 0.21-0.69 (the other 5: smoke, night, a featureless field, 0.08-0.14),
 # 10 random mismatched eval scenes reached 0.08-0.19 (one did not converge); noise against an image is refused (tested).
@@ -71,45 +70,22 @@ MIN_COVER, MAX_COVER = 0.1, 8.0
 SAME_VIEW_COVER = (0.5, 2.0)
 
 
-def read_frames(spec: str, count: int) -> list[np.ndarray]:
-    """Up to ``count`` gray frames from an image file, an image folder, a video file, a camera index or a URL."""
-    path = Path(spec)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise StreamFusionError(f"no images in folder {path}")
-        return [_read_image(p) for p in files[:count]]
-    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-        return [_read_image(path)]
-    if not path.exists() and not spec.isdigit() and "://" not in spec:
-        raise StreamFusionError(
-            f"source not found: {spec} (give an image, a folder, a video file, a camera index or a stream URL)"
-        )
-    # OpenCV and FFmpeg print multi-line complaints for every failed open; the user gets our one line instead.
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    capture = cv2.VideoCapture(int(spec) if spec.isdigit() else str(path))
+def read_frames(spec: str, count: int, role: str) -> list[np.ndarray]:
+    """Up to ``count`` gray frames of a source, any kind ``run_stream.py`` takes (an image file, a folder of images,
+    a video file, a camera index or a stream URL), read through the same source layer."""
+    source = open_source(spec, role)
+    frames = []
     try:
-        if not capture.isOpened():
-            raise StreamFusionError(f"cannot open {spec} as a video or camera")
-        frames = []
         while len(frames) < count:
-            ok, frame = capture.read()
-            if not ok:
+            frame = source.read()
+            if frame is None:
                 break
             frames.append(to_gray(frame))
     finally:
-        capture.release()
+        source.close()
     if not frames:
-        raise StreamFusionError(f"no frames could be read from {spec}")
+        raise StreamFusionError(f"no frames could be read from {role} source {spec}")
     return frames
-
-
-def _read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise StreamFusionError(f"cannot read image {path}")
-    return image
 
 
 def _pyramid(width: int, height: int) -> list[tuple[int, int]]:
@@ -410,8 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.frames < 1:
         raise StreamFusionError(f"--frames must be at least 1, got {args.frames}")
-    irs = read_frames(args.ir, args.frames)
-    viss = read_frames(args.vis, args.frames)
+    irs = read_frames(args.ir, args.frames, "ir")
+    viss = read_frames(args.vis, args.frames, "vis")
     count = min(len(irs), len(viss))
     # A bar for people at a terminal; logs and pipes get only the result line (and a refusal stays one line).
     calibration, spread = calibrate(irs[:count], viss[:count], args.model, progress=sys.stderr.isatty())

@@ -4,6 +4,9 @@ A source spec is what the user types after ``--ir`` / ``--vis``: a camera index 
 (``rtsp://...``, ``http://...``), a video file, or a folder of images (read in name order). Cameras and URLs are
 *live* (frames arrive whether or not we keep up), files and folders *replay* (we pull frames at our own pace).
 
+Folders of still pairs (the batch command, the evaluation, the training data) pair up by one rule, by file name:
+:func:`match_pairs`.
+
 Every failure a user can cause (missing path, camera that does not open, undecodable or truncated file, unreadable
 image) is a ``StreamFusionError`` naming the source, raised at open time where possible so nothing starts on bad
 input, else at the frame where it happens, after every earlier frame has been handed on. A live source that stops
@@ -147,7 +150,7 @@ class FolderSource:
     def __init__(self, folder: Path, role: str) -> None:
         self.role = role
         self.description = str(folder)
-        self._files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        self._files = image_files(folder)
         if not self._files:
             raise StreamFusionError(f"{role} folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         self.length = len(self._files)
@@ -174,6 +177,47 @@ class FolderSource:
 
     def close(self) -> None:
         pass
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files of ``folder`` (by suffix, any case), in name order."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def list_images(folder: Path, role: str) -> dict[str, Path]:
+    """Image files of ``folder`` by stem; ``role`` ("IR", "visible", "fused") names the folder in errors."""
+    if not folder.is_dir():
+        raise StreamFusionError(f"{role} folder {folder} does not exist or is not a folder")
+    images: dict[str, Path] = {}
+    for path in image_files(folder):
+        if path.stem in images:
+            raise StreamFusionError(f"{role} folder {folder} holds two images named {path.stem!r}: "
+                                    f"{images[path.stem].name} and {path.name}")
+        images[path.stem] = path
+    if not images:
+        raise StreamFusionError(f"{role} folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return images
+
+
+def _unmatched(names: set[str]) -> str:
+    shown = sorted(names)[:3]
+    return ", ".join(shown) + (f" and {len(names) - len(shown)} more" if len(names) > len(shown) else "")
+
+
+def match_pairs(ir_dir: Path, vis_dir: Path) -> list[tuple[str, Path, Path]]:
+    """(stem, IR path, visible path) for every name in both folders, sorted: the one rule by which folders of pairs
+    pair up (the batch command, the evaluation, the training data). ``a.png`` pairs with ``a.png`` or ``a.jpg``. Any
+    unpaired name is an error, since silently skipping it would drop data from a batch, an evaluation or training."""
+    ir, vis = list_images(ir_dir, "IR"), list_images(vis_dir, "visible")
+    if ir.keys() != vis.keys():
+        missing_vis, missing_ir = ir.keys() - vis.keys(), vis.keys() - ir.keys()
+        parts = []
+        if missing_vis:
+            parts.append(f"no visible image for IR {_unmatched(missing_vis)}")
+        if missing_ir:
+            parts.append(f"no IR image for visible {_unmatched(missing_ir)}")
+        raise StreamFusionError(f"IR and visible file names differ ({ir_dir}, {vis_dir}): {'; '.join(parts)}")
+    return [(name, ir[name], vis[name]) for name in sorted(ir)]
 
 
 def open_source(spec: str | int | Path, role: str) -> Source:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from stream_fusion import batch
+from stream_fusion.capture import match_pairs
 from stream_fusion.engine.classical import AverageFusion, LaplacianFusion
 from stream_fusion.errors import StreamFusionError
 
@@ -88,7 +89,7 @@ def test_unpaired_names_are_an_error(tmp_path: Path) -> None:
     ir_dir, vis_dir, _ = _copy_pairs(tmp_path)
     (vis_dir / "tno25_07.png").rename(vis_dir / "other.png")
     with pytest.raises(StreamFusionError, match="no visible image for IR tno25_07; no IR image for visible other"):
-        batch.match_pairs(ir_dir, vis_dir)
+        match_pairs(ir_dir, vis_dir)
 
 
 def test_unreadable_image_and_missing_folder_are_errors(tmp_path: Path) -> None:
@@ -97,10 +98,10 @@ def test_unreadable_image_and_missing_folder_are_errors(tmp_path: Path) -> None:
     with pytest.raises(StreamFusionError, match="cannot read image .*tno25_01.png"):
         batch.fuse_folder(AverageFusion(), ir_dir, vis_dir, tmp_path / "out", progress=False)
     with pytest.raises(StreamFusionError, match="IR folder .*nowhere does not exist"):
-        batch.match_pairs(tmp_path / "nowhere", vis_dir)
+        match_pairs(tmp_path / "nowhere", vis_dir)
     (tmp_path / "empty").mkdir()
     with pytest.raises(StreamFusionError, match="holds no images"):
-        batch.match_pairs(tmp_path / "empty", vis_dir)
+        match_pairs(tmp_path / "empty", vis_dir)
 
 
 def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:

@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from stream_fusion.engine.frames import to_gray
 from stream_fusion.errors import StreamFusionError
-from stream_fusion.batch import list_images, load_pair, match_pairs, read_colour
+from stream_fusion.batch import load_pair, read_colour
+from stream_fusion.capture import list_images, match_pairs
 from stream_fusion.evaluate.metrics import COLOUR_METRIC_NAMES, METRIC_NAMES, all_metrics, colour_metrics
 
 Scores = dict[str, float]

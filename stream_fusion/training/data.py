@@ -13,28 +13,20 @@ import cv2
 import numpy as np
 import torch
 
+from stream_fusion.capture import match_pairs
 from stream_fusion.engine.frames import split_luma, to_gray
 from stream_fusion.errors import StreamFusionError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-
 
 def list_pairs(root: str | Path) -> list[tuple[Path, Path]]:
-    """``(ir, vis)`` paths of every pair under ``root/ir`` and ``root/vis``; mismatched names are an error."""
+    """``(ir, vis)`` paths of every pair under ``root/ir`` and ``root/vis``, paired by name as every folder of pairs
+    is (:func:`stream_fusion.capture.match_pairs`); mismatched names are an error."""
     root = Path(root)
     ir_dir, vis_dir = root / "ir", root / "vis"
     for folder in (ir_dir, vis_dir):
         if not folder.is_dir():
             raise StreamFusionError(f"training data folder not found: {folder} (expected {root}/ir and {root}/vis)")
-    ir = {p.name for p in ir_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-    vis = {p.name for p in vis_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-    if ir != vis:
-        only_ir, only_vis = sorted(ir - vis), sorted(vis - ir)
-        detail = f"{len(only_ir)} only in ir/ (e.g. {only_ir[:1]}), {len(only_vis)} only in vis/ (e.g. {only_vis[:1]})"
-        raise StreamFusionError(f"IR and visible file names differ under {root}: {detail}")
-    if not ir:
-        raise StreamFusionError(f"no images in {ir_dir}")
-    return [(ir_dir / name, vis_dir / name) for name in sorted(ir)]
+    return [(ir, vis) for _, ir, vis in match_pairs(ir_dir, vis_dir)]
 
 
 def read_8bit(path: Path) -> np.ndarray:
