@@ -24,23 +24,21 @@ from typing import Any, NoReturn
 
 import cv2
 
-from stream_fusion import DEMO_CALIBRATION, DEMO_IR, DEMO_VIS
+from stream_fusion import DEMO_CALIBRATION
 from stream_fusion.align import AlignmentMonitor, load_calibration
-from stream_fusion.capture import Source, open_source
+from stream_fusion.capture import SourcePair
 from stream_fusion.config import load_config, merge, parse_override
 from stream_fusion.display import Display
-from stream_fusion.engine import FusionEngine, create_engine
+from stream_fusion.engine import engine_from_config
 from stream_fusion.errors import StreamFusionError, run_cli
-from stream_fusion.pipeline import Pipeline, Summary
+from stream_fusion.pipeline import Pipeline
 from stream_fusion.publish import Publisher
 from stream_fusion.record import Recorder, check_output_path, check_record_path
+from stream_fusion.sinks import Sinks
+from stream_fusion.stats import Summary
+from stream_fusion.sync import LivePairing
 from stream_fusion.warp import IrRegistration
 
-DEMO_FPS = 6.0  # the Nato_camp frames are ~0.1-0.3 s apart (see its ATTRIBUTION.md)
-# Frames ZeroMQ may queue per subscriber. Live: 2, so a slow subscriber gets recent frames, not a backlog. Replay:
-# enough to absorb bursts (a replay runs as fast as the pipeline) so a subscriber that keeps up on average sees every
-# frame; the send still never blocks, a subscriber that falls further behind loses frames, counted.
-LIVE_HWM, REPLAY_HWM = 2, 64
 SNAPSHOT_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
 # (option, config key, argparse keywords): the common keys get their own option; --set reaches every key.
@@ -106,62 +104,6 @@ def _nested(key: str, value: Any) -> dict[str, Any]:
     return root
 
 
-def open_sources(source_cfg: dict[str, Any]) -> tuple[Source, Source, bool]:
-    """The two sources (the demo clip when neither is given) and whether they are the demo."""
-    ir, vis = source_cfg["ir"], source_cfg["vis"]
-    if ir is None and vis is None:
-        return open_source(DEMO_IR, "ir"), open_source(DEMO_VIS, "vis"), True
-    if ir is None or vis is None:
-        raise StreamFusionError("give both --ir and --vis (or neither, for the bundled demo clip)")
-    ir_source = open_source(ir, "ir")
-    try:
-        return ir_source, open_source(vis, "vis"), False
-    except StreamFusionError:
-        ir_source.close()
-        raise
-
-
-def choose_mode(mode: str, ir: Source, vis: Source) -> bool:
-    """True for live. auto: live as soon as one source is a camera or URL (it cannot be paused to wait)."""
-    return ir.live or vis.live if mode == "auto" else mode == "live"
-
-
-def make_engine(
-    engine_cfg: dict[str, Any], size: tuple[int, int] | None, ir_size: tuple[int, int] | None = None
-) -> FusionEngine:
-    """The fusion engine, warmed up at the stream's frame sizes when they are known (``ir_size``: the IR camera's,
-    which the engine's in-session calibration warp takes as it comes)."""
-    options: dict[str, Any] = {"resolution": size} if size else {}
-    if size and ir_size:
-        options["ir_resolution"] = ir_size
-    if engine_cfg["cuda_graph"] and engine_cfg["model"] != "classical":
-        if size:  # a CUDA graph is captured for one frame size
-            options["cuda_graph"] = True
-        else:
-            logging.getLogger("run_stream").warning(
-                "engine.cuda_graph: the visible source does not report its frame size, so no CUDA graph")
-    return create_engine(engine_cfg["model"], engine_cfg["provider"], **options)
-
-
-def check_ranges(cfg: dict[str, Any]) -> None:
-    """Values of the right type can still be meaningless: say which key, before anything starts."""
-    checks = [
-        ("source.mode", cfg["source"]["mode"], lambda v: v in ("auto", "live", "replay"), "auto, live or replay"),
-        ("source.realtime", cfg["source"]["realtime"], lambda v: v is None or isinstance(v, bool),
-         "true, false or null (null: paced for the demo clip only)"),
-        ("source.fps", cfg["source"]["fps"], lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "> 0"),
-        ("source.reconnect_s", cfg["source"]["reconnect_s"], lambda v: isinstance(v, (int, float)) and v >= 0, ">= 0"),
-        ("sync.tolerance_ms", cfg["sync"]["tolerance_ms"],
-         lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "> 0"),
-        ("pipeline.queue_size", cfg["pipeline"]["queue_size"], lambda v: v >= 1, ">= 1"),
-        ("pipeline.status_interval_s", cfg["pipeline"]["status_interval_s"], lambda v: v >= 0, ">= 0"),
-        ("publish.wait_subscriber", cfg["publish"]["wait_subscriber"], lambda v: v >= 0, ">= 0"),
-    ]
-    for key, value, ok, rule in checks:
-        if not ok(value):
-            raise StreamFusionError(f"config key '{key}' must be {rule}, got {value!r}")
-
-
 def print_status(line: str) -> None:
     """The live one-line status: rewritten in place on a terminal, one line per period in a log."""
     if sys.stderr.isatty():
@@ -185,66 +127,27 @@ def _lower_level(record: logging.LogRecord) -> bool:
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     cfg = build_config(parse_args(argv))
-    src, publish_cfg = cfg["source"], cfg["publish"]
-    record_path = check_record_path(cfg["record"]) if cfg["record"] else None
+    # Outputs that cannot be written fail before anything opens; then each stage is built from its own section.
+    if cfg["record"]:
+        check_record_path(cfg["record"])
     snapshot_path = check_output_path(cfg["snapshot"], SNAPSHOT_SUFFIXES, "cannot write snapshot") if cfg["snapshot"] else None
     monitor = AlignmentMonitor.from_config(cfg["align"])
-    check_ranges(cfg)
-
-    ir, vis, demo = open_sources(src)
+    sources = SourcePair.from_config(cfg["source"])
+    pairing = LivePairing.from_config(cfg["sync"], (sources.ir.fps, sources.vis.fps))
     # The demo clip ships with its rig's calibration, as a real rig would: without it the check rightly says misaligned.
-    calibration_path = cfg["align"]["calibration"] or (DEMO_CALIBRATION if demo else None)
+    calibration_path = cfg["align"]["calibration"] or (DEMO_CALIBRATION if sources.demo else None)
     calibration = load_calibration(calibration_path) if calibration_path else None
-    live = choose_mode(src["mode"], ir, vis)
-    file_fps = src["fps"] or (DEMO_FPS if demo else None) or ir.fps or vis.fps
-    # Unset: the demo plays at its own pace so a newcomer sees it; other replays run as fast as the pipeline goes.
-    realtime = demo if src["realtime"] is None else src["realtime"]
-    if realtime and not live and file_fps is None:
-        raise StreamFusionError("--realtime needs --fps N here: image folders carry no frame rate")
-    engine = make_engine(cfg["engine"], vis.size, ir.size if calibration else None)
-
-    publisher = None
-    if publish_cfg["zmq"] and publish_cfg["zmq"].lower() != "none":
-        hwm = publish_cfg["hwm"] or (LIVE_HWM if live else REPLAY_HWM)
-        publisher = Publisher(publish_cfg["zmq"], publish_cfg["format"], publish_cfg["jpeg_quality"], hwm)
-    recorder = Recorder(record_path, file_fps or 25.0) if record_path else None
-    display = Display.open() if cfg["display"]["enabled"] else None
-    interval = cfg["pipeline"]["status_interval_s"]
-    pipeline = Pipeline(
-        ir, vis, engine, monitor,
-        live=live,
-        pace_fps=file_fps if realtime else None,
-        loop=src["loop"],
-        reconnect_s=src["reconnect_s"],
-        tolerance_s=cfg["sync"]["tolerance_ms"] / 1000.0 if cfg["sync"]["tolerance_ms"] else None,
-        queue_size=cfg["pipeline"]["queue_size"],
-        registration=IrRegistration(calibration),
-        publisher=publisher,
-        recorder=recorder,
-        display=display,
-        status=print_status if interval > 0 else None,
-        status_interval_s=interval if interval > 0 else 1.0,
-    )
-
-    def on_signal(number: int, _frame: FrameType | None) -> None:
-        if pipeline.stop_event.is_set():  # a second Ctrl-C: the user wants out now
-            raise KeyboardInterrupt
-        pipeline.stop(signal.Signals(number).name)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    engine = engine_from_config(cfg["engine"], sources.vis.size, sources.ir.size if calibration else None)
+    publisher = Publisher.from_config(cfg["publish"], sources.live)
     try:
-        where = f"publishing on {publisher.endpoint}" if publisher else "not publishing"
-        print(f"stream_fusion: IR {ir.description} + visible {vis.description} -> {engine.name} ({engine.provider}), "
-              f"{'live' if live else 'replay'}, {where}", file=sys.stderr, flush=True)
-        if publisher and publish_cfg["wait_subscriber"] > 0:
-            wait_for_subscriber(publisher, publish_cfg["wait_subscriber"], pipeline.stop_event)
-        summary = pipeline.run()
+        sinks = Sinks(publisher, Recorder.from_config(cfg["record"], sources.fps), Display.from_config(cfg["display"]))
+        pipeline = Pipeline.from_config(cfg["pipeline"], sources, engine, monitor, status=print_status, sinks=sinks,
+                                        registration=IrRegistration(calibration), pairing=pairing)
+        summary = run(pipeline, publisher, cfg["publish"]["wait_subscriber"])
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if publisher is not None:
             publisher.close()
-    if interval > 0 and sys.stderr.isatty():
+    if pipeline.status is not None and sys.stderr.isatty():
         print(file=sys.stderr)
     report(summary, publisher)
     if snapshot_path is not None and pipeline.last is not None:
@@ -254,6 +157,28 @@ def main(argv: list[str] | None = None) -> int:
     if summary.error is not None:
         raise summary.error
     return 0
+
+
+def run(pipeline: Pipeline, publisher: Publisher | None, wait_subscriber_s: float) -> Summary:
+    """Say what runs, wait for a subscriber if asked, run the stream to its end. Ctrl-C and SIGTERM stop it cleanly;
+    a second one stops at once."""
+    def on_signal(number: int, _frame: FrameType | None) -> None:
+        if pipeline.stop_event.is_set():  # a second Ctrl-C: the user wants out now
+            raise KeyboardInterrupt
+        pipeline.stop(signal.Signals(number).name)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        ir, vis, engine = pipeline.sources.ir, pipeline.sources.vis, pipeline.engine
+        where = f"publishing on {publisher.endpoint}" if publisher else "not publishing"
+        print(f"stream_fusion: IR {ir.description} + visible {vis.description} -> {engine.name} ({engine.provider}), "
+              f"{'live' if pipeline.live else 'replay'}, {where}", file=sys.stderr, flush=True)
+        if publisher and wait_subscriber_s > 0:
+            wait_for_subscriber(publisher, wait_subscriber_s, pipeline.stop_event)
+        return pipeline.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def wait_for_subscriber(publisher: Publisher, seconds: float, stop: threading.Event) -> None:

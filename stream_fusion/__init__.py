@@ -8,5 +8,6 @@ ASSETS_DIR = PACKAGE_DIR / "assets"
 WEIGHTS_DIR = PACKAGE_DIR / "weights"
 DEMO_IR = ASSETS_DIR / "nato_camp" / "ir"
 DEMO_VIS = ASSETS_DIR / "nato_camp" / "vis"
+DEMO_FPS = 6.0  # the Nato_camp frames are ~0.1-0.3 s apart (see its ATTRIBUTION.md)
 # The demo clip's IR sits ~4 px off its visible frames; this warp (from stream_fusion.calibrate) registers it.
 DEMO_CALIBRATION = ASSETS_DIR / "nato_camp" / "calibration.yaml"

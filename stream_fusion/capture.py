@@ -22,11 +22,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
+from stream_fusion import DEMO_FPS, DEMO_IR, DEMO_VIS
+from stream_fusion.config import require
 from stream_fusion.errors import StreamFusionError
 
 # OpenCV and FFmpeg print their own multi-line complaints for every failed open (camera probing, "moov atom not
@@ -233,6 +235,57 @@ def open_source(spec: str | int | Path, role: str) -> Source:
     if path.is_file():
         return VideoSource(str(path), role)
     raise StreamFusionError(f"{role} source not found: {text} (expected a camera index, URL, video file or image folder)")
+
+
+@dataclass
+class SourcePair:
+    """The two opened sources of one stream and how they are read: live (latest frame wins) or replay (every frame),
+    and a replay's pace and looping."""
+
+    ir: Source
+    vis: Source
+    live: bool
+    pace_fps: float | None = None  # replay: the rate it is paced at; None: as fast as the pipeline goes
+    loop: bool = False  # replay: start again at the end
+    reconnect_s: float = 0.0  # live: how long a lost camera or stream is reopened for (0: not at all)
+    fps: float | None = None  # the stream's frame rate where known: the configured one, else a source's
+    demo: bool = False  # the bundled demo clip (neither source given)
+
+    @classmethod
+    def from_config(cls, source_cfg: dict[str, Any]) -> SourcePair:
+        """Open the ``source:`` section's two sources (the demo clip when neither is given). ``mode`` auto is live as
+        soon as one source is a camera or URL (it cannot be paused to wait); ``realtime`` null paces the demo clip
+        only, so a newcomer sees it play while other replays run as fast as the pipeline goes."""
+        mode, realtime, fps, reconnect_s = (source_cfg[key] for key in ("mode", "realtime", "fps", "reconnect_s"))
+        require(mode in ("auto", "live", "replay"), "source.mode", mode, "auto, live or replay")
+        require(realtime is None or isinstance(realtime, bool), "source.realtime", realtime,
+                "true, false or null (null: paced for the demo clip only)")
+        require(fps is None or (isinstance(fps, (int, float)) and fps > 0), "source.fps", fps, "> 0")
+        require(isinstance(reconnect_s, (int, float)) and reconnect_s >= 0, "source.reconnect_s", reconnect_s, ">= 0")
+        ir_spec, vis_spec = source_cfg["ir"], source_cfg["vis"]
+        demo = ir_spec is None and vis_spec is None
+        if demo:
+            ir_spec, vis_spec = DEMO_IR, DEMO_VIS
+        elif ir_spec is None or vis_spec is None:
+            raise StreamFusionError("give both --ir and --vis (or neither, for the bundled demo clip)")
+        ir = open_source(ir_spec, "ir")
+        try:
+            vis = open_source(vis_spec, "vis")
+        except StreamFusionError:
+            ir.close()
+            raise
+        pair = cls(ir, vis, live=ir.live or vis.live if mode == "auto" else mode == "live", loop=source_cfg["loop"],
+                   reconnect_s=reconnect_s, fps=fps or (DEMO_FPS if demo else None) or ir.fps or vis.fps, demo=demo)
+        if demo if realtime is None else realtime:
+            if not pair.live and pair.fps is None:
+                pair.close()
+                raise StreamFusionError("--realtime needs --fps N here: image folders carry no frame rate")
+            pair.pace_fps = pair.fps
+        return pair
+
+    def close(self) -> None:
+        self.ir.close()
+        self.vis.close()
 
 
 class Queue(Protocol):

@@ -80,6 +80,13 @@ def merge(defaults: dict[str, Any], override: dict[str, Any], prefix: str = "") 
     return result
 
 
+def require(ok: bool, key: str, value: Any, rule: str) -> None:
+    """A value of the right type can still be meaningless (a queue of 0 frames): one line naming the key. Each stage
+    checks its own section with it, in its ``from_config``."""
+    if not ok:
+        raise StreamFusionError(f"config key '{key}' must be {rule}, got {value!r}")
+
+
 def parse_override(text: str) -> dict[str, Any]:
     """``"engine.provider=cpu"`` -> ``{"engine": {"provider": "cpu"}}``; the value is read as YAML (1, true, null)."""
     if "=" not in text:

@@ -10,9 +10,14 @@ import logging
 import os
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from stream_fusion.engine import FusionEngine
+    from stream_fusion.sync import PairedFrame
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,15 @@ def make_mosaic(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray, hud: str = "
     strip = np.zeros((HUD_HEIGHT, mosaic.shape[1], 3), np.uint8)
     cv2.putText(strip, hud, (8, 18), FONT, 0.5, WHITE, 1, cv2.LINE_AA)
     return np.vstack([mosaic, strip])
+
+
+def hud_text(item: PairedFrame, fps: float, engine: FusionEngine) -> str:
+    """The heads-up line under the mosaic: frame, fps, capture-to-delivery latency, alignment state, engine."""
+    a = item.alignment
+    return (
+        f"#{item.index}  {fps:.1f} fps  latency {item.latency_ms.get('total', 0.0):.0f} ms  "
+        f"align {a.status} ({a.dx:+.1f}, {a.dy:+.1f}) px  {engine.name}/{engine.provider}"
+    )
 
 
 def x_server_reachable(display: str) -> bool:
@@ -98,6 +112,11 @@ class Display:
     def __init__(self, title: str = "stream_fusion: IR | visible | fused") -> None:
         self.title = title
         self._opened = False
+
+    @classmethod
+    def from_config(cls, display_cfg: dict[str, bool]) -> Display | None:
+        """From the ``display:`` section: a window when ``enabled`` and there is a display to show it on."""
+        return cls.open() if display_cfg["enabled"] else None
 
     @classmethod
     def open(cls, title: str = "stream_fusion: IR | visible | fused") -> Display | None:

@@ -20,15 +20,26 @@ from __future__ import annotations
 import json
 import socket as _socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 import zmq
 
+from stream_fusion.config import require
 from stream_fusion.errors import StreamFusionError
+from stream_fusion.sync import STAGES
+
+if TYPE_CHECKING:
+    from stream_fusion.engine import FusionEngine
+    from stream_fusion.sync import PairedFrame
 
 FORMATS = ("raw", "jpg")
+# Frames ZeroMQ may queue per subscriber when the config does not say. Live: 2, so a slow subscriber gets recent frames,
+# not a backlog. Replay: enough to absorb bursts (a replay runs as fast as the pipeline) so a subscriber that keeps up
+# on average sees every frame; the send still never blocks, a subscriber that falls further behind loses frames,
+# counted.
+LIVE_HWM, REPLAY_HWM = 2, 64
 # A peer that answers no heartbeat for this long is dead (cable pulled, machine crashed, process stopped): drop the
 # connection so its full queue stops refusing frames meant for the other subscribers (see docs/wire-format.md).
 HEARTBEAT_IVL_MS = 1000
@@ -45,6 +56,22 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"metadata value of type {type(value).__name__} is not JSON serialisable")
+
+
+def frame_metadata(item: PairedFrame, sources: dict[str, str], engine: FusionEngine) -> dict[str, Any]:
+    """The ``meta`` that rides with each published frame (docs/wire-format.md): its index, the wall-clock capture
+    times of both inputs, the per-stage latencies, the alignment record, the ``sources`` (role -> description) and
+    the engine with its provider."""
+    return {
+        "index": item.index,
+        "t_capture_ir": item.ir.t_wall,
+        "t_capture_vis": item.vis.t_wall,
+        "latency_ms": {stage: round(item.latency_ms.get(stage, 0.0), 3) for stage in STAGES},
+        "alignment": item.alignment.as_dict(),
+        "source": sources,
+        "engine": engine.name,
+        "provider": engine.provider,
+    }
 
 
 def encode(image: np.ndarray, meta: dict[str, Any], fmt: str = "raw", jpeg_quality: int = 90,
@@ -111,6 +138,18 @@ class Publisher:
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         where = _socket.gethostname() + (":" + self.endpoint.rpartition(":")[2] if address.startswith("tcp") else "")
         self.msg = f"stream_fusion@{where}"  # the header's "msg": stable per stream, distinct per sender and port
+
+    @classmethod
+    def from_config(cls, publish_cfg: dict[str, Any], live: bool) -> Publisher | None:
+        """From the ``publish:`` section; None when ``zmq`` is none (no publishing). ``hwm`` null: ``LIVE_HWM`` for
+        a live stream, ``REPLAY_HWM`` for a replay."""
+        wait = publish_cfg["wait_subscriber"]
+        require(wait >= 0, "publish.wait_subscriber", wait, ">= 0")
+        address = publish_cfg["zmq"]
+        if not address or address.lower() == "none":
+            return None
+        hwm = publish_cfg["hwm"] or (LIVE_HWM if live else REPLAY_HWM)
+        return cls(address, publish_cfg["format"], publish_cfg["jpeg_quality"], hwm)
 
     def _read_subscriptions(self, timeout_ms: int = 0) -> None:
         """Apply pending (un)subscription notices; XPUB reports only a prefix's first subscribe and last unsubscribe."""

@@ -47,6 +47,11 @@ class Recorder:
         self._t0: float | None = None
         self._last: np.ndarray | None = None
 
+    @classmethod
+    def from_config(cls, path: str | None, fps: float | None) -> Recorder | None:
+        """From the ``record:`` key: a path, or null for no recording; ``fps``: the stream's rate (25 when unknown)."""
+        return cls(path, fps or 25.0) if path else None
+
     def write(self, image: np.ndarray, t_capture: float | None = None) -> None:
         """Append ``image``; with ``t_capture`` (monotonic seconds), first hold the previous frame until its slot."""
         if image.ndim == 2:

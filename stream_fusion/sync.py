@@ -23,10 +23,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from stream_fusion.capture import EndOfStream, Frame
+from stream_fusion.config import require
 from stream_fusion.warp import IrRegistration, IrWarp, register
 
 log = logging.getLogger(__name__)
 
+STAGES = ("capture_to_pair", "align", "fuse", "total")  # the latencies (ms) every frame carries, in this order
 ASSUMED_FPS = 30.0  # for the live tolerance when neither source reports its rate
 LIVE_BUFFER = 4  # frames per side waiting for a partner; older ones cannot be "latest" any more
 
@@ -69,6 +71,15 @@ class LivePairing:
         self.tolerance_s = tolerance_s
         self.unmatched = 0
         self._waiting: dict[str, deque[Frame]] = {"ir": deque(), "vis": deque()}
+
+    @classmethod
+    def from_config(cls, sync_cfg: dict[str, Any], fps: tuple[float | None, float | None]) -> LivePairing:
+        """From the ``sync:`` section: ``tolerance_ms``, or null for half the frame period of the faster of the two
+        sources (``fps``: their reported rates)."""
+        tolerance_ms = sync_cfg["tolerance_ms"]
+        require(tolerance_ms is None or (isinstance(tolerance_ms, (int, float)) and tolerance_ms > 0),
+                "sync.tolerance_ms", tolerance_ms, "> 0")
+        return cls(tolerance_ms / 1000.0 if tolerance_ms else default_tolerance(*fps))
 
     def add(self, frame: Frame) -> list[tuple[Frame, Frame]]:
         """Take one frame; return the (ir, vis) pairs it completes, oldest first."""

@@ -15,12 +15,14 @@ import zmq
 
 from stream_fusion import DEMO_IR, DEMO_VIS
 from stream_fusion.align import AlignmentMonitor
-from stream_fusion.capture import open_source
+from stream_fusion.capture import SourcePair, open_source
 from stream_fusion.display import Display, make_mosaic
 from stream_fusion.engine.classical import ClassicalEngine
-from stream_fusion.pipeline import STAGES, Pipeline
+from stream_fusion.pipeline import Pipeline
 from stream_fusion.publish import Publisher
 from stream_fusion.record import Recorder
+from stream_fusion.sinks import Sinks
+from stream_fusion.sync import STAGES, LivePairing
 from stream_fusion.warp import IrWarp
 
 
@@ -54,8 +56,8 @@ def test_demo_replay_delivers_every_pair_in_order_to_a_subscriber() -> None:
     sub.connect(publisher.endpoint)
     try:
         assert publisher.wait_for_subscriber(10)
-        pipeline = Pipeline(open_source(DEMO_IR, "ir"), open_source(DEMO_VIS, "vis"), engine, AlignmentMonitor(),
-                            live=False, queue_size=2, publisher=publisher)
+        pipeline = Pipeline(SourcePair(open_source(DEMO_IR, "ir"), open_source(DEMO_VIS, "vis"), live=False), engine,
+                            AlignmentMonitor(), queue_size=2, sinks=Sinks(publisher))
         summary = pipeline.run()
         received = []
         while sub.poll(5000):
@@ -90,8 +92,9 @@ def test_live_mode_keeps_latency_bounded_and_counts_drops(tmp_path: Path) -> Non
     """100 frames arrive at 200 fps, fusion takes 30 ms: a lossless queue would make the last frame ~2.5 s old."""
     write_video(tmp_path / "ir.avi", 100)
     write_video(tmp_path / "vis.avi", 100)
-    pipeline = Pipeline(open_source(tmp_path / "ir.avi", "ir"), open_source(tmp_path / "vis.avi", "vis"),
-                        SlowEngine(0.03), AlignmentMonitor(), live=True, pace_fps=200.0, tolerance_s=0.004)
+    sources = SourcePair(open_source(tmp_path / "ir.avi", "ir"), open_source(tmp_path / "vis.avi", "vis"), live=True,
+                         pace_fps=200.0)
+    pipeline = Pipeline(sources, SlowEngine(0.03), AlignmentMonitor(), pairing=LivePairing(0.004))
     summary = pipeline.run()
     assert summary.error is None
     dropped = summary.drops["capture"] + summary.drops["unmatched"] + summary.drops["stages"]
@@ -111,8 +114,8 @@ def test_source_failure_mid_stream_delivers_what_came_before(tmp_path: Path) -> 
     (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])
     write_video(tmp_path / "vis.avi", 20)
     recorder = Recorder(tmp_path / "out.avi", 10)
-    pipeline = Pipeline(open_source(tmp_path / "cut.avi", "ir"), open_source(tmp_path / "vis.avi", "vis"),
-                        ClassicalEngine(), AlignmentMonitor(), live=False, recorder=recorder)
+    sources = SourcePair(open_source(tmp_path / "cut.avi", "ir"), open_source(tmp_path / "vis.avi", "vis"), live=False)
+    pipeline = Pipeline(sources, ClassicalEngine(), AlignmentMonitor(), sinks=Sinks(recorder=recorder))
     summary = pipeline.run()
     assert summary.error is not None and "truncated or corrupt" in str(summary.error)
     assert summary.stopped_by == "error"
@@ -124,8 +127,9 @@ def test_source_failure_mid_stream_delivers_what_came_before(tmp_path: Path) -> 
 
 def test_stop_ends_every_thread_and_finishes_the_recording(tmp_path: Path) -> None:
     recorder = Recorder(tmp_path / "out.mp4", 6)
-    pipeline = Pipeline(open_source(DEMO_IR, "ir"), open_source(DEMO_VIS, "vis"), ClassicalEngine(),
-                        AlignmentMonitor(), live=False, loop=True, pace_fps=50.0, recorder=recorder)
+    sources = SourcePair(open_source(DEMO_IR, "ir"), open_source(DEMO_VIS, "vis"), live=False, pace_fps=50.0,
+                         loop=True)
+    pipeline = Pipeline(sources, ClassicalEngine(), AlignmentMonitor(), sinks=Sinks(recorder=recorder))
     threading.Timer(0.6, pipeline.stop, args=("test",)).start()
     summary = pipeline.run()
     assert summary.stopped_by == "test" and summary.error is None and summary.frames >= 3
@@ -147,16 +151,16 @@ def test_looped_replay_continues_indices_across_passes() -> None:
                 pipeline.stop("enough")
             return True
 
-    pipeline = Pipeline(open_source(DEMO_IR, "ir"), open_source(DEMO_VIS, "vis"), ClassicalEngine(),
-                        AlignmentMonitor(), live=False, loop=True, publisher=Collect())
+    sources = SourcePair(open_source(DEMO_IR, "ir"), open_source(DEMO_VIS, "vis"), live=False, loop=True)
+    pipeline = Pipeline(sources, ClassicalEngine(), AlignmentMonitor(), sinks=Sinks(Collect()))
     pipeline.run()
     assert seen[:70] == list(range(70))
 
 
 def test_status_line_reports_fps_latency_and_drops() -> None:
     lines: list[str] = []
-    pipeline = Pipeline(open_source(DEMO_IR, "ir"), open_source(DEMO_VIS, "vis"), ClassicalEngine(),
-                        AlignmentMonitor(), live=False, pace_fps=40.0, status=lines.append, status_interval_s=0.2)
+    sources = SourcePair(open_source(DEMO_IR, "ir"), open_source(DEMO_VIS, "vis"), live=False, pace_fps=40.0)
+    pipeline = Pipeline(sources, ClassicalEngine(), AlignmentMonitor(), status=lines.append, status_interval_s=0.2)
     summary = pipeline.run()
     assert summary.frames == 32 and lines
     assert all("fps | ms: pair" in line and "drops: capture 0" in line for line in lines)

@@ -16,11 +16,12 @@ import zmq
 
 import stream_fusion.publish as publish
 from stream_fusion.align import AlignmentMonitor
-from stream_fusion.capture import open_source
+from stream_fusion.capture import SourcePair, open_source
 from stream_fusion.engine.classical import ClassicalEngine
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.pipeline import Pipeline
 from stream_fusion.publish import Publisher, encode
+from stream_fusion.sinks import Sinks
 from stream_fusion.subscribe import receive
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -297,8 +298,9 @@ def test_live_pipeline_with_a_subscriber_that_never_reads_runs_to_the_end_and_co
         stuck = subscriber(context, publisher.endpoint, rcvhwm=1)
         stuck.setsockopt(zmq.RCVBUF, 1 << 16)
         assert publisher.wait_for_subscriber(10)
-        pipeline = Pipeline(open_source(tmp_path / "ir.avi", "ir"), open_source(tmp_path / "vis.avi", "vis"),
-                            ClassicalEngine(), AlignmentMonitor(), live=True, pace_fps=50.0, publisher=publisher)
+        sources = SourcePair(open_source(tmp_path / "ir.avi", "ir"), open_source(tmp_path / "vis.avi", "vis"),
+                             live=True, pace_fps=50.0)
+        pipeline = Pipeline(sources, ClassicalEngine(), AlignmentMonitor(), sinks=Sinks(publisher))
         summaries = []
         runner = threading.Thread(target=lambda: summaries.append(pipeline.run()), daemon=True)
         runner.start()

@@ -263,17 +263,14 @@ def test_every_option_sets_a_config_key_and_set_reaches_every_key() -> None:
 
 
 def test_engine_cuda_graph_setting_reaches_the_engine_when_the_frame_size_is_known(caplog) -> None:
-    sys.path.insert(0, str(ROOT))
-    try:
-        import run_stream
-    finally:
-        sys.path.remove(str(ROOT))
+    from stream_fusion.engine import engine_from_config
+
     cfg = {"model": "default", "provider": "cpu", "cuda_graph": True}
-    assert run_stream.make_engine(cfg, (64, 48)).cuda_graph is True
-    assert run_stream.make_engine({**cfg, "cuda_graph": False}, (64, 48)).cuda_graph is False
-    assert run_stream.make_engine(cfg, None).cuda_graph is False  # no size: no graph, said once
+    assert engine_from_config(cfg, (64, 48)).cuda_graph is True
+    assert engine_from_config({**cfg, "cuda_graph": False}, (64, 48)).cuda_graph is False
+    assert engine_from_config(cfg, None).cuda_graph is False  # no size: no graph, said once
     assert [r.getMessage() for r in caplog.records if "no CUDA graph" in r.getMessage()]
-    assert run_stream.make_engine({**cfg, "model": "classical"}, None).name == "classical"
+    assert engine_from_config({**cfg, "model": "classical"}, None).name == "classical"
 
 
 @needs_xvfb

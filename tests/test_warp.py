@@ -19,7 +19,7 @@ import pytest
 from eval_script import load_script
 from stream_fusion import DEMO_IR, DEMO_VIS
 from stream_fusion.align import AlignmentMonitor, load_calibration
-from stream_fusion.capture import open_source
+from stream_fusion.capture import SourcePair, open_source
 from stream_fusion.engine import SHIPPED_MODELS
 from stream_fusion.engine.graph import frame_dims, frame_graph, read_model
 from stream_fusion.engine.onnx_engine import OnnxEngine
@@ -236,8 +236,8 @@ def test_the_pipeline_fuses_a_calibrated_stream_with_one_resampling_of_the_ir() 
     the same warp (one resampling), and the mosaic shows the IR as it was fused."""
     calibration = load_calibration(DEMO_CALIBRATION)
     engine = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", in_session=True, threads=1, warmup=False)
-    pipeline = Pipeline(open_source(DEMO_IR, "ir"), open_source(DEMO_VIS, "vis"), engine,
-                        AlignmentMonitor("correct", every_n=1, hysteresis=1), live=False, queue_size=2,
+    pipeline = Pipeline(SourcePair(open_source(DEMO_IR, "ir"), open_source(DEMO_VIS, "vis"), live=False), engine,
+                        AlignmentMonitor("correct", every_n=1, hysteresis=1), queue_size=2,
                         registration=IrRegistration(calibration))
     fused_frames = []
     engine_fuse = engine.fuse

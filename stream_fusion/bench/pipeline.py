@@ -28,11 +28,13 @@ import zmq
 
 from stream_fusion import DEMO_IR, DEMO_VIS
 from stream_fusion.align import AlignmentMonitor
-from stream_fusion.capture import open_source
+from stream_fusion.capture import SourcePair, open_source
 from stream_fusion.engine import create_engine
 from stream_fusion.errors import StreamFusionError
-from stream_fusion.pipeline import Pipeline, Summary
+from stream_fusion.pipeline import Pipeline
 from stream_fusion.publish import Publisher
+from stream_fusion.sinks import Sinks
+from stream_fusion.stats import Summary
 
 
 class CountingPublisher:
@@ -78,8 +80,8 @@ def run(ir: Path, vis: Path, model: str, *, live: bool, pace_fps: float | None, 
     subscriber.start()
     publisher.wait_for_subscriber(10)
     counting = CountingPublisher(publisher, limit)
-    pipeline = Pipeline(ir_source, vis_source, engine, AlignmentMonitor(), live=live, pace_fps=pace_fps, loop=loop,
-                        publisher=counting)
+    sources = SourcePair(ir_source, vis_source, live=live, pace_fps=pace_fps, loop=loop)
+    pipeline = Pipeline(sources, engine, AlignmentMonitor(), sinks=Sinks(counting))
     counting.pipeline = pipeline
     if seconds is not None:
         threading.Timer(seconds, pipeline.stop, args=("time limit",)).start()

@@ -19,6 +19,7 @@ imports torch: deployment boxes run ONNX only.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -29,11 +30,14 @@ from stream_fusion.engine.classical import ClassicalEngine
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.warp import IrWarp
 
-__all__ = ["DEFAULT_MODEL", "PROVIDERS", "SHIPPED_MODELS", "FusionEngine", "check_provider", "create_engine"]
+__all__ = ["DEFAULT_MODEL", "PROVIDERS", "SHIPPED_MODELS", "FusionEngine", "check_provider", "create_engine",
+           "engine_from_config"]
 
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 SHIPPED_MODELS = {name: WEIGHTS_DIR / f"difffuse_{name}.onnx" for name in ("lite", "base", "cdfusion")}
 DEFAULT_MODEL = "lite"
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -82,3 +86,20 @@ def create_engine(model: str | Path = "default", provider: str = "auto", **optio
             )
         return OnnxEngine(path, provider, **options)
     return OnnxEngine(Path(name), provider, **options)
+
+
+def engine_from_config(
+    engine_cfg: dict[str, Any], size: tuple[int, int] | None, ir_size: tuple[int, int] | None = None
+) -> FusionEngine:
+    """The engine of the ``engine:`` section (``model``, ``provider``, ``cuda_graph``), warmed up at the stream's frame
+    sizes when they are known (``ir_size``: the IR camera's, which the in-session calibration warp takes as it comes).
+    A CUDA graph is captured for one frame size, so without ``size`` there is none, said once."""
+    options: dict[str, Any] = {"resolution": size} if size else {}
+    if size and ir_size:
+        options["ir_resolution"] = ir_size
+    if engine_cfg["cuda_graph"] and engine_cfg["model"] != "classical":
+        if size:
+            options["cuda_graph"] = True
+        else:
+            log.warning("engine.cuda_graph: the visible source does not report its frame size, so no CUDA graph")
+    return create_engine(engine_cfg["model"], engine_cfg["provider"], **options)

@@ -1,0 +1,111 @@
+"""What a run measures: per-stage latencies, frame rate and alignment states; the live status line and the summary.
+
+The pipeline hands each delivered frame to :class:`RunStats`; the status line and the summary read from it. Memory is
+bounded: latencies are kept for the newest ``LATENCY_HISTORY`` frames, so a stream running for days does not grow.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stream_fusion.errors import StreamFusionError
+from stream_fusion.sync import STAGES, PairedFrame
+
+FPS_WINDOW = 30  # frames the live fps and the status line's latencies are taken over
+LATENCY_HISTORY = 100_000  # frames of latency kept for the summary's median / p99 (about 1 h at 30 fps)
+
+
+@dataclass
+class Summary:
+    """What a run did: printed at the end, written by the benchmark."""
+
+    frames: int = 0
+    seconds: float = 0.0
+    latency_ms: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage -> (median, p99)
+    drops: dict[str, int] = field(default_factory=dict)
+    reconnects: dict[str, int] = field(default_factory=dict)  # live source -> times it was lost and reopened
+    alignment: dict[str, int] = field(default_factory=dict)
+    published: int = 0
+    recorded: int = 0
+    stopped_by: str = "end of input"
+    error: StreamFusionError | None = None
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def lines(self) -> list[str]:
+        latency = ", ".join(f"{stage} {med:.1f}/{p99:.1f}" for stage, (med, p99) in self.latency_ms.items())
+        over = f" of the last {LATENCY_HISTORY} frames" if self.frames > LATENCY_HISTORY else ""
+        return [
+            f"summary: {self.frames} frames fused in {self.seconds:.2f} s ({self.fps:.1f} fps), stopped by {self.stopped_by}",
+            f"  latency ms (median/p99{over}): {latency or 'n/a'}",
+            "  drops: " + ", ".join(f"{name} {count}" for name, count in self.drops.items())
+            + ("; reconnects: " + ", ".join(f"{role} {n}" for role, n in self.reconnects.items()) if self.reconnects
+               else ""),
+            "  alignment: " + (", ".join(f"{name} {count}" for name, count in sorted(self.alignment.items())) or "n/a"),
+            f"  published {self.published}, recorded {self.recorded}",
+        ]
+
+
+class RunStats:
+    """Counts and times the frames a run delivers (and the alignment states of the pairs it drops)."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.latencies: dict[str, collections.deque[float]] = {
+            stage: collections.deque(maxlen=LATENCY_HISTORY) for stage in (*STAGES, "publish")
+        }
+        self.alignment: collections.Counter[str] = collections.Counter()
+        self._delivered: collections.deque[float] = collections.deque(maxlen=FPS_WINDOW)
+
+    def add(self, item: PairedFrame, publish_ms: float | None, now: float) -> None:
+        """One delivered frame: its stage latencies, the send's (None: not published), its alignment state; ``now``
+        (monotonic) is when it was delivered."""
+        if publish_ms is not None:
+            self.latencies["publish"].append(publish_ms)
+        for stage in STAGES:
+            self.latencies[stage].append(item.latency_ms.get(stage, 0.0))
+        self.frames += 1
+        self.alignment[item.alignment.status] += 1
+        self._delivered.append(now)
+
+    def add_dropped(self, status: str) -> None:
+        """A pair the alignment policy dropped: its state counts in the summary too."""
+        self.alignment[status] += 1
+
+    def current_fps(self) -> float:
+        """Delivered frames per second over the last ``FPS_WINDOW`` frames."""
+        if len(self._delivered) < 2:
+            return 0.0
+        span = self._delivered[-1] - self._delivered[0]
+        return (len(self._delivered) - 1) / span if span > 0 else 0.0
+
+    def status_line(self, drops: dict[str, int], alignment_state: str) -> str:
+        """The live one-line status: frames, fps, recent stage latencies, drops by where, the alignment state."""
+        def recent(stage: str) -> float:
+            values = list(itertools.islice(reversed(self.latencies[stage]), FPS_WINDOW))
+            return float(np.median(values)) if values else 0.0
+
+        counts = " ".join(f"{name} {count}" for name, count in drops.items())
+        return (
+            f"{self.frames} frames {self.current_fps():5.1f} fps | ms: pair {recent('capture_to_pair'):.1f} "
+            f"align {recent('align'):.1f} fuse {recent('fuse'):.1f} total {recent('total'):.1f} | drops: {counts} | "
+            f"align {alignment_state}"
+        )
+
+    def summary(
+        self, seconds: float, *, drops: dict[str, int], reconnects: dict[str, int], published: int, recorded: int,
+        stopped_by: str, error: StreamFusionError | None,
+    ) -> Summary:
+        latency = {
+            stage: (float(np.median(values)), float(np.percentile(values, 99)))
+            for stage, values in self.latencies.items()
+            if values
+        }
+        return Summary(frames=self.frames, seconds=seconds, latency_ms=latency, drops=drops, reconnects=reconnects,
+                       alignment=dict(self.alignment), published=published, recorded=recorded,
+                       stopped_by=stopped_by, error=error)
