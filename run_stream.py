@@ -27,9 +27,9 @@ import cv2
 from stream_fusion import DEMO_CALIBRATION
 from stream_fusion.align import AlignmentMonitor, load_calibration
 from stream_fusion.capture import SourcePair
-from stream_fusion.config import load_config, merge, parse_override
+from stream_fusion.config import Option, add_config_options, config_from_args
 from stream_fusion.display import Display
-from stream_fusion.engine import engine_from_config
+from stream_fusion.engine import PROVIDERS, engine_from_config
 from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.pipeline import Pipeline
 from stream_fusion.publish import Publisher
@@ -42,7 +42,7 @@ from stream_fusion.warp import IrRegistration
 SNAPSHOT_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
 # (option, config key, argparse keywords): the common keys get their own option; --set reaches every key.
-OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
+OPTIONS: list[Option] = [
     ("--ir", "source.ir", {"metavar": "SRC", "help": "IR source: camera index, video file, image folder or URL"}),
     ("--vis", "source.vis", {"metavar": "SRC", "help": "visible source (same kinds as --ir)"}),
     ("--mode", "source.mode", {"choices": ["auto", "live", "replay"], "help": "auto: cameras/URLs live, files replay"}),
@@ -53,7 +53,7 @@ OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
                                            "help": "live: reopen a lost camera/stream for up to S s (0 = fail at once)"}),
     ("--tolerance-ms", "sync.tolerance_ms", {"type": float, "metavar": "MS", "help": "live pairing tolerance (default half a frame)"}),
     ("--model", "engine.model", {"metavar": "M", "help": "default | lite | base | cdfusion | classical | path/to/model.onnx"}),
-    ("--provider", "engine.provider", {"choices": ["auto", "tensorrt", "cuda", "cpu"], "help": "ONNX Runtime provider"}),
+    ("--provider", "engine.provider", {"choices": ["auto", *PROVIDERS], "help": "ONNX Runtime provider"}),
     ("--align-policy", "align.policy", {"choices": ["warn", "correct", "drop"], "help": "on misalignment"}),
     ("--calibration", "align.calibration", {"metavar": "YAML", "help": "IR -> visible warp from stream_fusion.calibrate"}),
     ("--zmq", "publish.zmq", {"metavar": "ADDR", "help": "bind address, e.g. tcp://0.0.0.0:5555; none = off"}),
@@ -74,34 +74,13 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = _Parser(description=__doc__.split("\n\n")[0], epilog="Defaults: configs/default.yaml.")
-    for flag, key, kwargs in OPTIONS:
-        parser.add_argument(flag, dest=key, default=None, **{**kwargs, "help": f"{kwargs['help']} [{key}]"})
-    parser.add_argument("--config", metavar="YAML", help="YAML file overriding any subset of the defaults")
-    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                        help="override any config key, e.g. --set pipeline.queue_size=8 (repeatable)")
+    add_config_options(parser, OPTIONS, "YAML file overriding any subset of the defaults", "pipeline.queue_size=8")
     return parser.parse_args(argv)
 
 
 def build_config(args: argparse.Namespace) -> dict[str, Any]:
     """Defaults, then --config, then the named options, then --set: later wins, every step type-checked."""
-    config = load_config(args.config)
-    for _, key, _ in OPTIONS:
-        value = getattr(args, key)
-        if value is not None:
-            config = merge(config, _nested(key, value))
-    for text in args.overrides:
-        config = merge(config, parse_override(text))
-    return config
-
-
-def _nested(key: str, value: Any) -> dict[str, Any]:
-    node: dict[str, Any] = {}
-    root = node
-    *parents, last = key.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value
-    return root
+    return config_from_args(args, OPTIONS)
 
 
 def print_status(line: str) -> None:
@@ -130,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     # Outputs that cannot be written fail before anything opens; then each stage is built from its own section.
     if cfg["record"]:
         check_record_path(cfg["record"])
-    snapshot_path = check_output_path(cfg["snapshot"], SNAPSHOT_SUFFIXES, "cannot write snapshot") if cfg["snapshot"] else None
+    snapshot_path = None
+    if cfg["snapshot"]:
+        snapshot_path = check_output_path(cfg["snapshot"], SNAPSHOT_SUFFIXES, "cannot write snapshot")
     monitor = AlignmentMonitor.from_config(cfg["align"])
     sources = SourcePair.from_config(cfg["source"])
     pairing = LivePairing.from_config(cfg["sync"], (sources.ir.fps, sources.vis.fps))

@@ -6,6 +6,7 @@ The defaults file is the schema: a key that is not in it is unknown, and a value
 """
 from __future__ import annotations
 
+import argparse
 import copy
 from pathlib import Path
 from typing import Any
@@ -98,13 +99,18 @@ def parse_override(text: str) -> dict[str, Any]:
         value = yaml.safe_load(raw) if raw else None
     except yaml.YAMLError:
         value = raw
-    nested: dict[str, Any] = {}
-    node = nested
-    parts = key.split(".")
-    for part in parts[:-1]:
+    return nested(key, value)
+
+
+def nested(key: str, value: Any) -> dict[str, Any]:
+    """``("engine.provider", "cpu")`` -> ``{"engine": {"provider": "cpu"}}``."""
+    root: dict[str, Any] = {}
+    node = root
+    *parents, last = key.split(".")
+    for part in parents:
         node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return nested
+    node[last] = value
+    return root
 
 
 def load_config(
@@ -117,5 +123,35 @@ def load_config(
     if path is not None:
         config = merge(config, load_yaml(path))
     for text in overrides or []:
+        config = merge(config, parse_override(text))
+    return config
+
+
+# An option of a command that sets one config key: (flag, dotted key, argparse keywords with a "help").
+Option = tuple[str, str, dict[str, Any]]
+
+
+def add_config_options(
+    parser: argparse.ArgumentParser, options: list[Option], config_help: str, set_example: str
+) -> None:
+    """The override path every command shares: each option as a flag naming its key, then ``--config YAML`` and
+    ``--set KEY=VALUE`` (repeatable). Read back with :func:`config_from_args`."""
+    for flag, key, kwargs in options:
+        parser.add_argument(flag, dest=key, default=None, **{**kwargs, "help": f"{kwargs['help']} [{key}]"})
+    parser.add_argument("--config", metavar="YAML", help=config_help)
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                        help=f"override any config key, e.g. --set {set_example} (repeatable)")
+
+
+def config_from_args(
+    args: argparse.Namespace, options: list[Option], defaults_path: str | Path = DEFAULT_CONFIG
+) -> dict[str, Any]:
+    """Defaults, then ``--config``, then the named options, then ``--set``: later wins, every step type-checked."""
+    config = load_config(args.config, defaults_path=defaults_path)
+    for _, key, _ in options:
+        value = getattr(args, key)
+        if value is not None:
+            config = merge(config, nested(key, value))
+    for text in args.overrides:
         config = merge(config, parse_override(text))
     return config

@@ -142,3 +142,17 @@ def test_crop_must_fit_the_network(subset: Path, tmp_path: Path) -> None:
     with pytest.raises(StreamFusionError, match="crop 100 must be a multiple of the lite network's size multiple, 8"):
         train(cfg, progress=False)
     assert not (tmp_path / "run" / "log.csv").exists()
+
+
+def test_training_options_take_the_streaming_commands_override_path(tmp_path: Path) -> None:
+    """Defaults (configs/train.yaml), then --config, then the named options, then --set, each type-checked: the
+    order and the checks of run_stream.py."""
+    config = tmp_path / "run.yaml"
+    config.write_text("epochs: 7\nlr: 0.002\n")
+    cfg, resume = parse_args(["--config", str(config), "--epochs", "3", "--set", "lr=0.003", "--set", "loss.ssim=2"])
+    assert (cfg["epochs"], cfg["lr"], cfg["loss"]["ssim"], resume) == (3, 0.003, 2.0, False)
+    cfg, _ = parse_args(["--epochs", "3", "--set", "epochs=5"])
+    assert cfg["epochs"] == 5  # --set comes last, as for the streaming command
+    with pytest.raises(StreamFusionError, match="unknown config key 'loss.ssmi'"):
+        parse_args(["--set", "loss.ssmi=1"])
+

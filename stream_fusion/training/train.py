@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from stream_fusion.config import CONFIG_DIR, load_config, merge, parse_override
+from stream_fusion.config import CONFIG_DIR, Option, add_config_options, config_from_args
 from stream_fusion.training.data import PairCrops
 from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.training.model import build_model, load_preset, save_checkpoint
@@ -200,20 +200,23 @@ def write_log(path: Path, row: dict[str, Any]) -> None:
         writer.writerows(rows)
 
 
+OPTIONS: list[Option] = [
+    ("--preset", "preset", {"metavar": "NAME", "help": "model preset: lite, base, cdfusion or a preset YAML"}),
+    ("--epochs", "epochs", {"type": int, "metavar": "N", "help": "total epochs (Stage I + Stage II)"}),
+    ("--out", "out", {"metavar": "DIR", "help": "run directory"}),
+    ("--data", "data", {"metavar": "DIR", "help": "folder with ir/ and vis/ subfolders"}),
+]
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[dict[str, Any], bool]:
-    parser = argparse.ArgumentParser(prog="python -m stream_fusion.training.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default=str(TRAIN_DEFAULTS), help="training YAML (default: configs/train.yaml)")
-    parser.add_argument("--preset", help="model preset: lite or base")
-    parser.add_argument("--epochs", type=int, help="total epochs (Stage I + Stage II)")
-    parser.add_argument("--out", help="run directory")
-    parser.add_argument("--data", help="folder with ir/ and vis/ subfolders")
+    """The run's config by the streaming command's override path (defaults: configs/train.yaml) and ``--resume``."""
+    parser = argparse.ArgumentParser(prog="python -m stream_fusion.training.train",
+                                     description=__doc__.split("\n")[0])
+    add_config_options(parser, OPTIONS, "training YAML over configs/train.yaml (e.g. configs/train_cdfusion.yaml)",
+                       "loss.gradient=20")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.set, defaults_path=TRAIN_DEFAULTS)
-    for key in ("preset", "epochs", "out", "data"):
-        if getattr(args, key) is not None:
-            cfg = merge(cfg, parse_override(f"{key}={getattr(args, key)}"))
+    cfg = config_from_args(args, OPTIONS, defaults_path=TRAIN_DEFAULTS)
     if args.preset is not None and args.out is None and cfg["out"] == "runs/lite":
         cfg["out"] = f"runs/{args.preset}"
     return cfg, args.resume
