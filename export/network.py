@@ -31,6 +31,7 @@ import onnx.reference
 import torch
 
 import stream_fusion
+from stream_fusion import DATA_DIR
 from stream_fusion.engine.frames import pad_to_multiple, split_luma
 from stream_fusion.engine.graph import frame_dims, frame_graph, opset_version
 from stream_fusion.engine.sessions import open_session
@@ -40,7 +41,6 @@ from stream_fusion.training.model.checkpoint import read_checkpoint
 from stream_fusion.training.model.pyramid import MultiScaleSkip
 from stream_fusion.warp import IrWarp
 
-DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 OPSET = 18
 # ONNX Runtime 1.20 (the oldest the project supports) reads IR version 10; onnx 1.23 would write 14 by default.
 IR_VERSION = 10

@@ -21,12 +21,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a plain script from a checkout, installed or not
 
+from stream_fusion import DATA_DIR  # noqa: E402
 from stream_fusion.engine import SHIPPED_MODELS  # noqa: E402
 from stream_fusion.engine.onnx_engine import OnnxEngine  # noqa: E402
 from stream_fusion.errors import StreamFusionError, run_cli  # noqa: E402
 from stream_fusion.warp import IrWarp  # noqa: E402
 
-DATA = REPO / ".." / "shared" / "data" / "eval"
+DATA = DATA_DIR / "eval"
 TOLERANCE = {"lite": 2, "base": 2, "cdfusion": 1}  # grey levels; fp16 files get 4 more (fp16 rounding)
 
 

@@ -29,7 +29,7 @@ import cv2
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a plain script from a checkout, installed or not
 
-from stream_fusion import DEMO_IR, DEMO_VIS  # noqa: E402
+from stream_fusion import DATA_DIR, DEMO_IR, DEMO_VIS  # noqa: E402
 from stream_fusion.batch import fuse_folder, load_engine, load_pair  # noqa: E402
 from stream_fusion.capture import match_pairs  # noqa: E402
 from stream_fusion.engine import SHIPPED_MODELS, FusionEngine  # noqa: E402
@@ -38,7 +38,7 @@ from stream_fusion.evaluate.score import (  # noqa: E402
     COLOUR_NOTES, load_triplet, make_grid, markdown_table, mean_scores, score_folder, write_csv, write_png,
 )
 
-DATA = REPO / ".." / "shared" / "data" / "eval"
+DATA = DATA_DIR / "eval"
 # Grid rows: people in the dark (TNO 11 and 25, RoadScene night streets), people by a house, a person in heathland.
 SETS = {
     "tno25": ["tno25_01", "tno25_05", "tno25_11", "tno25_25"],

@@ -27,6 +27,7 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a plain script from a checkout, installed or not
 
+from stream_fusion import DATA_DIR  # noqa: E402
 from stream_fusion.align import AlignmentMonitor, shift_image  # noqa: E402
 from stream_fusion.calibrate import calibrate  # noqa: E402
 from stream_fusion.engine import FusionEngine, create_engine  # noqa: E402
@@ -34,7 +35,7 @@ from stream_fusion.engine.classical import ClassicalEngine  # noqa: E402
 from stream_fusion.errors import StreamFusionError  # noqa: E402
 from stream_fusion.evaluate.metrics import qabf, vif  # noqa: E402
 
-DATA = REPO / ".." / "shared" / "data" / "eval" / "tno25"
+DATA = DATA_DIR / "eval" / "tno25"
 DOCS = REPO / "docs"
 START, END = "<!-- misalignment-study:start -->", "<!-- misalignment-study:end -->"
 PAIRS = ["tno25_07", "tno25_10", "tno25_16", "tno25_17", "tno25_18"]

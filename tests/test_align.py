@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from stream_fusion import DATA_DIR
 from stream_fusion.align import Alignment, AlignmentMonitor, ShiftEstimator, gradient_map, refine_shift, shift_image
 from stream_fusion.bench import align as bench_align
 from stream_fusion.calibrate import calibrate, reference_shift
@@ -21,7 +22,7 @@ from stream_fusion.config import load_config
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.warp import IrWarp
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = DATA_DIR
 EVAL = [DATA / "eval" / "tno25", DATA / "eval" / "roadscene50"]
 
 # 3 px in eight directions, and larger shifts in four.

@@ -11,13 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
-from stream_fusion import batch
+from stream_fusion import DATA_DIR, batch
 from stream_fusion.capture import match_pairs
 from stream_fusion.engine.classical import AverageFusion, LaplacianFusion
 from stream_fusion.errors import StreamFusionError
 
 REPO = Path(__file__).resolve().parents[1]
-EVAL = REPO / ".." / "shared" / "data" / "eval"
+EVAL = DATA_DIR / "eval"
 TNO = ["tno25_01", "tno25_07"]
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from stream_fusion import DATA_DIR
 from stream_fusion.align import ShiftEstimator, load_calibration
 from stream_fusion.bench import align as bench_align
 from stream_fusion.calibrate import calibrate, estimate_pair, main
@@ -24,7 +25,7 @@ from stream_fusion.errors import StreamFusionError
 BENCH = bench_align  # the benchmark's field-of-view crops and corner error, which these tests share
 corner_error = BENCH.corner_error
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = DATA_DIR
 REPO = Path(__file__).resolve().parents[1]
 MARGIN = 64
 

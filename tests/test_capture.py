@@ -11,12 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
+from stream_fusion import DATA_DIR
 from stream_fusion.capture import CaptureThread, EndOfStream, Frame, FolderSource, VideoSource, open_source
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.queues import LosslessQueue
 from mjpeg import MjpegStream
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+SHARED = DATA_DIR
 
 
 def write_video(path: Path, frames: int, size: tuple[int, int] = (64, 48), fourcc: str = "mp4v") -> list[np.ndarray]:

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from stream_fusion import WEIGHTS_DIR
+from stream_fusion import DATA_DIR, WEIGHTS_DIR
 from stream_fusion.config import load_yaml
 from stream_fusion.training.data import PairCrops, list_pairs
 from stream_fusion.errors import StreamFusionError
@@ -31,7 +31,7 @@ from stream_fusion.training.train import D2FE_MODULES, init_from, parse_args, tr
 from tiny_network import TINY, fused_under_two_seeds, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / ".." / "shared" / "data"
+DATA = DATA_DIR
 TRAIN = DATA / "train"
 
 # The cdfusion structure at tiny widths. Its D²FE widths (channels, gn_groups, denoiser_width, time_dim, downscale)

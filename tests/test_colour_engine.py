@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from export import network as export_network
-from stream_fusion import WEIGHTS_DIR
+from stream_fusion import DATA_DIR, WEIGHTS_DIR
 from stream_fusion.engine import create_engine
 from stream_fusion.engine.graph import frame_graph
 from stream_fusion.engine.onnx_engine import OnnxEngine
@@ -20,7 +20,7 @@ from stream_fusion.training.model import build_model, save_checkpoint
 from stream_fusion.training.model.torch_engine import TorchEngine
 from tiny_network import jittered, one_thread  # noqa: F401 - one_thread: autouse fixture
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = DATA_DIR
 PAIR = "FLIR_00211.png"
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from skimage.color import deltaE_ciede2000
 
+from stream_fusion import DATA_DIR
 from stream_fusion.evaluate import score as evaluate
 from stream_fusion.engine.classical import AverageFusion
 from stream_fusion.batch import fuse_folder, load_pair
@@ -18,7 +19,7 @@ from stream_fusion.evaluate.metrics import bgr_to_lab, ciede2000, colour_metrics
 from eval_script import load_eval_all
 
 REPO = Path(__file__).resolve().parents[1]
-EVAL = REPO / ".." / "shared" / "data" / "eval"
+EVAL = DATA_DIR / "eval"
 ROAD = EVAL / "roadscene50"
 
 # Sharma, Wu & Dalal (2005), Table 1: L1 a1 b1 L2 a2 b2 dE00, all 34 pairs (hue wraparound, neutral colours, the

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from export import network as export_network
-from stream_fusion import batch
+from stream_fusion import DATA_DIR, batch
 from stream_fusion.bench import profile_engine
 from stream_fusion.engine import SHIPPED_MODELS, FusionEngine, create_engine
 from stream_fusion.engine.classical import ClassicalEngine
@@ -24,7 +24,7 @@ from stream_fusion.engine.sessions import provider_options
 from stream_fusion.errors import StreamFusionError
 from tiny_network import jittered_lite
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = DATA_DIR
 ROADSCENE = DATA / "eval" / "roadscene50"
 
 

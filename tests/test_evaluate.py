@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from stream_fusion import DATA_DIR
 from stream_fusion.evaluate import metrics
 from stream_fusion.evaluate import score as evaluate
 from stream_fusion.engine.classical import AverageFusion
@@ -19,7 +20,7 @@ from stream_fusion.batch import fuse_folder
 from eval_script import load_eval_all
 
 REPO = Path(__file__).resolve().parents[1]
-EVAL = REPO / ".." / "shared" / "data" / "eval"
+EVAL = DATA_DIR / "eval"
 
 
 @pytest.fixture()

@@ -13,13 +13,14 @@ import pytest
 import torch
 
 from export import network as export_network
+from stream_fusion import DATA_DIR
 from stream_fusion.engine.graph import opset_version
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.training.model import save_checkpoint
 from stream_fusion.training.model.pyramid import MultiScaleSkip
 from tiny_network import jittered_lite
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = DATA_DIR
 
 
 def session(path: Path) -> ort.InferenceSession:

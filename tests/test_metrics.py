@@ -8,9 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
+from stream_fusion import DATA_DIR
 from stream_fusion.evaluate import metrics
 
-EVAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "eval"
+EVAL = DATA_DIR / "eval"
 
 
 def _gray(path: Path) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from stream_fusion import WEIGHTS_DIR
+from stream_fusion import DATA_DIR, WEIGHTS_DIR
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.training.model import build_model, load_checkpoint, load_preset, save_checkpoint
 from stream_fusion.training.model.coupling import AffineCoupling
@@ -23,7 +23,7 @@ from stream_fusion.training.model.schedule import NoiseSchedule
 from stream_fusion.training.model.torch_engine import TorchEngine, fuse_tensors
 from tiny_network import TINY, fused_under_two_seeds, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = DATA_DIR
 
 
 def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -15,6 +15,7 @@ import pytest
 import zmq
 
 import stream_fusion.publish as publish
+from stream_fusion import DATA_DIR
 from stream_fusion.align import AlignmentMonitor
 from stream_fusion.capture import SourcePair, open_source
 from stream_fusion.engine.classical import ClassicalEngine
@@ -24,7 +25,7 @@ from stream_fusion.publish import Publisher, encode
 from stream_fusion.sinks import Sinks
 from stream_fusion.subscribe import receive
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = DATA_DIR
 FRAME = DATA / "sequences" / "nato_camp" / "ir" / "1800.png"
 ANY_PORT = "tcp://127.0.0.1:*"
 

@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 import zmq
 
+from stream_fusion import DATA_DIR
 from xvfb import find_window, needs_xvfb, press_q, virtual_display
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT / ".." / "shared" / "data"
+SHARED = DATA_DIR
 DEMO_VIS = ROOT / "stream_fusion" / "assets" / "nato_camp" / "vis"
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from stream_fusion import DATA_DIR
 from stream_fusion.training.data import PairCrops, list_pairs
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.training.losses import fusion_losses, sobel_magnitude, ssim
@@ -20,7 +22,7 @@ from stream_fusion.training.train import parse_args, train
 from tiny_network import TINY, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN = REPO / ".." / "shared" / "data" / "train"
+TRAIN = DATA_DIR / "train"
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +158,15 @@ def test_training_options_take_the_streaming_commands_override_path(tmp_path: Pa
     with pytest.raises(StreamFusionError, match="unknown config key 'loss.ssmi'"):
         parse_args(["--set", "loss.ssmi=1"])
 
+
+
+def test_the_data_folder_is_found_where_stream_fusion_data_says(tmp_path: Path) -> None:
+    """configs/train.yaml's data: null means the train/ split of the one data folder every tool uses: ../shared/data
+    beside the checkout, or $STREAM_FUSION_DATA."""
+    env = {**os.environ, "STREAM_FUSION_DATA": str(tmp_path / "elsewhere")}
+    result = subprocess.run([sys.executable, "-m", "stream_fusion.training.train", "--out", str(tmp_path / "run")],
+                            capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: training data folder not found: {tmp_path / 'elsewhere' / 'train' / 'ir'}")
+    if "STREAM_FUSION_DATA" not in os.environ:
+        assert DATA_DIR == REPO.parent / "shared" / "data"

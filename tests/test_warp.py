@@ -17,7 +17,7 @@ import onnxruntime as ort
 import pytest
 
 from eval_script import load_script
-from stream_fusion import DEMO_IR, DEMO_VIS
+from stream_fusion import DATA_DIR, DEMO_IR, DEMO_VIS
 from stream_fusion.align import AlignmentMonitor, load_calibration
 from stream_fusion.capture import SourcePair, open_source
 from stream_fusion.engine import SHIPPED_MODELS
@@ -27,7 +27,7 @@ from stream_fusion.engine.sessions import provider_options, session_options
 from stream_fusion.pipeline import Pipeline
 from stream_fusion.warp import IrRegistration, IrWarp, resize_onto, translation
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = DATA_DIR
 DEMO_CALIBRATION = DEMO_IR.parent / "calibration.yaml"
 
 # A calibration-like affine warp (small rotation, scale, shift) and a homography (a keystone), both for an IR camera

@@ -20,18 +20,18 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
+from stream_fusion import DATA_DIR
 from stream_fusion.align import AlignmentMonitor, ShiftEstimator, shift_image
 from stream_fusion.calibrate import calibrate, estimate_pair, reference_shift
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.warp import register, scale_matrix, translation
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "eval"
+DATA = DATA_DIR / "eval"
 SHIFTS_3PX = [(3, 0), (-3, 0), (0, 3), (0, -3), (2.13, 2.13), (-2.13, 2.13), (2.13, -2.13), (-2.13, -2.13)]
 SHIFTS_LARGE = [(5, 0), (0, -5), (-10, 0), (0, 10), (14.2, 14.2), (-20, 0)]
 

@@ -16,6 +16,7 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 WHEEL=onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl
+DATA=${STREAM_FUSION_DATA:-../shared/data}  # where stream_fusion.DATA_DIR looks
 
 prepare() {
     set -e
@@ -27,12 +28,12 @@ prepare() {
     local n=0
     for part in /tmp/ortgpu/part*; do mkdir -p ".gpu/p$n" && cp "$part" ".gpu/p$n/"; n=$((n + 1)); done
     sha256sum "/tmp/ortgpu/$WHEEL" | cut -d' ' -f1 > .gpu/eval/wheel.sha256
-    # Two pairs of each eval split: the export's parity check reads ../shared/data/eval, which does not travel.
+    # Two pairs of each eval split: the export's parity check reads $DATA/eval, which does not travel.
     for split in tno25 roadscene50; do
         for kind in ir vis; do
             mkdir -p ".gpu/eval/$split/$kind"
-            ls "../shared/data/eval/$split/$kind" | sort | head -2 | while read -r name; do
-                cp "../shared/data/eval/$split/$kind/$name" ".gpu/eval/$split/$kind/"
+            ls "$DATA/eval/$split/$kind" | sort | head -2 | while read -r name; do
+                cp "$DATA/eval/$split/$kind/$name" ".gpu/eval/$split/$kind/"
             done
         done
     done
@@ -67,8 +68,8 @@ run() {
         python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "/tmp/ortw/$WHEEL" || exit 1
     fi
     export PYTHONPATH="/tmp/site:$PWD"
-    if [ -d .gpu/eval ] && [ ! -e ../shared/data/eval ]; then
-        mkdir -p ../shared/data && ln -s "$PWD/.gpu/eval" ../shared/data/eval
+    if [ -d .gpu/eval ] && [ ! -e "$DATA/eval" ]; then
+        mkdir -p "$DATA" && ln -s "$PWD/.gpu/eval" "$DATA/eval"
     fi
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
     python3 -c "import onnxruntime as ort, torch; ort.preload_dlls(); print('onnxruntime', ort.__version__, ort.get_available_providers(), '| torch', torch.__version__, torch.cuda.get_device_name(0))"

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from stream_fusion import DATA_DIR
 from stream_fusion.config import CONFIG_DIR, Option, add_config_options, config_from_args
 from stream_fusion.training.data import PairCrops
 from stream_fusion.errors import StreamFusionError, run_cli
@@ -87,7 +88,8 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> P
     preset = load_preset(cfg["preset"])
     torch.manual_seed(cfg["seed"])
     model = build_model(preset).to(device)
-    data = PairCrops(resolve(cfg["data"]), cfg["crop"], colour=getattr(model, "vis_channels", 1) == 3)
+    data_dir = resolve(cfg["data"]) if cfg["data"] else DATA_DIR / "train"
+    data = PairCrops(data_dir, cfg["crop"], colour=getattr(model, "vis_channels", 1) == 3)
     if data.skipped_gray and progress:
         print(f"colour model: training on the {len(data)} colour pairs ({data.skipped_gray} gray-visible pairs skipped)")
     if cfg["crop"] % model.size_multiple:
@@ -150,7 +152,7 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> P
     bar.close()
     final = out / "final.pt"
     meta = {
-        "epochs": cfg["epochs"], "stage1_epochs": stage1, "data": str(cfg["data"]), "pairs": len(data),
+        "epochs": cfg["epochs"], "stage1_epochs": stage1, "data": str(cfg["data"] or data_dir), "pairs": len(data),
         "git_commit": commit, "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "wall_time_s": round(wall, 1), "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
         "threads": torch.get_num_threads(), "config": cfg,
