@@ -72,7 +72,7 @@ def load_weights(preset: str) -> tuple[torch.nn.Module, str]:
     return build_model(preset).eval(), "random init (no checkpoint shipped yet; same cost)"
 
 
-def test_pair(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+def sample_pair(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """A real IR frame and a colour visible frame at the benchmark size (content does not change the cost, but a
     colour frame makes the engine pay for the chroma split and merge)."""
     ir = cv2.imread(str(sorted(DEMO_IR.glob("*.png"))[0]), cv2.IMREAD_GRAYSCALE)
@@ -157,7 +157,7 @@ def run(presets: list[str], sizes: list[tuple[int, int]], iters: int, budget_s: 
         multiple = int(model.size_multiple)
         for width, height in sizes:
             bar.set_postfix_str(f"{preset} {width}x{height}")
-            ir8, vis8 = test_pair(width, height)
+            ir8, vis8 = sample_pair(width, height)
             h, w = height + -height % multiple, width + -width % multiple
             ir = np.ascontiguousarray(cv2.resize(ir8, (w, h))[None, None], np.float32) / 255
             vis_planes = (cv2.resize(vis8, (w, h)).transpose(2, 0, 1) if getattr(model, "vis_channels", 1) == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnxruntime as ort
@@ -20,6 +21,13 @@ from stream_fusion.warp import IrWarp, fuse_registered
 DEFAULT_RESOLUTION = (640, 512)
 
 log = logging.getLogger(__name__)
+
+
+class Placement(NamedTuple):
+    """Where the per-pixel work runs on one provider."""
+
+    in_session: bool  # the IR warp, luma split, chroma merge and padding inside the session (else OpenCV on the host)
+    fixed_size: bool  # the session is built for one frame size (its shape arithmetic folded into constants)
 
 
 class OnnxEngine:
@@ -73,7 +81,7 @@ class OnnxEngine:
         self.device_id = device_id
         self.cuda_graph = cuda_graph
         self._requested = (in_session, fixed_size)
-        self._graph = lambda name: frame_graph(proto, self._on(name)[0]).SerializeToString()
+        self._graph = lambda name: frame_graph(proto, self._placement(name).in_session).SerializeToString()
         self._options = {
             # ONNX Runtime names a cached TensorRT engine after the model path, or (for an in-memory model, as here)
             # its graph, never its weights (ORT maintainers in triton-inference-server/onnxruntime_backend#126): one
@@ -87,24 +95,24 @@ class OnnxEngine:
         if warmup:
             self.warmup(*(resolution or DEFAULT_RESOLUTION), ir_size=self.ir_resolution)
 
-    def _on(self, provider: str) -> tuple[bool, bool]:
+    def _placement(self, provider: str) -> Placement:
         """``in_session`` and ``fixed_size`` on ``provider``: as asked, else on for a GPU provider, off on the CPU
         (where OpenCV does the per-pixel work faster, and a CPU engine fuses any frame size)."""
-        return tuple(provider != "cpu" if asked is None else asked for asked in self._requested)  # type: ignore
+        return Placement(*(provider != "cpu" if asked is None else asked for asked in self._requested))
 
     def _open(self, provider: str, resolution: tuple[int, int] | None, ir_resolution: tuple[int, int] | None) -> None:
         """(Re)build the session on ``provider`` for visible frames of ``resolution`` and IR frames of
         ``ir_resolution`` (w, h; None: any size, no TensorRT profile, no fixed sizes)."""
         self.resolution, self.ir_resolution = resolution, ir_resolution
         first = "tensorrt" if provider == "auto" else provider  # the profile and sizes are for a GPU attempt
-        self.in_session = self._on(first)[0]
+        self.in_session = self._placement(first).in_session
         self._profile = self._shapes(resolution, ir_resolution)
         dims = frame_dims(resolution, ir_resolution, self.size_multiple, self.in_session) if resolution else None
         self.session, self.provider = open_session(
-            self._graph, provider, shapes=self._profile, dims=lambda name: dims if self._on(name)[1] else None,
-            **self._options,
+            self._graph, provider, shapes=self._profile,
+            dims=lambda name: dims if self._placement(name).fixed_size else None, **self._options,
         )
-        self.in_session, fixed = self._on(self.provider)
+        self.in_session, fixed = self._placement(self.provider)
         self.fixed_size = fixed and dims is not None
         self._profile = self._shapes(resolution, ir_resolution)
         self._buffers = _BoundBuffers(self.session, "cpu" if self.provider == "cpu" else "cuda", self.device_id)
