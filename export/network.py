@@ -112,9 +112,8 @@ class ConvBlurSkip(MultiScaleSkip):
     before its pass does).
 
     PyTorch trains the skip as shifted slices because its CPU convolution is slow here; in ONNX Runtime the
-    slices are the slow form: every tap is its own Slice node and a copy. Measured on the shipped lite at 640x512
-    (2-core CPU, ONNX Runtime 1.31, bare session, median of 25, three alternating runs): 38 ms with slices, 28 ms
-    with convolutions, and 1275 graph nodes down to 687. Under a GPU provider each node is a kernel launch.
+    slices are the slow form: every tap is its own Slice node and a copy, and under a GPU provider each node is a
+    kernel launch (the measured difference: docs/engine.md, the export's choices).
     """
 
     KERNEL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0  # MultiScaleSkip's binomial taps

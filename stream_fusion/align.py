@@ -19,8 +19,8 @@ rest (smoke, night scenes with one sensor nearly blind) mostly get a low confide
 Phase correlation on a 192 px grid finds the shift robustly but only to ~1 px of the frame; the peak's position there
 is where the two sensors' edges agree on average at that coarse scale, which is not where they agree at finer
 scales. A few Gauss-Newton (Lucas-Kanade) steps on gradient maps at 320 px, started from the coarse estimate,
-bring the shift within 0.15 px of an affine ECC calibration (median over 70 eval pairs, docs/alignment.md) for
-~1 ms more.
+bring the shift within 0.15 px of an affine ECC calibration (median over 70 eval pairs) for little more cost
+(docs/alignment.md has both).
 
 This module must not import torch: it runs on deployment boxes.
 """
@@ -152,8 +152,8 @@ class ShiftEstimator:
     def measure_warped(self, ir: np.ndarray, vis: np.ndarray, warp: IrWarp) -> tuple[float, float, float]:
         """:meth:`measure` of the IR registered by ``warp`` (a calibration), warping at the resolution the shift is
         measured at, not the frame's: both frames are first halved as :meth:`measure` halves them, and the IR is
-        resampled onto the halved visible grid. At 640x512 that is a 320x256 warp instead of a full one: +0.07 ms
-        per measured pair instead of +0.97 ms (one core, docs/alignment.md)."""
+        resampled onto the halved visible grid: at 640x512 a 320x256 warp instead of a full one, a fraction of its
+        cost (docs/alignment.md)."""
         vis_gray = to_gray(vis)
         full = vis_gray.shape
         small_vis = _reduce(vis_gray, self._fine_grid(full) or self._grid(full))
@@ -201,8 +201,8 @@ def refine_shift(
 
     Why this and not ``cv2.findTransformECC``: the same least squares on zero-mean maps with ECC's gain (so a gain
     between the sensors' edge strengths does not matter), but the template's gradients and Hessian are computed once
-    and each step is one sub-pixel crop of the moving map and four dot products: ~0.05 ms a step at 320x256 on one
-    core, against ~1.6 ms for an ECC iteration.
+    and each step is one sub-pixel crop of the moving map and four dot products, where an ECC iteration re-warps
+    the image and its gradients (docs/alignment.md has the costs of both).
     The template is the part of ``fixed`` (less ``band`` px at each border) whose partner stays inside ``moving``;
     None when that is under a third of the frame either way, or the system is singular (no structure).
     """

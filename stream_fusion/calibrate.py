@@ -51,8 +51,8 @@ COARSEST_WIDTH = 160  # the pyramid starts where the alignment check measures, s
 # did about as well on a subset; a narrower band lets the border strips back in, a wider one leaves less structure.
 TEMPLATE_BAND = 0.06
 # The scale and rotation search that finds ECC's starting points: IR footprint widths from 0.4 to 2.5 times the
-# visible frame's (4 % apart) and rotations up to 6 degrees, on gradient maps SEARCH_WIDTH px wide (0.08 s of
-# the 0.13 s a 640x512 pair takes to calibrate on the 2-core CPU).
+# visible frame's (4 % apart) and rotations up to 6 degrees, on gradient maps SEARCH_WIDTH px wide (most of the time a
+# pair takes to calibrate: docs/alignment.md).
 SEARCH_WIDTH = 128
 SEARCH_SCALES = np.geomspace(0.4, 2.5, 47)
 SEARCH_ANGLES = np.linspace(-6.0, 6.0, 9)

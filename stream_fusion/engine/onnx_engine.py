@@ -46,9 +46,9 @@ class OnnxEngine:
     ``cuda_graph`` (TensorRT and CUDA only; needs ``resolution``): capture the session's kernels once as a CUDA
     graph and replay it for every frame, so the host launches one graph instead of a kernel per node (base at
     640x512: 428). It relies on what the engine already guarantees under a GPU provider: fixed sizes, inputs and
-    output bound at fixed device addresses, every node on the GPU. On an H200 it took base at 640x512 from 7.7 to
-    6.7 ms (``python -m stream_fusion.bench``, ``engine+graph``); off by default until a GPU run shows new frames
-    reach the replayed graph (``scripts/check_routes.py --cuda-graph``).
+    output bound at fixed device addresses, every node on the GPU. What it gains on a GPU is in docs/engine.md
+    (``python -m stream_fusion.bench``, ``engine+graph``); off by default until a GPU run shows new frames reach the
+    replayed graph (``scripts/check_routes.py --cuda-graph``).
     """
 
     def __init__(

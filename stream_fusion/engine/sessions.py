@@ -134,7 +134,7 @@ def session_options(
     it for them)."""
     options = ort.SessionOptions()
     # EXTENDED, not ALL: ALL adds the CPU's NCHWc layout transform, whose reorders cost more than they save on
-    # this narrow network (lite at 640x512 on a 2-core CPU: 270 ms with ALL, 72 ms with EXTENDED).
+    # this narrow network (docs/engine.md, "Why EXTENDED on the CPU").
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     if profile:  # export's GPU placement check: which provider ran each node
         options.enable_profiling = True
