@@ -8,14 +8,27 @@ from __future__ import annotations
 
 import argparse
 import copy
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from stream_fusion import PACKAGE_DIR
 from stream_fusion.errors import StreamFusionError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+def _config_dir() -> Path:
+    """The configs: the ``stream_fusion.configs`` package of an install (a wheel's own copy; an editable install's maps
+    onto the repository's configs/ folder), or that folder itself in a checkout run without installing (the GPU job,
+    the scripts run with the checkout on sys.path)."""
+    try:
+        return Path(str(resources.files("stream_fusion.configs")))
+    except ModuleNotFoundError:
+        return PACKAGE_DIR.parent / "configs"
+
+
+CONFIG_DIR = _config_dir()
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 

@@ -25,14 +25,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from stream_fusion import DATA_DIR
+from stream_fusion import DATA_DIR, PACKAGE_DIR
 from stream_fusion.config import CONFIG_DIR, Option, add_config_options, config_from_args
 from stream_fusion.training.data import PairCrops
 from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.training.model import build_model, load_preset, save_checkpoint
 from stream_fusion.training.model.checkpoint import read_checkpoint
 
-REPO_DIR = CONFIG_DIR.parent
+REPO_DIR = PACKAGE_DIR.parent  # training runs from a checkout: its config paths are relative to it
 TRAIN_DEFAULTS = CONFIG_DIR / "train.yaml"
 
 
