@@ -9,3 +9,18 @@ They ship with the package, so a deployment box can measure itself; the figures 
   eval pairs);
 * ``bash stream_fusion/bench/gpu.sh``: the GPU measurement as one prepared job (from a checkout).
 """
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+
+def cpu_name() -> str:
+    """The CPU model every report names (Linux's /proc/cpuinfo), else what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

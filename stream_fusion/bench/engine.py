@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from stream_fusion import DEMO_IR, WEIGHTS_DIR
+from stream_fusion.bench import cpu_name
 from stream_fusion.engine import PROVIDERS, create_engine
 from stream_fusion.engine.sessions import default_cache_dir, open_session, usable_cores
 from stream_fusion.errors import StreamFusionError, run_cli
@@ -43,14 +44,8 @@ BENCH_WARP = np.array([[1.01, 0.012, -3.2], [-0.011, 0.99, 4.1], [2e-5, -1e-5, 1
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on: CPU model and cores, GPU if any, library versions, load."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": usable_cores(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "onnxruntime": ort.__version__,

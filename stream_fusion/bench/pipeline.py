@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import threading
 import time
@@ -28,6 +27,7 @@ import zmq
 
 from stream_fusion import DEMO_IR, DEMO_VIS
 from stream_fusion.align import AlignmentMonitor
+from stream_fusion.bench import cpu_name
 from stream_fusion.capture import SourcePair, open_source
 from stream_fusion.engine import create_engine
 from stream_fusion.errors import StreamFusionError
@@ -108,15 +108,7 @@ def write_scaled_clip(folder: Path, size: tuple[int, int]) -> tuple[Path, Path]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores visible"
+    return f"{cpu_name()}, {os.cpu_count()} cores visible"
 
 
 def row(summary: Summary, received: int) -> dict[str, Any]:
