@@ -298,7 +298,8 @@ def fields_of_view() -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m stream_fusion.bench.align",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[160, 192, 256])
     parser.add_argument("--refine-widths", type=int, nargs="+", default=[0, 320],
                         help="sub-pixel refinement grids to time (0 = coarse phase correlation only)")

@@ -123,7 +123,8 @@ def row(summary: Summary, received: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m stream_fusion.bench.pipeline",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", help="engine(s) to measure (default: classical and default)")
     parser.add_argument("--frames", type=int, default=320, help="replay throughput: frames to fuse (looped clip)")
     parser.add_argument("--fps", type=float, default=30.0, help="latency: live source rate")

@@ -106,7 +106,8 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m stream_fusion.bench.profile_engine",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="base", help="lite, base, cdfusion or a path to an .onnx file")
     parser.add_argument("--provider", default="cpu", choices=["tensorrt", "cuda", "cpu"])
     parser.add_argument("--size", default="640x512", help="WIDTHxHEIGHT (default 640x512)")
