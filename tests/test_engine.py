@@ -240,3 +240,35 @@ def test_profile_splits_a_real_session_by_op_type_and_module(network, tmp_path: 
     assert "| Conv |" in capsys.readouterr().out
     with pytest.raises(StreamFusionError, match="--size must be WIDTHxHEIGHT"):
         profile_engine.main(["--size", "640"])
+
+
+def test_cuda_graph_is_on_by_default_whenever_the_frame_size_is_known(network, monkeypatch) -> None:
+    """Issue #16: the CUDA graph is the GPU providers' default once the frame size is known (a graph is captured for
+    one size), off without a size or when turned off; the option reaches every provider attempt of the session (the
+    CPU provider ignores it)."""
+    from stream_fusion.engine import onnx_engine
+
+    asked: list[bool] = []
+    real_open = onnx_engine.open_session
+
+    def recording_open(*args, **kwargs):
+        asked.append(kwargs["cuda_graph"])
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(onnx_engine, "open_session", recording_open)
+    for options, expected in [({"resolution": (96, 64)}, True), ({}, False),
+                              ({"resolution": (96, 64), "cuda_graph": False}, False),
+                              ({"resolution": (96, 64), "cuda_graph": True}, True)]:
+        engine = create_engine(network[1], "cpu", warmup=False, **options)
+        assert asked[-1] is expected and engine.cuda_graph is expected, options
+
+
+def test_engine_config_cuda_graph_accepts_null_true_false_only(network) -> None:
+    from stream_fusion.engine import engine_from_config
+
+    cfg = {"model": str(network[1]), "provider": "cpu"}
+    for value in (None, True, False):
+        assert engine_from_config({**cfg, "cuda_graph": value}, (96, 64)).provider == "cpu"
+    with pytest.raises(StreamFusionError, match="'engine.cuda_graph' must be true, false or null") as error:
+        engine_from_config({**cfg, "cuda_graph": "yes"}, (96, 64))
+    assert "\n" not in str(error.value)

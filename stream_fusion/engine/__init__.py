@@ -27,6 +27,7 @@ import numpy as np
 
 from stream_fusion import WEIGHTS_DIR
 from stream_fusion.engine.classical import ClassicalEngine
+from stream_fusion.config import require
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.warp import IrWarp
 
@@ -93,13 +94,19 @@ def engine_from_config(
 ) -> FusionEngine:
     """The engine of the ``engine:`` section (``model``, ``provider``, ``cuda_graph``), warmed up at the stream's frame
     sizes when they are known (``ir_size``: the IR camera's, which the in-session calibration warp takes as it comes).
-    A CUDA graph is captured for one frame size, so without ``size`` there is none, said once."""
+    ``cuda_graph``: null (on under TensorRT / CUDA whenever the frame size is known), true or false. A CUDA graph is
+    captured for one frame size, so without ``size`` there is none, said once by the engine (or here, when asked for
+    explicitly)."""
+    graph = engine_cfg["cuda_graph"]
+    require(graph in (None, True, False), "engine.cuda_graph", graph, "true, false or null (null: on under TensorRT "
+            "and CUDA whenever the frame size is known)")
     options: dict[str, Any] = {"resolution": size} if size else {}
     if size and ir_size:
         options["ir_resolution"] = ir_size
-    if engine_cfg["cuda_graph"] and engine_cfg["model"] != "classical":
-        if size:
-            options["cuda_graph"] = True
-        else:
+    if engine_cfg["model"] != "classical":
+        if graph is False:
+            options["cuda_graph"] = False
+        elif graph and not size:
             log.warning("engine.cuda_graph: the visible source does not report its frame size, so no CUDA graph")
+            options["cuda_graph"] = False
     return create_engine(engine_cfg["model"], engine_cfg["provider"], **options)

@@ -13,7 +13,7 @@ from stream_fusion.engine import check_provider
 from stream_fusion.engine.frames import fuse_colour, fuse_luma, pad_to_multiple
 from stream_fusion.engine.graph import frame_dims, frame_graph, is_colour_model, model_metadata, read_model
 from stream_fusion.engine.sessions import default_cache_dir, file_digest, open_session
-from stream_fusion.errors import StreamFusionError
+from stream_fusion.errors import StreamFusionError, first_line
 from stream_fusion.warp import IrWarp, fuse_registered
 
 # Frame size used for warm-up (and the TensorRT shape profile) when the caller does not say: the common thermal
@@ -43,12 +43,13 @@ class OnnxEngine:
     the host copies back anyway). Off (the CPU provider), OpenCV and numpy do them on the host, faster there than
     ONNX Runtime's CPU kernels for the same work (the padding is a no-op at multiples such as 640x512).
 
-    ``cuda_graph`` (TensorRT and CUDA only; needs ``resolution``): capture the session's kernels once as a CUDA
-    graph and replay it for every frame, so the host launches one graph instead of a kernel per node (base at
-    640x512: 428). It relies on what the engine already guarantees under a GPU provider: fixed sizes, inputs and
-    output bound at fixed device addresses, every node on the GPU. What it gains on a GPU is in docs/engine.md
-    (``python -m stream_fusion.bench``, ``engine+graph``); off by default until a GPU run shows new frames reach the
-    replayed graph (``scripts/check_routes.py --cuda-graph``).
+    ``cuda_graph`` (TensorRT and CUDA only): capture the session's kernels once as a CUDA graph and replay it for
+    every frame, so the host launches one graph instead of a kernel per node (base at 640x512: 428). It relies on what
+    the engine already guarantees under a GPU provider: fixed sizes, inputs and output bound at fixed device
+    addresses, every node on the GPU. ``None`` (the default): on whenever ``resolution`` is known, since a graph is
+    captured for one frame size; without it a GPU engine says once that it runs without one. ``True`` without
+    ``resolution`` is refused; ``False`` turns it off. The CPU provider has no graphs. Why it is on by default, and
+    what it gains: docs/engine.md (*CUDA graphs*).
     """
 
     def __init__(
@@ -63,7 +64,7 @@ class OnnxEngine:
         cache_dir: str | Path | None = None,
         threads: int | None = None,
         device_id: int = 0,
-        cuda_graph: bool = False,
+        cuda_graph: bool | None = None,
         warmup: bool = True,
     ) -> None:
         check_provider(provider)
@@ -79,7 +80,7 @@ class OnnxEngine:
         self.name = f"{self.metadata['model_name']}-{self.preset}"
         self.colour = is_colour_model(self.metadata)
         self.device_id = device_id
-        self.cuda_graph = cuda_graph
+        graphed = resolution is not None if cuda_graph is None else cuda_graph
         self._requested = (in_session, fixed_size)
         self._graph = lambda name: frame_graph(proto, self._placement(name).in_session).SerializeToString()
         self._options = {
@@ -89,11 +90,30 @@ class OnnxEngine:
             "cache_dir": Path(cache_dir or default_cache_dir()) / f"{self.path.stem}-{file_digest(self.path)}",
             "threads": threads,
             "device_id": device_id,
-            "cuda_graph": cuda_graph,
+            "cuda_graph": graphed,
         }
         self._open(provider, resolution, ir_resolution or resolution)
+        self.cuda_graph = graphed  # the option the session was built with; the CPU provider ignores it
+        if cuda_graph is None and not graphed and self.provider != "cpu":
+            log.warning("%s on %s without a CUDA graph: the frame size is not known before the first frame "
+                        "(give resolution=(w, h) to capture one)", self.name, self.provider.upper())
         if warmup:
-            self.warmup(*(resolution or DEFAULT_RESOLUTION), ir_size=self.ir_resolution)
+            self._warmup_or_ungraph(resolution or DEFAULT_RESOLUTION, asked=cuda_graph)
+
+    def _warmup_or_ungraph(self, size: tuple[int, int], asked: bool | None) -> None:
+        """Warm up; the warm-up runs are where a provider captures its CUDA graph. A graph that was not asked for
+        (on by default) and cannot be captured (a node that a provider cannot put in a graph) costs its speed-up, in
+        one warning, not the run."""
+        try:
+            self.warmup(*size, ir_size=self.ir_resolution)
+        except Exception as error:  # ORT raises its own Fail / RuntimeException types
+            if not self.cuda_graph or asked or self.provider == "cpu":
+                raise
+            log.warning("%s on %s: CUDA graph capture failed (%s); running without one", self.name,
+                        self.provider.upper(), first_line(error))
+            self._options["cuda_graph"] = self.cuda_graph = False
+            self._open(self.provider, self.resolution, self.ir_resolution)
+            self.warmup(*size, ir_size=self.ir_resolution)
 
     def _placement(self, provider: str) -> Placement:
         """``in_session`` and ``fixed_size`` on ``provider``: as asked, else on for a GPU provider, off on the CPU
