@@ -446,6 +446,7 @@ class CaptureThread(threading.Thread):
                 pause = min(2 * pause, 2.0)
                 continue
             self.reconnects += 1
+            self.rate.reopened()
             log.warning("%s %s reopened after %.1f s", self.source.role, self.source.description,
                         time.monotonic() - self._lost_since)
             return True
