@@ -9,17 +9,19 @@ With no arguments it replays the bundled demo clip (TNO Nato_camp) and publishes
     python -m stream_fusion.subscribe tcp://127.0.0.1:5555 # elsewhere: receive the fused frames
 
 Every key of configs/default.yaml can be set: with its own option below, with --config FILE, or with --set key=value.
-Ctrl-C or SIGTERM stops cleanly (recording finished, summary printed, exit 0); bad input exits 2 with one line.
+Ctrl-C or SIGTERM stops cleanly (recording finished, summary printed, exit 0; a second one hurries, a third quits at
+once); bad input exits 2 with one line.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import logging
-import signal
+import os
 import sys
 import threading
 import time
-from types import FrameType
 from typing import Any, NoReturn
 
 import cv2
@@ -37,6 +39,7 @@ from stream_fusion.publish import Publisher
 from stream_fusion.record import Recorder, check_output_path, check_record_path
 from stream_fusion.sinks import Sinks
 from stream_fusion.stats import Summary
+from stream_fusion.stopping import StopSignals, interrupted_by
 from stream_fusion.sync import LivePairing
 from stream_fusion.warp import IrRegistration
 
@@ -67,7 +70,8 @@ OPTIONS: list[Option] = [
     ("--wait-subscriber", "publish.wait_subscriber", {"type": float, "metavar": "S",
                                                       "help": "wait up to S s for a subscriber before starting"}),
     ("--no-display", "display.enabled", {"action": "store_const", "const": False, "help": "no window"}),
-    ("--record", "record", {"metavar": "OUT.mp4", "help": "write the fused stream to a video file"}),
+    ("--record", "record", {"metavar": "OUT.mkv",
+                            "help": "write the fused stream to a video file (.mkv survives a kill; .mp4 does not)"}),
     ("--snapshot", "snapshot", {"metavar": "OUT.png", "help": "write the last IR | visible | fused mosaic"}),
 ]
 
@@ -108,9 +112,24 @@ def _lower_level(record: logging.LogRecord) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, signals: StopSignals | None = None) -> int:
+    """The command; ``signals``: the stop-signal handlers the caller installed (else they are installed here, for
+    this call)."""
     setup_logging()
     cfg = build_config(parse_args(argv))
+    with StopSignals() if signals is None else contextlib.nullcontext(signals) as active:
+        try:
+            return stream(cfg, active)
+        except BaseException as error:
+            stop = interrupted_by(error)
+            if stop is None:
+                raise
+            print(f"stopped by {stop.signal_name} during start-up: nothing was fused", file=sys.stderr)
+            return 130
+
+
+def stream(cfg: dict[str, Any], signals: StopSignals) -> int:
+    """Build every stage from its config section, run the stream, report. ``signals`` stop it (or its start-up)."""
     # Outputs that cannot be written fail before anything opens; then each stage is built from its own section.
     if cfg["record"]:
         check_record_path(cfg["record"])
@@ -120,16 +139,19 @@ def main(argv: list[str] | None = None) -> int:
     monitor = AlignmentMonitor.from_config(cfg["align"])
     gain = IrGain.from_config(cfg["gain"])
     sources = SourcePair.from_config(cfg["source"])
+    signals.check()  # a stop signal during the start-up ends it between two steps
     pairing = LivePairing.from_config(cfg["sync"], (sources.ir.fps, sources.vis.fps))
     # The demo clip ships with its rig's calibration, as a real rig would: without it the check rightly says misaligned.
     calibration_path = cfg["align"]["calibration"] or (DEMO_CALIBRATION if sources.demo else None)
     calibration = load_calibration(calibration_path) if calibration_path else None
     engine = engine_from_config(cfg["engine"], sources.vis.size, sources.ir.size if calibration else None)
+    signals.check()
     publisher = Publisher.from_config(cfg["publish"], sources.live)
     try:
         sinks = Sinks(publisher, Recorder.from_config(cfg["record"], sources.fps), Display.from_config(cfg["display"]))
         pipeline = Pipeline.from_config(cfg["pipeline"], sources, engine, monitor, status=print_status, sinks=sinks,
                                         registration=IrRegistration(calibration), pairing=pairing, gain=gain)
+        signals.attach(pipeline)
         summary = run(pipeline, publisher, cfg["publish"]["wait_subscriber"])
     finally:
         if publisher is not None:
@@ -147,26 +169,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(pipeline: Pipeline, publisher: Publisher | None, wait_subscriber_s: float) -> Summary:
-    """Say what runs, wait for a subscriber if asked, run the stream to its end. Ctrl-C and SIGTERM stop it cleanly;
-    a second one stops at once."""
-    def on_signal(number: int, _frame: FrameType | None) -> None:
-        if pipeline.stop_event.is_set():  # a second Ctrl-C: the user wants out now
-            raise KeyboardInterrupt
-        pipeline.stop(signal.Signals(number).name)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        ir, vis, engine = pipeline.sources.ir, pipeline.sources.vis, pipeline.engine
-        where = f"publishing on {publisher.endpoint}" if publisher else "not publishing"
-        depth = f" (16-bit, {pipeline.gain.description} gain)" if getattr(ir, "bits", 8) == 16 else ""
-        print(f"stream_fusion: IR {ir.description}{depth} + visible {vis.description} -> {engine.name} ({engine.provider}), "
-              f"{'live' if pipeline.live else 'replay'}, {where}", file=sys.stderr, flush=True)
-        if publisher and wait_subscriber_s > 0:
-            wait_for_subscriber(publisher, wait_subscriber_s, pipeline.stop_event)
-        return pipeline.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    """Say what runs, wait for a subscriber if asked, run the stream to its end (or a stop signal: see
+    stream_fusion.stopping)."""
+    ir, vis, engine = pipeline.sources.ir, pipeline.sources.vis, pipeline.engine
+    where = f"publishing on {publisher.endpoint}" if publisher else "not publishing"
+    depth = f" (16-bit, {pipeline.gain.description} gain)" if getattr(ir, "bits", 8) == 16 else ""
+    print(f"stream_fusion: IR {ir.description}{depth} + visible {vis.description} -> {engine.name} ({engine.provider}), "
+          f"{'live' if pipeline.live else 'replay'}, {where}", file=sys.stderr, flush=True)
+    if publisher and wait_subscriber_s > 0:
+        wait_for_subscriber(publisher, wait_subscriber_s, pipeline.stop_event)
+    return pipeline.run()
 
 
 def wait_for_subscriber(publisher: Publisher, seconds: float, stop: threading.Event) -> None:
@@ -187,9 +199,19 @@ def report(summary: Summary, publisher: Publisher | None) -> None:
 
 
 def cli() -> None:
-    """The ``stream-fusion`` console script: ``main`` with one-line errors (exit 2) instead of tracebacks."""
-    run_cli(main)
+    """The ``stream-fusion`` console script: ``main`` with one-line errors (exit 2) instead of tracebacks, and the
+    stop signals handled until the process is gone (a signal just after the summary must not print a traceback)."""
+    with StopSignals() as signals:
+        try:
+            run_cli(functools.partial(main, signals=signals))
+        except SystemExit as done:
+            # Everything is finished explicitly by now (recording, publisher, summary). The interpreter's teardown
+            # takes tens of ms with its signal handlers gone (a Ctrl-C then is a traceback or exit 143) and
+            # destroys ONNX Runtime's globals: skip it.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(done.code if isinstance(done.code, int) else 0 if done.code is None else 1)
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    cli()

@@ -88,6 +88,7 @@ class Pipeline:
         self.stop_event = threading.Event()  # everything stops
         self._capture_stop = threading.Event()  # the readers stop (pairing ended or everything stops)
         self.stopped_by = "end of input"
+        self._hurry = False
         self.error: StreamFusionError | None = None
         self._crash: BaseException | None = None
         self.last: PairedFrame | None = None  # the newest delivered frame, for --snapshot
@@ -137,6 +138,12 @@ class Pipeline:
         self.stop_event.set()
         self._capture_stop.set()
 
+    def hurry(self) -> None:
+        """Stop, and stop waiting for the readers and stages too (a second Ctrl-C): the fusion call in flight is
+        still cancelled and waited for, the recording finished and the summary made."""
+        self._hurry = True
+        self.stop(self.stopped_by if self.stop_event.is_set() else "request")
+
     def _fail(self, error: BaseException) -> None:
         if isinstance(error, StreamFusionError):
             self.error = self.error or error
@@ -171,7 +178,8 @@ class Pipeline:
                 if keep:
                     out.put(item)
         except BaseException as error:  # noqa: BLE001 - reported by run()
-            self._fail(error)
+            if not self.stop_event.is_set():  # once stopping, a failed call is the fusion call being cancelled
+                self._fail(error)
         out.put(EndOfStream(name), droppable=False)
 
     def _align(self, item: PairedFrame) -> bool:
@@ -262,9 +270,15 @@ class Pipeline:
     def _shutdown(self) -> None:
         self.stop_event.set()
         self._capture_stop.set()
-        deadline = time.monotonic() + JOIN_BUDGET_S
+        fuse = self._threads[-1]
+        cancel = getattr(self.engine, "cancel", None)
+        if fuse.is_alive() and cancel is not None:
+            cancel()  # a long call (a 4K frame on the CPU: seconds) ends now, not when it is done
+        deadline = time.monotonic() + (0.0 if self._hurry else JOIN_BUDGET_S)
         for thread in (*self._threads, *self._captures):
             thread.join(max(0.0, deadline - time.monotonic()))
+        # The engine must outlive its last call: a session torn down (at exit) under a run aborts the process.
+        fuse.join()
         for capture in self._captures:
             if capture.error is not None:
                 self.error = self.error or capture.error

@@ -1,10 +1,14 @@
-"""``--record out.mp4``: the fused stream written to a video file.
+"""``--record out.mkv``: the fused stream written to a video file.
 
 The writer opens on the first frame (its size is only known then) and is always released at the end, also after
-Ctrl-C or an error, so the file is finalised and playable.
+Ctrl-C, a second Ctrl-C or an error, so the file is finalised and playable. A process that is killed (SIGKILL, power
+loss, the OOM killer) cannot finalise anything: Matroska (``.mkv``, the recommended container) and AVI stay readable
+up to their last written frames, while an MP4's index is written at the end, so a killed ``.mp4`` does not open at
+all: recording to one says so, once.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -13,6 +17,9 @@ import numpy as np
 
 from stream_fusion.errors import StreamFusionError
 
+log = logging.getLogger(__name__)
+
+KILL_SAFE = {".mkv", ".avi"}  # readable after a kill, up to the last frames written
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 
 
@@ -41,6 +48,9 @@ class Recorder:
 
     def __init__(self, path: str | Path, fps: float) -> None:
         self.path = check_record_path(path)
+        if self.path.suffix.lower() not in KILL_SAFE:
+            log.warning("recording to %s: if this process is killed the file will not open (its index is written "
+                        "last); a .mkv survives a kill", self.path.name)
         self.fps = fps
         self.frames = 0  # frames in the file, repeats included
         self._writer: cv2.VideoWriter | None = None

@@ -137,6 +137,11 @@ class OnnxEngine:
         self._profile = self._shapes(resolution, ir_resolution)
         self._buffers = _BoundBuffers(self.session, "cpu" if self.provider == "cpu" else "cuda", self.device_id)
 
+    def cancel(self) -> None:
+        """End the session run in flight, if any (it raises in the fusing thread): a stop must not wait out a
+        frame that takes seconds, nor tear the session down under it. Later calls run normally."""
+        self._buffers.cancel()
+
     def warmup(self, width: int, height: int, ir_size: tuple[int, int] | None = None) -> None:
         """One run at the frame size to come: allocates buffers, picks kernels, builds a TensorRT engine, so the
         first real frame is not the slow one."""
@@ -237,6 +242,7 @@ class _BoundBuffers:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.buffers: dict[str, ort.OrtValue] = {}
         self.last: dict[str, np.ndarray] = {}
+        self.run_options = ort.RunOptions()  # cancel() sets its terminate flag: the run in flight ends early
 
     def _bind(self, feeds: dict[str, np.ndarray], out_shape: tuple[int, ...]) -> None:
         def device_buffer(shape: tuple[int, ...], dtype: type) -> ort.OrtValue:
@@ -259,5 +265,10 @@ class _BoundBuffers:
                 self.buffers[name].update_inplace(np.ascontiguousarray(array))
                 if name not in self.FRAMES:
                     self.last[name] = array.copy()
-        self.session.run_with_iobinding(self.binding)
+        self.session.run_with_iobinding(self.binding, self.run_options)
         return self.binding.copy_outputs_to_cpu()[0]
+
+    def cancel(self) -> None:
+        """End the run in flight (it raises); later runs get fresh options and run normally."""
+        cancelled, self.run_options = self.run_options, ort.RunOptions()
+        cancelled.terminate = True
