@@ -28,6 +28,7 @@ import zmq
 
 from stream_fusion.config import require
 from stream_fusion.errors import StreamFusionError
+from stream_fusion.redact import redact
 from stream_fusion.sync import STAGES
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def frame_metadata(item: PairedFrame, sources: dict[str, str], engine: FusionEng
         "t_capture_vis": item.vis.t_wall,
         "latency_ms": {stage: round(item.latency_ms.get(stage, 0.0), 3) for stage in STAGES},
         "alignment": item.alignment.as_dict(),
-        "source": sources,
+        "source": {role: redact(text) for role, text in sources.items()},  # every subscriber reads it
         "engine": engine.name,
         "provider": engine.provider,
     }
