@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import socket as net
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import numpy as np
 import zmq
 
 from stream_fusion.display import Display, display_missing
+from stream_fusion.endpoint import check_connect_address
 from stream_fusion.errors import StreamFusionError, run_cli
 
 # Small, so frames never pile up inside this process while it saves or shows one: the publisher drops them instead.
@@ -159,18 +159,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def check_host(address: str) -> None:
-    """Fail fast on a host name that does not resolve: ZeroMQ would retry it silently forever."""
-    if not address.startswith("tcp://"):
-        return
-    host = address[len("tcp://"):].rpartition(";")[2].rpartition(":")[0].strip("[]")
-    try:
-        net.getaddrinfo(host, None)
-    except (net.gaierror, UnicodeError) as error:
-        reason = error.strerror if isinstance(error, net.gaierror) else str(error)
-        raise StreamFusionError(f"cannot resolve host {host!r} of {address!r}: {reason}") from None
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.save is not None:
@@ -178,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             args.save.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StreamFusionError(f"cannot create --save folder {str(args.save)!r}: {error.strerror}") from None
-    check_host(args.address)
+    check_connect_address(args.address)
     context = zmq.Context()
     socket = context.socket(zmq.SUB)
     socket.setsockopt(zmq.RCVHWM, RCVHWM_ALL if args.all else RCVHWM)

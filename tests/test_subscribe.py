@@ -156,6 +156,16 @@ def test_cli_unresolvable_host_is_a_one_line_error_at_once() -> None:
     assert result.stderr.strip().count("\n") == 0
 
 
+@pytest.mark.parametrize(("address", "message"), [
+    ("tcp://127.0.0.1", "cannot connect to 'tcp://127.0.0.1': no port: expected tcp://HOST:PORT, e.g. tcp://127.0.0.1:5555"),
+    ("tcp://:5555", "cannot connect to 'tcp://:5555': no host: expected tcp://HOST:PORT, e.g. tcp://127.0.0.1:5555"),
+    ("tcp://127.0.0.1:99999", "cannot connect to 'tcp://127.0.0.1:99999': port 99999 is not a number from 1 to 65535"),
+])
+def test_cli_address_without_a_port_or_with_a_bad_one_says_so(address: str, message: str) -> None:
+    result = run_cli(address, "--timeout", "5")
+    assert (result.returncode, result.stderr) == (2, f"error: {message}\n")
+
+
 @pytest.mark.parametrize("args, message", [(["--count", "0"], "--count must be at least 1"),
                                            (["--timeout", "-1"], "--timeout must be a positive")])
 def test_cli_bad_options_are_errors(args: list[str], message: str) -> None:
