@@ -85,9 +85,9 @@ def test_decode_reads_a_plain_imagezmq_message_without_our_metadata() -> None:
     ([b'{"msg": "x"}'], "two-part message"),
     ([b"not json", b""], "not JSON"),
     ([b'[1, 2]', b""], "not an imagezmq header"),
-    ([b'{"msg": "x", "dtype": "uint8"}', b"\x00" * 4], "valid 'dtype' and 'shape'"),
+    ([b'{"msg": "x", "dtype": "uint8"}', b"\x00" * 4], "raw header needs a 'shape'"),
     ([b'{"msg": "x", "dtype": "uint8", "shape": [2, 3]}', b"\x00" * 5], "cannot come in 5 bytes"),
-    ([b'{"msg": "x", "jpg": true}', b"no jpeg here"], "does not decode"),
+    ([b'{"msg": "x", "jpg": true}', b"no jpeg here"], "not a JPEG"),
 ])
 def test_decode_rejects_malformed_messages_with_one_line(parts: list[bytes], message: str) -> None:
     with pytest.raises(StreamFusionError, match=message) as error:
