@@ -30,6 +30,7 @@ import numpy as np
 from stream_fusion import DEMO_FPS, DEMO_IR, DEMO_VIS
 from stream_fusion.config import require
 from stream_fusion.errors import StreamFusionError
+from stream_fusion.redact import redact
 
 # OpenCV and FFmpeg print their own multi-line complaints for every failed open (camera probing, "moov atom not
 # found"); we report each failure once, in one line, so theirs are silenced.
@@ -68,7 +69,7 @@ class Source(Protocol):
     """What every source offers the capture thread."""
 
     role: str
-    description: str  # the spec as the user gave it, for messages and frame metadata
+    description: str  # the spec as the user gave it, credentials masked (redact): for messages and frame metadata
     live: bool
     fps: float | None  # None when the source does not say (image folders, some cameras)
     length: int | None  # frames per pass; None for cameras, endless streams and files that do not say
@@ -90,7 +91,7 @@ class VideoSource:
 
     def __init__(self, spec: str, role: str) -> None:
         self.role = role
-        self.description = spec
+        self.description = redact(spec)  # published, printed, logged: never the password
         self.kind = "camera" if spec.isdigit() else "stream" if "://" in spec else "video"
         self.live = self.kind != "video"
         self._target: int | str = int(spec) if self.kind == "camera" else spec
@@ -234,7 +235,7 @@ def open_source(spec: str | int | Path, role: str) -> Source:
         return FolderSource(path, role)
     if path.is_file():
         return VideoSource(str(path), role)
-    raise StreamFusionError(f"{role} source not found: {text} (expected a camera index, URL, video file or image folder)")
+    raise StreamFusionError(f"{role} source not found: {redact(text)} (expected a camera index, URL, video file or image folder)")
 
 
 @dataclass
