@@ -212,7 +212,7 @@ class Pipeline:
         counts = {c.source.role: c.reconnects for c in self._captures if c.reconnects}
         server = getattr(self.engine, "reconnects", 0)  # only a remote engine has a server to lose
         if server:
-            counts["fusion server"] = server
+            counts["server"] = server
         return counts
 
     def status_line(self) -> str:
