@@ -50,9 +50,11 @@ OPTIONS: list[Option] = [
     ("--fps", "source.fps", {"type": float, "metavar": "N", "help": "pace of --realtime (needed for image folders)"}),
     ("--loop", "source.loop", {"action": "store_const", "const": True, "help": "replay: start again at the end"}),
     ("--reconnect", "source.reconnect_s", {"type": float, "metavar": "S",
-                                           "help": "live: reopen a lost camera/stream for up to S s (0 = fail at once)"}),
+                                           "help": "live: reopen a lost camera/stream for up to S s; any mode: retry a "
+                                                   "lost fusion server (triton://) as long (0 = fail at once)"}),
     ("--tolerance-ms", "sync.tolerance_ms", {"type": float, "metavar": "MS", "help": "live pairing tolerance (default half a frame)"}),
-    ("--model", "engine.model", {"metavar": "M", "help": "default | lite | base | cdfusion | classical | path/to/model.onnx"}),
+    ("--model", "engine.model", {"metavar": "M", "help": "default | lite | base | cdfusion | classical | "
+                                           "path/to/model.onnx | triton://HOST:PORT/NAME (a fusion server)"}),
     ("--provider", "engine.provider", {"choices": ["auto", *PROVIDERS], "help": "ONNX Runtime provider"}),
     ("--align-policy", "align.policy", {"choices": ["warn", "correct", "drop"], "help": "on misalignment"}),
     ("--calibration", "align.calibration", {"metavar": "YAML", "help": "IR -> visible warp from stream_fusion.calibrate"}),
@@ -118,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     # The demo clip ships with its rig's calibration, as a real rig would: without it the check rightly says misaligned.
     calibration_path = cfg["align"]["calibration"] or (DEMO_CALIBRATION if sources.demo else None)
     calibration = load_calibration(calibration_path) if calibration_path else None
-    engine = engine_from_config(cfg["engine"], sources.vis.size, sources.ir.size if calibration else None)
+    engine = engine_from_config(cfg["engine"], sources.vis.size, sources.ir.size if calibration else None,
+                                reconnect_s=cfg["source"]["reconnect_s"])
     publisher = Publisher.from_config(cfg["publish"], sources.live)
     try:
         sinks = Sinks(publisher, Recorder.from_config(cfg["record"], sources.fps), Display.from_config(cfg["display"]))

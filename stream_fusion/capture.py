@@ -35,7 +35,10 @@ from stream_fusion.redact import redact
 # OpenCV and FFmpeg print their own multi-line complaints for every failed open (camera probing, "moov atom not
 # found"); we report each failure once, in one line, so theirs are silenced.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+if hasattr(cv2.utils, "logging"):  # OpenCV 4.12+ / 5
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+else:  # OpenCV 4.11, what pip resolves beside numpy<2 (the [serve] install): no cv2.utils.logging, same level 0
+    cv2.setLogLevel(0)
 
 log = logging.getLogger(__name__)
 

@@ -207,6 +207,14 @@ class Pipeline:
             "publish": self.sinks.publish_dropped,
         }
 
+    def reconnects(self) -> dict[str, int]:
+        """Times a live source, or the fusion server of a remote engine, was lost and found again."""
+        counts = {c.source.role: c.reconnects for c in self._captures if c.reconnects}
+        server = getattr(self.engine, "reconnects", 0)  # only a remote engine has a server to lose
+        if server:
+            counts["server"] = server
+        return counts
+
     def status_line(self) -> str:
         state = self.last.alignment.status if self.last is not None else "-"
         return self.stats.status_line(self.drops(), state)
@@ -260,7 +268,7 @@ class Pipeline:
         return self.stats.summary(
             seconds,
             drops=self.drops(),
-            reconnects={c.source.role: c.reconnects for c in self._captures if c.reconnects},
+            reconnects=self.reconnects(),
             published=self.sinks.published,
             recorded=self.sinks.recorded,
             stopped_by="error" if self.error is not None else self.stopped_by,
