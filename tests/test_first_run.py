@@ -36,3 +36,18 @@ def test_help_shows_every_default_and_the_demo_clip() -> None:
     assert "[publish.zmq, default tcp://127.0.0.1:5555]" in text and "[source.reconnect_s, default 10.0]" in text
     assert "Without --ir and --vis it plays the bundled demo clip." in text
     assert f"all defaults: {DEFAULT_CONFIG}" in text
+
+
+def test_a_cpu_run_says_at_most_one_short_line_about_onnx_runtime_and_the_details_on_request() -> None:
+    """The GPU build on a box without CUDA used to print each provider's missing library on every run."""
+    args = [sys.executable, str(ROOT / "run_stream.py"), "--no-display", "--zmq", "none", "--set",
+            "source.realtime=false"]
+    quiet = subprocess.run(args, capture_output=True, text=True, timeout=120, env=environment(), cwd=ROOT)
+    assert quiet.returncode == 0, quiet.stderr
+    lines = [line for line in quiet.stderr.splitlines() if "onnxruntime" in line]
+    assert len(lines) <= 1 and all(len(line) <= 110 and ".so" not in line for line in lines), lines
+    told = subprocess.run(args, capture_output=True, text=True, timeout=120, env=environment(STREAM_FUSION_VERBOSE="1"),
+                          cwd=ROOT)
+    assert told.returncode == 0, told.stderr
+    lines = [line for line in told.stderr.splitlines() if "onnxruntime" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: onnxruntime: running on CPU; unavailable: tensorrt: ")
