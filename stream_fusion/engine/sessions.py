@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import onnxruntime as ort
-
-from stream_fusion.engine import PROVIDERS
+from stream_fusion.engine import PROVIDERS, import_onnxruntime
 from stream_fusion.errors import StreamFusionError, first_line
+
+ort = import_onnxruntime()
 
 log = logging.getLogger(__name__)
 
