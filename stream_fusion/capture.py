@@ -45,6 +45,9 @@ else:  # OpenCV 4.11, what pip resolves beside numpy<2 (the [serve] install): no
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp"}
+# Smallest frame side a source may deliver: below it there is no camera image to fuse, and the alignment check's
+# grids and the network's padding have nothing to work on (README, "Inputs").
+MIN_FRAME_SIDE = 16
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,13 @@ class FolderSource:
         pass
 
 
+def check_frame_size(size: tuple[int, int] | None, role: str, description: str) -> None:
+    """Refuse frames (``size``: w, h; None: not known yet) smaller than ``MIN_FRAME_SIDE`` on a side, in one line."""
+    if size is not None and min(size) < MIN_FRAME_SIDE:
+        raise StreamFusionError(f"{role} source {description} delivers {size[0]}x{size[1]} frames: at least "
+                                f"{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} px are needed")
+
+
 def image_files(folder: Path) -> list[Path]:
     """The image files of ``folder`` (by suffix, any case), in name order."""
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -299,6 +309,13 @@ class SourcePair:
             vis = open_source(vis_spec, "vis")
         except StreamFusionError:
             ir.close()
+            raise
+        try:
+            for source in (ir, vis):
+                check_frame_size(source.size, source.role, source.description)
+        except StreamFusionError:
+            ir.close()
+            vis.close()
             raise
         pair = cls(ir, vis, live=ir.live or vis.live if mode == "auto" else mode == "live", loop=source_cfg["loop"],
                    reconnect_s=reconnect_s, fps=fps or (DEMO_FPS if demo else None) or ir.fps or vis.fps, demo=demo)
@@ -393,6 +410,7 @@ class CaptureThread(threading.Thread):
                 self.source.restart()
                 in_pass = 0
                 continue
+            check_frame_size((image.shape[1], image.shape[0]), self.source.role, self.source.description)
             if self.convert is not None:
                 image = self.convert(image)
             frame = Frame(self.source.role, self.frames, image, time.monotonic(), time.time())

@@ -291,4 +291,5 @@ class Pipeline:
             recorded=self.sinks.recorded,
             stopped_by="error" if self.error is not None else self.stopped_by,
             error=self.error,
+            unpaced_replay=not self.live and not self.sources.pace_fps,
         )
