@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Fuse an infrared and a visible stream in real time and publish the result over ZeroMQ.
 
-With no arguments it replays the bundled demo clip (TNO Nato_camp) and publishes on tcp://127.0.0.1:5555:
+With no --ir and --vis it replays the bundled demo clip (TNO Nato_camp) and publishes on tcp://127.0.0.1:5555:
 
     python run_stream.py                                   # demo clip
     python run_stream.py --ir 0 --vis 1                    # two cameras (live)
-    python run_stream.py --ir ir.mp4 --vis vis.mp4 --realtime --record fused.mp4
+    python run_stream.py --ir ir.mp4 --vis vis.mp4 --realtime --record fused.mkv
     python -m stream_fusion.subscribe tcp://127.0.0.1:5555 # elsewhere: receive the fused frames
 
 Every key of configs/default.yaml can be set: with its own option below, with --config FILE, or with --set key=value.
@@ -29,7 +29,7 @@ import cv2
 from stream_fusion import DEMO_CALIBRATION
 from stream_fusion.align import AlignmentMonitor, load_calibration
 from stream_fusion.capture import SourcePair
-from stream_fusion.config import Option, add_config_options, config_from_args
+from stream_fusion.config import DEFAULT_CONFIG, Option, add_config_options, config_from_args
 from stream_fusion.display import Display
 from stream_fusion.engine import PROVIDERS, engine_from_config
 from stream_fusion.errors import StreamFusionError, run_cli
@@ -47,20 +47,25 @@ SNAPSHOT_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
 # (option, config key, argparse keywords): the common keys get their own option; --set reaches every key.
 OPTIONS: list[Option] = [
-    ("--ir", "source.ir", {"metavar": "SRC", "help": "IR source: camera index, video file, image folder or URL"}),
+    ("--ir", "source.ir", {"metavar": "SRC", "help": "IR source: camera index, video file, image folder or URL; "
+                                                     "neither --ir nor --vis: the bundled demo clip"}),
     ("--vis", "source.vis", {"metavar": "SRC", "help": "visible source (same kinds as --ir)"}),
     ("--mode", "source.mode", {"choices": ["auto", "live", "replay"], "help": "auto: cameras/URLs live, files replay"}),
-    ("--realtime", "source.realtime", {"action": "store_const", "const": True, "help": "pace a replay at its fps"}),
-    ("--fps", "source.fps", {"type": float, "metavar": "N", "help": "pace of --realtime (needed for image folders)"}),
+    ("--realtime", "source.realtime", {"action": "store_const", "const": True,
+                                       "help": "pace a replay at its fps (none: only the demo clip is paced)"}),
+    ("--fps", "source.fps", {"type": float, "metavar": "N",
+                                "help": "pace of --realtime (none: the source's; needed for image folders)"}),
     ("--loop", "source.loop", {"action": "store_const", "const": True, "help": "replay: start again at the end"}),
     ("--reconnect", "source.reconnect_s", {"type": float, "metavar": "S",
-                                           "help": "live: reopen a lost camera/stream for up to S s (0 = fail at once)"}),
+                                           "help": "live: reopen a lost camera/stream for up to S s; any mode: retry a "
+                                                   "lost fusion server (triton://) as long (0 = fail at once)"}),
     ("--tolerance-ms", "sync.tolerance_ms", {"type": float, "metavar": "MS",
                                              "help": "live pairing tolerance (default: half the slower source's "
                                                      "measured frame period)"}),
     ("--ir-range", "gain.range", {"metavar": "LO:HI",
                                   "help": "16-bit IR: map counts LO..HI to 0..255 (default: automatic gain)"}),
-    ("--model", "engine.model", {"metavar": "M", "help": "default | lite | base | cdfusion | classical | path/to/model.onnx"}),
+    ("--model", "engine.model", {"metavar": "M", "help": "default | lite | base | cdfusion | classical | "
+                                           "path/to/model.onnx | triton://HOST:PORT/NAME (a fusion server)"}),
     ("--provider", "engine.provider", {"choices": ["auto", *PROVIDERS], "help": "ONNX Runtime provider"}),
     ("--align-policy", "align.policy", {"choices": ["warn", "correct", "drop"], "help": "on misalignment"}),
     ("--calibration", "align.calibration", {"metavar": "YAML", "help": "IR -> visible warp from stream_fusion.calibrate"}),
@@ -82,7 +87,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = _Parser(description=__doc__.split("\n\n")[0], epilog="Defaults: configs/default.yaml.")
+    parser = _Parser(description=__doc__.split("\n\n")[0] + " Without --ir and --vis it plays the bundled demo clip.",
+                     epilog=f"Each option's default is in brackets with the config key it sets; all defaults: "
+                            f"{DEFAULT_CONFIG}.")
     add_config_options(parser, OPTIONS, "YAML file overriding any subset of the defaults", "pipeline.queue_size=8")
     return parser.parse_args(argv)
 
@@ -144,7 +151,8 @@ def stream(cfg: dict[str, Any], signals: StopSignals) -> int:
     # The demo clip ships with its rig's calibration, as a real rig would: without it the check rightly says misaligned.
     calibration_path = cfg["align"]["calibration"] or (DEMO_CALIBRATION if sources.demo else None)
     calibration = load_calibration(calibration_path) if calibration_path else None
-    engine = engine_from_config(cfg["engine"], sources.vis.size, sources.ir.size if calibration else None)
+    engine = engine_from_config(cfg["engine"], sources.vis.size, sources.ir.size if calibration else None,
+                                reconnect_s=cfg["source"]["reconnect_s"])
     signals.check()
     publisher = Publisher.from_config(cfg["publish"], sources.live)
     try:

@@ -31,16 +31,23 @@ import numpy as np
 from stream_fusion import DEMO_FPS, DEMO_IR, DEMO_VIS
 from stream_fusion.config import require
 from stream_fusion.errors import StreamFusionError
+from stream_fusion.redact import redact
 from stream_fusion.timing import STALL_REOPEN_S, ArrivalRate
 
 # OpenCV and FFmpeg print their own multi-line complaints for every failed open (camera probing, "moov atom not
 # found"); we report each failure once, in one line, so theirs are silenced.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+if hasattr(cv2.utils, "logging"):  # OpenCV 4.12+ / 5
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+else:  # OpenCV 4.11, what pip resolves beside numpy<2 (the [serve] install): no cv2.utils.logging, same level 0
+    cv2.setLogLevel(0)
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp"}
+# Smallest frame side a source may deliver: below it there is no camera image to fuse, and the alignment check's
+# grids and the network's padding have nothing to work on (README, "Inputs").
+MIN_FRAME_SIDE = 16
 
 
 @dataclass(frozen=True)
@@ -70,7 +77,7 @@ class Source(Protocol):
     """What every source offers the capture thread."""
 
     role: str
-    description: str  # the spec as the user gave it, for messages and frame metadata
+    description: str  # the spec as the user gave it, credentials masked (redact): for messages and frame metadata
     live: bool
     fps: float | None  # None when the source does not say (image folders, some cameras)
     length: int | None  # frames per pass; None for cameras, endless streams and files that do not say
@@ -92,7 +99,7 @@ class VideoSource:
 
     def __init__(self, spec: str, role: str) -> None:
         self.role = role
-        self.description = spec
+        self.description = redact(spec)  # published, printed, logged: never the password
         self.kind = "camera" if spec.isdigit() else "stream" if "://" in spec else "video"
         self.live = self.kind != "video"
         self._target: int | str = int(spec) if self.kind == "camera" else spec
@@ -203,6 +210,13 @@ class FolderSource:
         pass
 
 
+def check_frame_size(size: tuple[int, int] | None, role: str, description: str) -> None:
+    """Refuse frames (``size``: w, h; None: not known yet) smaller than ``MIN_FRAME_SIDE`` on a side, in one line."""
+    if size is not None and min(size) < MIN_FRAME_SIDE:
+        raise StreamFusionError(f"{role} source {description} delivers {size[0]}x{size[1]} frames: at least "
+                                f"{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} px are needed")
+
+
 def image_files(folder: Path) -> list[Path]:
     """The image files of ``folder`` (by suffix, any case), in name order."""
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -256,7 +270,7 @@ def open_source(spec: str | int | Path, role: str) -> Source:
         return FolderSource(path, role)
     if path.is_file():
         return VideoSource(str(path), role)
-    raise StreamFusionError(f"{role} source not found: {text} (expected a camera index, URL, video file or image folder)")
+    raise StreamFusionError(f"{role} source not found: {redact(text)} (expected a camera index, URL, video file or image folder)")
 
 
 @dataclass
@@ -295,6 +309,13 @@ class SourcePair:
             vis = open_source(vis_spec, "vis")
         except StreamFusionError:
             ir.close()
+            raise
+        try:
+            for source in (ir, vis):
+                check_frame_size(source.size, source.role, source.description)
+        except StreamFusionError:
+            ir.close()
+            vis.close()
             raise
         pair = cls(ir, vis, live=ir.live or vis.live if mode == "auto" else mode == "live", loop=source_cfg["loop"],
                    reconnect_s=reconnect_s, fps=fps or (DEMO_FPS if demo else None) or ir.fps or vis.fps, demo=demo)
@@ -389,6 +410,7 @@ class CaptureThread(threading.Thread):
                 self.source.restart()
                 in_pass = 0
                 continue
+            check_frame_size((image.shape[1], image.shape[0]), self.source.role, self.source.description)
             if self.convert is not None:
                 image = self.convert(image)
             frame = Frame(self.source.role, self.frames, image, time.monotonic(), time.time())

@@ -219,6 +219,14 @@ class Pipeline:
             "publish": self.sinks.publish_dropped,
         }
 
+    def reconnects(self) -> dict[str, int]:
+        """Times a live source, or the fusion server of a remote engine, was lost and found again."""
+        counts = {c.source.role: c.reconnects for c in self._captures if c.reconnects}
+        server = getattr(self.engine, "reconnects", 0)  # only a remote engine has a server to lose
+        if server:
+            counts["server"] = server
+        return counts
+
     def stalled(self) -> dict[str, float]:
         """Live sources that stalled (seconds since their last frame), counting each new stall once."""
         now = time.monotonic()
@@ -290,11 +298,12 @@ class Pipeline:
         return self.stats.summary(
             seconds,
             drops=self.drops(),
-            reconnects={c.source.role: c.reconnects for c in self._captures if c.reconnects},
+            reconnects=self.reconnects(),
             stalls={c.source.role: c.stalls for c in self._captures if c.stalls},
             timing=self.pairing.describe() if self.live else "",
             published=self.sinks.published,
             recorded=self.sinks.recorded,
             stopped_by="error" if self.error is not None else self.stopped_by,
             error=self.error,
+            unpaced_replay=not self.live and not self.sources.pace_fps,
         )
