@@ -285,8 +285,10 @@ class Pipeline:
         deadline = time.monotonic() + (0.0 if self._hurry else JOIN_BUDGET_S)
         for thread in (*self._threads, *self._captures):
             thread.join(max(0.0, deadline - time.monotonic()))
-        # The engine must outlive its last call: a session torn down (at exit) under a run aborts the process.
-        fuse.join()
+        if cancel is not None:
+            # An in-process session must outlive its last run: torn down under one (at exit) it aborts the process.
+            # Cancelled, the run ends within one operator. (A remote engine's call just dies with the process.)
+            fuse.join()
         for capture in self._captures:
             if capture.error is not None:
                 self.error = self.error or capture.error
