@@ -70,6 +70,8 @@ OPTIONS: list[Option] = [
     ("--align-policy", "align.policy", {"choices": ["warn", "correct", "drop"], "help": "on misalignment"}),
     ("--calibration", "align.calibration", {"metavar": "YAML", "help": "IR -> visible warp from stream_fusion.calibrate"}),
     ("--zmq", "publish.zmq", {"metavar": "ADDR", "help": "bind address, e.g. tcp://0.0.0.0:5555; none = off"}),
+    ("--zmq-keys", "publish.keys", {"metavar": "DIR", "help": "CURVE: encrypt, serve only DIR/clients/*.key "
+                                                              "(python -m stream_fusion.keys DIR --client NAME)"}),
     ("--zmq-format", "publish.format", {"choices": ["raw", "jpg"], "help": "raw array or JPEG"}),
     ("--jpeg-quality", "publish.jpeg_quality", {"type": int, "metavar": "Q", "help": "1-100, for --zmq-format jpg"}),
     ("--wait-subscriber", "publish.wait_subscriber", {"type": float, "metavar": "S",
@@ -180,7 +182,9 @@ def run(pipeline: Pipeline, publisher: Publisher | None, wait_subscriber_s: floa
     """Say what runs, wait for a subscriber if asked, run the stream to its end (or a stop signal: see
     stream_fusion.stopping)."""
     ir, vis, engine = pipeline.sources.ir, pipeline.sources.vis, pipeline.engine
-    where = f"publishing on {publisher.endpoint}" if publisher else "not publishing"
+    where = "not publishing"
+    if publisher is not None:
+        where = f"publishing on {publisher.endpoint}" + (" (CURVE)" if publisher.secure else "")
     depth = f" (16-bit, {pipeline.gain.description} gain)" if getattr(ir, "bits", 8) == 16 else ""
     print(f"stream_fusion: IR {ir.description}{depth} + visible {vis.description} -> {engine.name} ({engine.provider}), "
           f"{'live' if pipeline.live else 'replay'}, {where}", file=sys.stderr, flush=True)
@@ -201,8 +205,9 @@ def wait_for_subscriber(publisher: Publisher, seconds: float, stop: threading.Ev
 
 def report(summary: Summary, publisher: Publisher | None) -> None:
     lines = summary.lines()
-    if publisher is not None:
-        lines[-1] += f"; {publisher.unheard} frames published while nobody was subscribed"
+    if publisher is not None:  # the publisher's own account of its frames, whose numbers add up
+        lines = [f"  {publisher.summary()}; recorded {summary.recorded}" if line.startswith("  published ") else line
+                 for line in lines]
     print("\n".join(lines), flush=True)
 
 

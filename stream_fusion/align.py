@@ -436,7 +436,7 @@ def load_calibration(path: str | Path) -> Calibration:
         vis_size = (int(data["vis_size"][0]), int(data["vis_size"][1]))
         residual = float(data.get("residual_px", 0.0))
         correlation = float(data.get("correlation", 0.0))
-    except (KeyError, TypeError, ValueError, IndexError) as error:
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError) as error:  # OverflowError: .inf, 1e400
         raise StreamFusionError(
             f"malformed calibration {path}: needs model, matrix, ir_size [w, h], vis_size [w, h] ({error})"
         ) from None

@@ -44,7 +44,8 @@ def load_yaml(path: str | Path, kind: str = "config") -> dict[str, Any]:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise StreamFusionError(f"malformed {kind} {path}{where}: {getattr(error, 'problem', error)}") from None
+        problem = " ".join(str(getattr(error, "problem", error)).split())  # PyYAML's may span lines
+        raise StreamFusionError(f"malformed {kind} {path}{where}: {problem}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise StreamFusionError(f"cannot read {kind} {path}: {error}") from None
     if data is None:
@@ -58,10 +59,12 @@ def _check_type(key: str, default: Any, value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         # inf and nan pass every "> 0" rule, then hang or poison what uses them (a writer at infinite fps never
         # returns): no key of any config means them.
-        raise StreamFusionError(f"config key '{key}' must be a finite number, got {value}")
-    if value is None or default is None:
+        raise StreamFusionError(f"config key {key!r} must be a finite number, got {value}")
+    if value is None and default is not None:  # a key with a typed default needs a value of that type
+        raise StreamFusionError(f"config key {key!r} must be {type(default).__name__}, got null")
+    if default is None:
         if isinstance(value, (dict, list)):
-            raise StreamFusionError(f"config key '{key}' must be a single value, got {type(value).__name__}")
+            raise StreamFusionError(f"config key {key!r} must be a single value, got {type(value).__name__}")
         return value
     if isinstance(default, bool):
         ok = isinstance(value, bool)
@@ -78,7 +81,7 @@ def _check_type(key: str, default: Any, value: Any) -> Any:
         ok = isinstance(value, type(default))
     if not ok:
         raise StreamFusionError(
-            f"config key '{key}' must be {type(default).__name__}, got {type(value).__name__} ({value!r})"
+            f"config key {key!r} must be {type(default).__name__}, got {type(value).__name__} ({value!r})"
         )
     return value
 
@@ -90,8 +93,10 @@ def merge(defaults: dict[str, Any], override: dict[str, Any], prefix: str = "") 
         key = f"{prefix}{name}"
         if name not in defaults:
             known = ", ".join(sorted(f"{prefix}{k}" for k in defaults))
-            raise StreamFusionError(f"unknown config key '{key}' (known: {known})")
+            raise StreamFusionError(f"unknown config key {key!r} (known: {known})")
         default = defaults[name]
+        if isinstance(default, dict) and value is None:  # a section left empty (every key commented out)
+            continue
         if isinstance(default, dict) and isinstance(value, dict):
             result[name] = merge(default, value, prefix=f"{key}.")
         else:
@@ -103,16 +108,16 @@ def require(ok: bool, key: str, value: Any, rule: str) -> None:
     """A value of the right type can still be meaningless (a queue of 0 frames): one line naming the key. Each stage
     checks its own section with it, in its ``from_config``."""
     if not ok:
-        raise StreamFusionError(f"config key '{key}' must be {rule}, got {value!r}")
+        raise StreamFusionError(f"config key {key!r} must be {rule}, got {value!r}")
 
 
 def parse_override(text: str) -> dict[str, Any]:
     """``"engine.provider=cpu"`` -> ``{"engine": {"provider": "cpu"}}``; the value is read as YAML (1, true, null)."""
     if "=" not in text:
-        raise StreamFusionError(f"override '{text}' must look like key=value, e.g. engine.provider=cpu")
+        raise StreamFusionError(f"override {text!r} must look like key=value, e.g. engine.provider=cpu")
     key, raw = text.split("=", 1)
     if not key or any(not part for part in key.split(".")):
-        raise StreamFusionError(f"override '{text}' has an empty key")
+        raise StreamFusionError(f"override {text!r} has an empty key")
     try:
         value = yaml.safe_load(raw) if raw else None
     except yaml.YAMLError:

@@ -18,8 +18,10 @@ its subscriber is connected and deliver every frame.
 from __future__ import annotations
 
 import json
+import logging
 import socket as _socket
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cv2
@@ -27,6 +29,7 @@ import numpy as np
 import zmq
 
 from stream_fusion.config import require
+from stream_fusion.curve import CurveServer, ServerKeys
 from stream_fusion.endpoint import check_bind_address, is_loopback
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.redact import redact
@@ -35,6 +38,8 @@ from stream_fusion.sync import STAGES
 if TYPE_CHECKING:
     from stream_fusion.engine import FusionEngine
     from stream_fusion.sync import PairedFrame
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("raw", "jpg")
 # Frames ZeroMQ may queue per subscriber when the config does not say. Live: 2, so a slow subscriber gets recent frames,
@@ -103,12 +108,13 @@ class Publisher:
     """Binds a ZeroMQ XPUB socket and publishes fused frames; a slow or absent subscriber never holds the caller up.
 
     Counters: ``sent`` (queued for every subscriber), ``dropped`` (refused because a subscriber's queue was full:
-    it is too slow or stuck), ``unheard`` (published while nobody was subscribed; ZeroMQ discards those).
-    Use one Publisher from one thread at a time: ZeroMQ sockets are not thread-safe.
+    it is too slow or stuck), ``unheard`` (published while nobody was subscribed; ZeroMQ discards those), and with
+    ``keys`` (a CURVE certificate folder, :mod:`stream_fusion.curve`) ``refused``: handshakes of subscribers that were
+    turned away, by reason. Use one Publisher from one thread at a time: ZeroMQ sockets are not thread-safe.
     """
 
     def __init__(self, address: str = "tcp://127.0.0.1:5555", fmt: str = "raw", jpeg_quality: int = 90,
-                 hwm: int = 2) -> None:
+                 hwm: int = 2, keys: str | Path | None = None) -> None:
         if fmt not in FORMATS:
             raise StreamFusionError(f"publish format must be one of {', '.join(FORMATS)}, got {fmt!r}")
         if isinstance(jpeg_quality, bool) or not isinstance(jpeg_quality, int) or not 1 <= jpeg_quality <= 100:
@@ -117,6 +123,7 @@ class Publisher:
             # 0 would mean "unbounded" to ZeroMQ: a slow subscriber would then queue frames and lag without limit.
             raise StreamFusionError(f"publish high-water mark must be an integer >= 1, got {hwm!r}")
         check_bind_address(address)
+        server_keys = ServerKeys.load(keys) if keys is not None else None  # bad key files fail before anything opens
         self.fmt = fmt
         self.jpeg_quality = jpeg_quality
         self.sent = 0
@@ -130,9 +137,12 @@ class Publisher:
         self._socket.setsockopt(zmq.XPUB_NODROP, 1)
         self._socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
         self._socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        self._curve = CurveServer(self._context, self._socket, server_keys) if server_keys is not None else None
         try:
             self._socket.bind(address)
         except zmq.ZMQError as error:
+            if self._curve is not None:
+                self._curve.close()
             self._socket.close(linger=0)
             self._context.term()
             hint = ("another program (another run_stream?) is bound to it: choose another port"
@@ -141,6 +151,10 @@ class Publisher:
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         where = _socket.gethostname() + (":" + self.endpoint.rpartition(":")[2] if address.startswith("tcp") else "")
         self.msg = f"stream_fusion@{where}"  # the header's "msg": stable per stream, distinct per sender and port
+        if self._curve is None and not is_loopback(self.endpoint):
+            log.warning("publishing on %s without authentication or encryption: anyone who can reach this port sees "
+                        "the video; secure it with --zmq-keys DIR (python -m stream_fusion.keys DIR --client NAME)",
+                        self.endpoint)
 
     @classmethod
     def from_config(cls, publish_cfg: dict[str, Any], live: bool) -> Publisher | None:
@@ -152,10 +166,37 @@ class Publisher:
         if not address or address.lower() == "none":
             return None
         hwm = publish_cfg["hwm"] or (LIVE_HWM if live else REPLAY_HWM)
-        return cls(address, publish_cfg["format"], publish_cfg["jpeg_quality"], hwm)
+        return cls(address, publish_cfg["format"], publish_cfg["jpeg_quality"], hwm, publish_cfg["keys"])
+
+    @property
+    def secure(self) -> bool:
+        """Whether the stream is CURVE-encrypted and served to allowed subscribers only."""
+        return self._curve is not None
+
+    @property
+    def refused(self) -> dict[str, int]:
+        """Refused subscriber handshakes by reason (CURVE only; empty otherwise)."""
+        if self._curve is None:
+            return {}
+        if not self._socket.closed:
+            self._curve.refusals.poll()
+        return dict(self._curve.refusals.counts)
+
+    def summary(self) -> str:
+        """What happened to the frames handed to ``send``, in words whose numbers add up (for the run's summary)."""
+        total = self.sent + self.unheard + self.dropped
+        text = (f"published {total} frames: {self.sent} to subscribers, {self.unheard} while none was subscribed, "
+                f"{self.dropped} dropped for a slow subscriber")
+        refused = self.refused
+        if self.secure:
+            reasons = ", ".join(f"{reason} {count}" for reason, count in refused.items())
+            text += f"; CURVE: {sum(refused.values())} subscriber handshakes refused" + (f" ({reasons})" if reasons else "")
+        return text
 
     def _read_subscriptions(self, timeout_ms: int = 0) -> None:
         """Apply pending (un)subscription notices; XPUB reports only a prefix's first subscribe and last unsubscribe."""
+        if self._curve is not None:
+            self._curve.refusals.poll()
         while self._socket.poll(timeout_ms, zmq.POLLIN):
             notice = self._socket.recv()
             if notice[:1] == b"\x01":
@@ -222,6 +263,8 @@ class Publisher:
         """Close the socket, giving queued frames ``linger_s`` to leave (the end of a replay) but never hanging."""
         if self._socket.closed:
             return
+        if self._curve is not None:
+            self._curve.close()
         self._socket.close(linger=int(linger_s * 1000))
         self._context.term()
 

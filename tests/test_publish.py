@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import socket as net
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from stream_fusion.pipeline import Pipeline
 from stream_fusion.publish import Publisher, encode
 from stream_fusion.sinks import Sinks
 from stream_fusion.subscribe import receive
+from test_run_stream import ROOT, command, environment
 
 DATA = DATA_DIR
 FRAME = DATA / "sequences" / "nato_camp" / "ir" / "1800.png"
@@ -136,6 +138,17 @@ def test_no_subscriber_never_blocks_and_counts_unheard_frames() -> None:
         results = send_in_thread(publisher, 300, image)
         assert results == [False] * 300
         assert (publisher.sent, publisher.dropped, publisher.unheard) == (0, 0, 300)
+        assert publisher.summary() == ("published 300 frames: 0 to subscribers, 300 while none was subscribed, "
+                                       "0 dropped for a slow subscriber")
+
+
+def test_run_summary_says_frames_published_to_nobody_in_numbers_that_add_up() -> None:
+    """Before: 'published 0, recorded 0; 32 frames published while nobody was subscribed' (#13 point 9)."""
+    result = subprocess.run(command("--zmq", f"tcp://127.0.0.1:{free_port()}"), capture_output=True, text=True,
+                            timeout=120, env=environment(), cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == ("  published 32 frames: 0 to subscribers, 32 while none was subscribed, "
+                                              "0 dropped for a slow subscriber; recorded 0")
 
 
 def test_subscriber_that_never_reads_never_blocks_send_and_drops_are_counted(context: zmq.Context) -> None:
