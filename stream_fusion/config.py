@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,10 @@ def load_yaml(path: str | Path, kind: str = "config") -> dict[str, Any]:
 
 
 def _check_type(key: str, default: Any, value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        # inf and nan pass every "> 0" rule, then hang or poison what uses them (a writer at infinite fps never
+        # returns): no key of any config means them.
+        raise StreamFusionError(f"config key '{key}' must be a finite number, got {value}")
     if value is None or default is None:
         if isinstance(value, (dict, list)):
             raise StreamFusionError(f"config key '{key}' must be a single value, got {type(value).__name__}")

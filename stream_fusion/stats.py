@@ -34,6 +34,8 @@ class Summary:
     latency_ms: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage -> (median, p99)
     drops: dict[str, int] = field(default_factory=dict)
     reconnects: dict[str, int] = field(default_factory=dict)  # live source -> times it was lost and reopened
+    stalls: dict[str, int] = field(default_factory=dict)  # live source -> times it stopped delivering (open, silent)
+    timing: str = ""  # live: the measured source rates and the pairing tolerance they gave
     alignment: dict[str, int] = field(default_factory=dict)
     published: int = 0
     recorded: int = 0
@@ -62,6 +64,9 @@ class Summary:
             "  drops: " + ", ".join(f"{name} {count}" for name, count in self.drops.items())
             + ("; reconnects: " + ", ".join(f"{role} {n}" for role, n in self.reconnects.items()) if self.reconnects
                else ""),
+            *([f"  live: {self.timing}; stalls: "
+               + (", ".join(f"{role} {n}" for role, n in self.stalls.items()) if self.stalls else "none")]
+              if self.timing else []),
             "  alignment: " + (", ".join(f"{name} {count}" for name, count in sorted(self.alignment.items())) or "n/a"),
             f"  published {self.published}, recorded {self.recorded}",
         ]
@@ -96,14 +101,19 @@ class RunStats:
         """A pair the alignment policy dropped: its state counts in the summary too."""
         self.alignment[status] += 1
 
-    def current_fps(self) -> float:
-        """Delivered frames per second over the last ``FPS_WINDOW`` frames."""
+    def current_fps(self, now: float | None = None) -> float:
+        """Delivered frames per second over the last ``FPS_WINDOW`` frames; with ``now`` (monotonic), a gap since
+        the last frame that is longer than the usual interval counts too, so a stalled stream decays to 0, not
+        keeps its last rate."""
         if len(self._delivered) < 2:
             return 0.0
-        span = self._delivered[-1] - self._delivered[0]
+        first, last = self._delivered[0], self._delivered[-1]
+        if now is not None:
+            last = max(last, now - (last - first) / (len(self._delivered) - 1))
+        span = last - first
         return (len(self._delivered) - 1) / span if span > 0 else 0.0
 
-    def status_line(self, drops: dict[str, int], alignment_state: str) -> str:
+    def status_line(self, drops: dict[str, int], alignment_state: str, now: float | None = None) -> str:
         """The live one-line status: frames, fps, recent processing (per stage) and waiting times, drops by where, the
         alignment state."""
         def recent(stage: str) -> float:
@@ -112,14 +122,15 @@ class RunStats:
 
         counts = " ".join(f"{name} {count}" for name, count in drops.items())
         return (
-            f"{self.frames} frames {self.current_fps():5.1f} fps | ms: align {recent('align'):.1f} fuse "
+            f"{self.frames} frames {self.current_fps(now):5.1f} fps | ms: align {recent('align'):.1f} fuse "
             f"{recent('fuse'):.1f} processing {recent('processing'):.1f} waiting {recent('waiting'):.1f} | "
             f"drops: {counts} | align {alignment_state}"
         )
 
     def summary(
         self, seconds: float, *, drops: dict[str, int], reconnects: dict[str, int], published: int, recorded: int,
-        stopped_by: str, error: StreamFusionError | None, unpaced_replay: bool = False,
+        stopped_by: str, error: StreamFusionError | None, stalls: dict[str, int] | None = None, timing: str = "",
+        unpaced_replay: bool = False,
     ) -> Summary:
         latency = {
             stage: (float(np.median(values)), float(np.percentile(values, 99)))
@@ -127,5 +138,5 @@ class RunStats:
             if values
         }
         return Summary(frames=self.frames, seconds=seconds, latency_ms=latency, drops=drops, reconnects=reconnects,
-                       alignment=dict(self.alignment), published=published, recorded=recorded,
-                       stopped_by=stopped_by, error=error, unpaced_replay=unpaced_replay)
+                       stalls=stalls or {}, timing=timing, alignment=dict(self.alignment), published=published,
+                       recorded=recorded, stopped_by=stopped_by, error=error, unpaced_replay=unpaced_replay)

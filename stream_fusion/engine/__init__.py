@@ -11,7 +11,9 @@ The package, one job per module:
 * ``graph``: the model file as ONNX: reading and checking it, and the frame graph the session runs (shared with
   ``export/``);
 * ``sessions``: ONNX Runtime sessions: the provider chain, their options, fallbacks said in one line;
-* ``onnx_engine``: :class:`~stream_fusion.engine.onnx_engine.OnnxEngine`, the network with its device buffers.
+* ``onnx_engine``: :class:`~stream_fusion.engine.onnx_engine.OnnxEngine`, the network with its device buffers;
+* ``remote``: :class:`~stream_fusion.engine.remote.RemoteEngine`, the network on a Triton server
+  (``triton://HOST:PORT/NAME``).
 
 Importing this package loads neither onnx nor ONNX Runtime (the network's engine is imported when one is built), so
 the alignment check, the calibration and the training data use the frame helpers without a runtime. Nothing here
@@ -77,18 +79,27 @@ def check_provider(provider: str) -> None:
         raise StreamFusionError(f"unknown provider {provider!r}: use auto, tensorrt, cuda or cpu")
 
 
-def create_engine(model: str | Path = "default", provider: str = "auto", **options: Any) -> FusionEngine:
+def create_engine(
+    model: str | Path = "default", provider: str = "auto", *, reconnect_s: float = 10.0, **options: Any
+) -> FusionEngine:
     """The engine for a ``--model`` / ``--provider`` pair, as the config and CLIs spell them.
 
     ``model``: ``default`` (the shipped lite network), ``lite``, ``base``, ``cdfusion`` (the colour network),
-    ``classical`` or a path to an ``.onnx`` file. ``options`` go to
+    ``classical``, a path to an ``.onnx`` file, or ``triton://HOST:PORT/NAME``, a network on a fusion server (which
+    picks its own provider; ``reconnect_s``: how long a lost server is retried). ``options`` go to
     :class:`~stream_fusion.engine.onnx_engine.OnnxEngine` (``resolution=(w, h)``, ``cache_dir``, ``threads``,
-    ``device_id``, ``cuda_graph``, ``warmup``); the classical engine takes none of them.
+    ``device_id``, ``cuda_graph``, ``warmup``); the remote engine takes ``resolution``, the classical engine none.
     """
     check_provider(provider)
     name = str(model)
     if name == "classical":
         return ClassicalEngine()
+    if name.startswith("triton://"):
+        from stream_fusion.engine.remote import RemoteEngine  # here: tritonclient loads only when a server is named
+
+        if provider != "auto":
+            log.warning("--provider %s is ignored with %s: the server chooses its own", provider, name)
+        return RemoteEngine(name, reconnect_s=reconnect_s, resolution=options.get("resolution"))
     from stream_fusion.engine.onnx_engine import OnnxEngine  # here: ONNX Runtime loads only when a network is wanted
 
     if name == "default":
@@ -105,10 +116,12 @@ def create_engine(model: str | Path = "default", provider: str = "auto", **optio
 
 
 def engine_from_config(
-    engine_cfg: dict[str, Any], size: tuple[int, int] | None, ir_size: tuple[int, int] | None = None
+    engine_cfg: dict[str, Any], size: tuple[int, int] | None, ir_size: tuple[int, int] | None = None,
+    reconnect_s: float = 10.0,
 ) -> FusionEngine:
     """The engine of the ``engine:`` section (``model``, ``provider``, ``cuda_graph``), warmed up at the stream's frame
     sizes when they are known (``ir_size``: the IR camera's, which the in-session calibration warp takes as it comes).
+    ``reconnect_s``: how long a remote engine retries a lost server (the stream's ``source.reconnect_s``).
     ``cuda_graph``: null (on under TensorRT / CUDA whenever the frame size is known), true or false. A CUDA graph is
     captured for one frame size, so without ``size`` there is none, said once by the engine (or here, when asked for
     explicitly)."""
@@ -118,10 +131,13 @@ def engine_from_config(
     options: dict[str, Any] = {"resolution": size} if size else {}
     if size and ir_size:
         options["ir_resolution"] = ir_size
-    if engine_cfg["model"] != "classical":
+    remote = str(engine_cfg["model"]).startswith("triton://")
+    if remote:
+        options = {"resolution": size} if size else {}
+    elif engine_cfg["model"] != "classical":
         if graph is False:
             options["cuda_graph"] = False
         elif graph and not size:
             log.warning("engine.cuda_graph: the visible source does not report its frame size, so no CUDA graph")
             options["cuda_graph"] = False
-    return create_engine(engine_cfg["model"], engine_cfg["provider"], **options)
+    return create_engine(engine_cfg["model"], engine_cfg["provider"], reconnect_s=reconnect_s, **options)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from stream_fusion.engine import PROVIDERS, import_onnxruntime
+from stream_fusion.engine.tensorrt import preload_tensorrt
 from stream_fusion.errors import StreamFusionError, first_line
 
 ort = import_onnxruntime()
@@ -181,14 +182,19 @@ def _try_session(
         except Exception as error:  # ORT raises its own Fail / InvalidGraph types
             return None, first_line(error)
     captured: list[str] = []
+    problem = None
     with _capture_output(captured):
         try:
             if hasattr(ort, "preload_dlls"):
                 ort.preload_dlls()  # CUDA / cuDNN from the nvidia-* pip packages, where installed
-            session = ort.InferenceSession(model, options, providers=chain, enable_fallback=0)
+            if chain[0][0] == PROVIDERS["tensorrt"]:
+                problem = preload_tensorrt()  # TensorRT's pip wheel, which preload_dlls leaves out
+            session = None if problem else ort.InferenceSession(model, options, providers=chain, enable_fallback=0)
         except Exception as error:
             session = None
             captured.append(str(error))
+    if problem:
+        return None, problem
     text = "\n".join(captured)
     if session is not None and session.get_providers()[0] == chain[0][0]:
         return session, ""
