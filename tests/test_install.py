@@ -45,7 +45,7 @@ def test_the_base_install_carries_no_onnx_runtime_and_the_extras_choose_the_buil
     extras = project["optional-dependencies"]
     assert names(extras["cpu"]) == ["onnxruntime"]
     assert names(extras["gpu"]) == ["onnxruntime-gpu"] and extras["gpu"][0].startswith("onnxruntime-gpu[cuda,cudnn]")
-    assert "stream-fusion[cpu,train]" in extras["dev"]
+    assert any(requirement.startswith("stream-fusion[cpu,train") for requirement in extras["dev"])
     assert "onnxruntime-gpu" not in names(extras["dev"] + extras["train"])
 
 
