@@ -26,6 +26,8 @@ This module must not import torch: it runs on deployment boxes.
 """
 from __future__ import annotations
 
+import collections
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,16 +55,27 @@ REFINE_BAND = 0.03  # share of the grid width left out at each border: border pi
 
 @dataclass(frozen=True)
 class Alignment:
-    """Residual misalignment of one pair: IR shift (px) that would register it to the visible frame."""
+    """Residual misalignment of one pair: IR shift (px) that would register it to the visible frame (``dx``, ``dy``,
+    ``confidence``: this pair's measurement), and the stream's state: ``status``, decided on ``shift``, the median of
+    the recent confident measurements, against ``threshold_px`` (so the state and the shift it shows always agree)."""
 
     dx: float
     dy: float
     confidence: float
     status: str  # "ok" | "misaligned" | "unknown"
     measured: bool  # False when this pair was not measured (the check runs on every Nth pair)
+    shift: tuple[float, float] | None = None  # what ``status`` was decided on; None while it is "unknown"
+    threshold_px: float = 2.0
 
-    def as_dict(self) -> dict[str, float | str | bool]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def label(self) -> str:
+        """The state in a few words with the shift and threshold it was decided on, for the HUD."""
+        if self.shift is None:
+            return "unknown: too few edges both cameras see"
+        sign = ">=" if self.status == "misaligned" else "<"
+        return f"{self.status} ({self.shift[0]:+.1f}, {self.shift[1]:+.1f}) px {sign} {self.threshold_px:g} px"
 
 
 def gradient_map(gray: np.ndarray, size: tuple[int, int], blur: float = 1.0, norm_sigma: float = 4.0) -> np.ndarray:
@@ -268,10 +281,12 @@ def _registered_correlation(a: np.ndarray, b: np.ndarray, sx: float, sy: float) 
 class AlignmentMonitor:
     """Per-stream alignment check with a policy: ``warn`` reports, ``correct`` shifts the IR, ``drop`` skips the pair.
 
-    Status needs ``hysteresis`` consecutive agreeing measurements to change, so one bad frame (a person walking past,
-    a flash) neither raises nor clears the alarm. A measurement is ``misaligned`` when its shift is at least
-    ``threshold_px``, and ``unknown`` when its confidence is below ``min_confidence`` (a blank sky, smoke, a blind
-    sensor: nothing to measure on). Under ``correct``, while the status is not ``unknown`` and the shift reaches
+    The status is decided on the last ``2 * hysteresis - 1`` measurements: ``unknown`` while fewer than
+    ``hysteresis`` of them are confident (confidence at least ``min_confidence``: a blank sky, smoke, a blind sensor
+    leave nothing to measure on), else ``misaligned`` when the median of the confident shifts is at least
+    ``threshold_px`` and ``ok`` below it. So ``hysteresis`` measurements change it, one bad frame (a person walking
+    past, a flash) neither raises nor clears the alarm, and the shift the state is reported with is the one it was
+    decided on (a stream starts ``unknown``). Under ``correct``, while the status is not ``unknown`` and the shift reaches
     ``CORRECT_FROM_PX``, the IR is shifted by an exponential moving average of the confident measurements (weight
     ``smoothing`` for the newest), so measurement noise does not shake the image. The record always describes the
     incoming pair, before any correction.
@@ -282,7 +297,7 @@ class AlignmentMonitor:
         policy: str = "warn",
         every_n: int = 2,
         threshold_px: float = 2.0,
-        min_confidence: float = 0.2,
+        min_confidence: float = 0.13,
         hysteresis: int = 3,
         smoothing: float = 0.3,
         width: int = 192,
@@ -304,10 +319,10 @@ class AlignmentMonitor:
         self.smoothing = smoothing
         self.estimator = ShiftEstimator(width, refine_width=refine_width)
         self._count = 0
-        self._last = Alignment(0.0, 0.0, 0.0, "unknown", False)
+        self._last = Alignment(0.0, 0.0, 0.0, "unknown", False, None, threshold_px)
         self._status = "unknown"
-        self._streak_verdict = ""
-        self._streak = 0
+        self._state_shift: tuple[float, float] | None = None  # the median the status was decided on
+        self._recent: collections.deque[tuple[float, float] | None] = collections.deque(maxlen=2 * hysteresis - 1)
         self._shift: tuple[float, float] | None = None  # smoothed (dx, dy) for policy "correct"
 
     @classmethod
@@ -321,18 +336,17 @@ class AlignmentMonitor:
         """The smoothed (dx, dy) that policy ``correct`` applies to the IR (0, 0 before any confident measurement)."""
         return (float(self._shift[0]), float(self._shift[1])) if self._shift else (0.0, 0.0)
 
-    def _verdict(self, dx: float, dy: float, confidence: float) -> str:
-        if confidence < self.min_confidence:
-            return "unknown"
-        return "misaligned" if np.hypot(dx, dy) >= self.threshold_px else "ok"
-
     def _update(self, dx: float, dy: float, confidence: float) -> str:
-        verdict = self._verdict(dx, dy, confidence)
-        self._streak = self._streak + 1 if verdict == self._streak_verdict else 1
-        self._streak_verdict = verdict
-        if self._streak >= self.hysteresis:
-            self._status = verdict
-        if verdict != "unknown":
+        confident = confidence >= self.min_confidence
+        self._recent.append((dx, dy) if confident else None)
+        shifts = [shift for shift in self._recent if shift is not None]
+        if len(shifts) >= self.hysteresis:  # a majority of the window measured: decide on its median
+            median = np.median(np.array(shifts), axis=0)
+            self._state_shift = (round(float(median[0]), 2), round(float(median[1]), 2))
+            self._status = "misaligned" if math.hypot(*self._state_shift) >= self.threshold_px else "ok"
+        elif len(self._recent) - len(shifts) >= self.hysteresis:  # a majority with nothing to measure on
+            self._status, self._state_shift = "unknown", None
+        if confident:
             if self._shift is None:
                 self._shift = (dx, dy)
             else:
@@ -351,10 +365,11 @@ class AlignmentMonitor:
             else:
                 dx, dy, confidence = self.estimator.measure_warped(ir, vis, warp)
             status = self._update(dx, dy, confidence)
-            self._last = Alignment(round(float(dx), 2), round(float(dy), 2), round(float(confidence), 3), status, True)
+            self._last = Alignment(round(float(dx), 2), round(float(dy), 2), round(float(confidence), 3), status, True,
+                                   self._state_shift, self.threshold_px)
             record = self._last
         else:
-            record = Alignment(self._last.dx, self._last.dy, self._last.confidence, self._last.status, False)
+            record = dataclasses.replace(self._last, measured=False)
         self._count += 1
         if self.policy == "drop" and record.status == "misaligned":
             return Verdict(False, warp, record)

@@ -63,7 +63,7 @@ def hud_text(item: PairedFrame, fps: float, engine: FusionEngine) -> str:
     a = item.alignment
     return (
         f"#{item.index}  {fps:.1f} fps  latency {item.latency_ms.get('total', 0.0):.0f} ms  "
-        f"align {a.status} ({a.dx:+.1f}, {a.dy:+.1f}) px  {engine.name}/{engine.provider}"
+        f"align {a.label()}  {engine.name}/{engine.provider}"
     )
 
 

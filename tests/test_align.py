@@ -174,7 +174,8 @@ def demo_frames(count: int = 12) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(shift_image(ir, *shift, min_shift=0), vis) for ir, vis in frames]
 
 
-def test_hysteresis_needs_k_consecutive_measurements_to_switch():
+def test_hysteresis_needs_k_measurements_to_switch():
+    """The state is the median of the last 2k - 1 measurements: k of them switch it, fewer do not."""
     frames = demo_frames(12)
     monitor = AlignmentMonitor(hysteresis=3, every_n=1)
     statuses = [monitor.process(ir, vis).alignment.status for ir, vis in frames[:4]]
@@ -288,7 +289,7 @@ def test_record_is_plain_data_for_metadata():
     ir, vis = demo_frames(1)[0]
     record = verdict(ir, vis)
     data = json.loads(json.dumps(record.as_dict()))
-    assert set(data) == {"dx", "dy", "confidence", "status", "measured"}
+    assert set(data) == {"dx", "dy", "confidence", "status", "measured", "shift", "threshold_px"}
     assert data["status"] == "ok" and data["measured"] is True
 
 
@@ -385,3 +386,35 @@ def test_a_narrower_ir_view_is_checked_where_it_sees(name):
         assert alignment.status == "misaligned" and alignment.confidence > 0.3
         error = np.hypot(alignment.dx - zero.dx + drift[0], alignment.dy - zero.dy + drift[1])
         assert error < 0.25, (alignment, drift)
+
+
+def test_the_state_is_shown_with_the_shift_and_threshold_it_was_decided_on():
+    """The HUD labelled a (-0.4, -0.5) px offset "misaligned": it showed the newest measurement next to a state that
+    hysteresis still held from earlier ones. The state is now decided on the median shift it is shown with, against
+    the threshold it is shown with, on every frame: while the alarm holds, the label shows the offset that holds it."""
+    from stream_fusion.display import hud_text
+    from stream_fusion.sync import PairedFrame
+
+    class Engine:
+        name, provider = "classical", "numpy"
+
+    frames = demo_frames(12)
+    monitor = AlignmentMonitor(hysteresis=3, every_n=1, threshold_px=2.0)
+    shifts = [(0, 0)] * 4 + [(6, 0)] * 4 + [(0, 0)] * 4
+    labels = []
+    for (ir, vis), (dx, dy) in zip(frames, shifts):
+        record = monitor.process(shift_image(ir, dx, dy), vis).alignment
+        if record.shift is None:
+            assert record.status == "unknown"
+        else:
+            beyond = np.hypot(*record.shift) >= record.threshold_px
+            assert record.status == ("misaligned" if beyond else "ok"), record
+        item = PairedFrame(0, None, None, ir, 0.0, alignment=record)
+        labels.append(hud_text(item, 6.0, Engine()).split("align ")[1].split("  ")[0])
+    assert labels[0] == "unknown: too few edges both cameras see"
+    assert labels[2].startswith("ok (") and labels[2].endswith(") px < 2 px")
+    assert labels[6].startswith("misaligned (-") and labels[6].endswith(") px >= 2 px")
+    # The first good frames after the alarm: the state holds, shown with the offset that holds it (about -6 px).
+    held = labels[8]
+    assert held.startswith("misaligned (") and float(held.split("(")[1].split(",")[0]) < -4, labels
+    assert labels[11].startswith("ok (") and labels[11].endswith(") px < 2 px")

@@ -6,6 +6,7 @@ everything read at run time ships inside the package.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,23 @@ def test_every_package_folder_is_listed_in_pyproject() -> None:
     assert found == set(listed)
 
 
+def test_the_base_install_carries_no_onnx_runtime_and_the_extras_choose_the_build() -> None:
+    """onnxruntime and onnxruntime-gpu install the same module, so neither may be a base dependency: a CPU box took the
+    256 MB GPU build. [cpu] is the CPU build, [gpu] the GPU build with its CUDA libraries, [dev] the CPU one."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+    def names(requirements: list[str]) -> list[str]:
+        return [re.split(r"[\s\[<>=;!~]", requirement, maxsplit=1)[0] for requirement in requirements]
+
+    assert not {"onnxruntime", "onnxruntime-gpu"} & set(names(project["dependencies"]))
+    extras = project["optional-dependencies"]
+    assert names(extras["cpu"]) == ["onnxruntime"]
+    assert names(extras["gpu"]) == ["onnxruntime-gpu"] and extras["gpu"][0].startswith("onnxruntime-gpu[cuda,cudnn]")
+    assert any(requirement.startswith("stream-fusion[cpu,train") for requirement in extras["dev"])
+    assert "onnxruntime-gpu" not in names(extras["dev"] + extras["train"])
+
+
 def test_a_wheel_install_plays_the_demo_from_another_folder(tmp_path: Path) -> None:
     source = tmp_path / "source"
     source.mkdir()
@@ -44,19 +62,22 @@ def test_a_wheel_install_plays_the_demo_from_another_folder(tmp_path: Path) -> N
     assert built.returncode == 0, built.stderr
     wheel, = (tmp_path / "dist").glob("stream_fusion-*.whl")
 
-    # A fresh venv, the wheel installed by its own pip; the dependencies (numpy, OpenCV, ONNX Runtime...) come from
-    # this test's environment through a .pth line, after the venv's own site-packages and without running that
-    # environment's .pth files, so an editable install of the checkout there cannot be imported.
+    # A fresh venv, the wheel installed by its own pip with the [cpu] extra, as a CPU deployment box installs it, and
+    # no index: the dependencies (numpy, OpenCV, ONNX Runtime...) are this test's environment's, seen through a .pth
+    # line after the venv's own site-packages (without running that environment's .pth files, so an editable install
+    # of the checkout there cannot be imported). pip resolves the extra against them: what the wheel asks for is
+    # what is found there, or the install fails.
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    installed = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
-                               capture_output=True, text=True, timeout=120)
-    assert installed.returncode == 0, installed.stderr
     site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True).stdout.strip())
     dependencies = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
     (site / "dependencies.pth").write_text("".join(f"{path}\n" for path in dependencies))
+    installed = subprocess.run([str(python), "-m", "pip", "install", "--no-index", f"{wheel}[cpu]"],
+                               capture_output=True, text=True, timeout=120)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert "Requirement already satisfied: onnxruntime>=" in installed.stdout  # the [cpu] extra is ONNX Runtime
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

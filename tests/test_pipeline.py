@@ -83,7 +83,7 @@ def test_demo_replay_delivers_every_pair_in_order_to_a_subscriber() -> None:
     assert set(meta["latency_ms"]) == set(STAGES)
     assert meta["latency_ms"]["total"] >= meta["latency_ms"]["fuse"] > 0
     assert abs(meta["t_capture_ir"] - time.time()) < 60  # wall clock, usable on another machine
-    assert set(meta["alignment"]) == {"dx", "dy", "confidence", "status", "measured"}
+    assert set(meta["alignment"]) == {"dx", "dy", "confidence", "status", "measured", "shift", "threshold_px"}
     assert meta["engine"] == "classical" and meta["source"]["ir"].endswith("ir")
     assert sum(summary.alignment.values()) == 32
 

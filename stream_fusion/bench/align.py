@@ -13,7 +13,9 @@ on every eval pair, cropped by 64 px, the IR is warped by 9 synthetic warps (shi
 degrees, scale up to 5 %); the mean corner error of the recovered warp against the pair's own calibration composed
 with the synthetic one. Fields of view (``--fields-of-view``): on every third eval pair, one camera replaced by what
 a camera with a narrower lens would see (the central share of the view, 4 % off-centre, at the same pixel count);
-the same error.
+the same error. Confidence gate (``--gate``): every eval pair registered by the reference, unshifted and shifted by
+``SHIFTS_GATE``; each measurement's confidence against its error, to place ``align.min_confidence`` between the
+measurements that are right and those that are not.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from stream_fusion.warp import register, scale_matrix, translation
 DATA = DATA_DIR / "eval"
 SHIFTS_3PX = [(3, 0), (-3, 0), (0, 3), (0, -3), (2.13, 2.13), (-2.13, 2.13), (2.13, -2.13), (-2.13, -2.13)]
 SHIFTS_LARGE = [(5, 0), (0, -5), (-10, 0), (0, 10), (14.2, 14.2), (-20, 0)]
+SHIFTS_GATE = [(0, 0), (3, 0), (0, -3), (6, 4)]
 
 
 def each_pair(pairs: list[tuple[str, np.ndarray, np.ndarray]], desc: str) -> tqdm:
@@ -193,6 +196,31 @@ CASES = [(1, 0, 0, 1), (-20, 15, 0, 1), (6, -9, 0, 1), (0, 0, 3, 1), (0, 0, -2, 
          (0, 0, 0, 1.05), (-12, 5, -3, 1.03), (8, 8, 1.5, 0.97)]
 
 
+def confidence_gate(below: float = 0.25) -> None:
+    """Each measurement under ``below`` confidence (pair, injected shift, confidence, error against the reference),
+    the lowest confidence of a measurement within 1 px, and the highest under it of one that is not. (Above it, a few
+    confident pairs disagree with the reference by a scene's parallax: the accuracy table, not the gate.)"""
+    estimator = ShiftEstimator()
+    rows = []
+    for name, ir, vis in each_pair(eval_pairs(), "gate"):
+        reference = reference_shift(ir, vis)
+        if reference is None:
+            print(f"{name}: no reference shift")
+            continue
+        registered = shift_image(ir, *reference)
+        for dx, dy in SHIFTS_GATE:
+            mx, my, confidence = estimator.measure(shift_image(registered, dx, dy, min_shift=0), vis)
+            rows.append((confidence, float(np.hypot(mx + dx, my + dy)), name, (dx, dy)))
+    rows.sort()
+    for confidence, error, name, shift in rows:
+        if confidence < below:
+            print(f"  {name} shifted {shift}: confidence {confidence:.3f}, error {error:.2f} px")
+    right = min((confidence for confidence, error, _, _ in rows if error < 1), default=0.0)
+    wrong = max((confidence for confidence, error, _, _ in rows if error >= 1 and confidence < right), default=0.0)
+    print(f"gate: {len(rows)} measurements; the lowest confidence within 1 px of the reference: {right:.3f}; the "
+          f"highest below it off by 1 px or more: {wrong:.3f} (the gate belongs between them)")
+
+
 def corner_error(found: np.ndarray, expected: np.ndarray, size: tuple[int, int]) -> float:
     """Mean distance (px) between where two warps send the four corners of a frame of ``size`` (w, h)."""
     w, h = size
@@ -311,6 +339,8 @@ def main() -> int:
     parser.add_argument("--agreement", action="store_true",
                         help="also measure the shift error on eval pairs registered by their own calibration (minutes)")
     parser.add_argument("--calibration", action="store_true", help="also sweep calibrate over all eval pairs (minutes)")
+    parser.add_argument("--gate", action="store_true",
+                        help="also place the confidence gate: confidence against error on every eval pair (minutes)")
     parser.add_argument("--fields-of-view", action="store_true",
                         help="also calibrate cameras with other fields of view on every third eval pair (minutes)")
     args = parser.parse_args()
@@ -328,6 +358,8 @@ def main() -> int:
             calibration_accuracy(model)
     if args.fields_of_view:
         fields_of_view()
+    if args.gate:
+        confidence_gate()
     return 0
 
 
