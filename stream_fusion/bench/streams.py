@@ -27,7 +27,7 @@ from stream_fusion.bench import cpu_name
 from stream_fusion.bench.pipeline import run as run_pipeline
 from stream_fusion.bench.pipeline import write_scaled_clip
 from stream_fusion.bench.server import SERVE_PYTHON, ServerProcess
-from stream_fusion.engine import SHIPPED_MODELS
+from stream_fusion.engine import SHIPPED_MODELS, create_engine
 from stream_fusion.engine.sessions import usable_cores
 from stream_fusion.errors import StreamFusionError, run_cli
 
@@ -39,10 +39,13 @@ def run_streams(count: int, model: str, clip: tuple[Path, Path], fps: float, sec
     server's); what each delivered."""
     results: list[dict[str, Any] | None] = [None] * count
     errors: list[str] = []
+    # Built one after the other, before the streams start: opening sessions at once would race over the process's
+    # stdout and stderr, which ONNX Runtime's provider probing redirects while it runs.
+    engines = [create_engine(model, "auto", resolution=SIZE) for _ in range(count)]
 
     def one(index: int) -> None:
         try:
-            summary, received, engine = run_pipeline(*clip, model, live=True, pace_fps=fps, loop=True, limit=None,
+            summary, received, engine = run_pipeline(*clip, engines[index], live=True, pace_fps=fps, loop=True, limit=None,
                                                      seconds=seconds, hwm=2)
         except Exception as error:  # noqa: BLE001 - reported in the results, the other streams go on
             errors.append(f"stream {index}: {error}")
@@ -69,6 +72,46 @@ def run_streams(count: int, model: str, clip: tuple[Path, Path], fps: float, sec
         "per_stream": streams,
         "errors": errors,
     }
+
+
+def hop_cost(address: str, model: str, frames: int = 30) -> dict[str, Any]:
+    """What the network hop adds to one frame: sequential fuses of a 640x512 colour pair through the server (one
+    stream, nothing to batch with) next to the server's own time for them (Triton's statistics: queue + compute), and
+    the local engine's fuse of the same pair. hop = round trip - server time."""
+    import tritonclient.grpc as grpcclient
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (SIZE[1] // 16, SIZE[0] // 16, 3), np.uint8)
+    vis = np.ascontiguousarray(np.repeat(np.repeat(small, 16, axis=0), 16, axis=1))
+    ir = vis[:, :, 1].copy()
+    timings = {}
+    for name, engine in (("local", create_engine(model, "auto", resolution=SIZE)),
+                         ("remote", create_engine(f"triton://{address}/{model}", resolution=SIZE))):
+        runs = []
+        for _ in range(frames):
+            started = time.perf_counter()
+            engine.fuse(ir, vis)
+            runs.append((time.perf_counter() - started) * 1000)
+        timings[name] = float(np.median(runs))
+    client = grpcclient.InferenceServerClient(address)
+
+    def server_ns() -> tuple[int, int]:
+        stats = client.get_inference_statistics(model).model_stats[0].inference_stats
+        return stats.queue.ns + stats.compute_input.ns + stats.compute_infer.ns + stats.compute_output.ns, \
+            stats.success.count
+
+    before = server_ns()
+    remote = create_engine(f"triton://{address}/{model}")
+    runs = []
+    for _ in range(frames):
+        started = time.perf_counter()
+        remote.fuse(ir, vis)
+        runs.append((time.perf_counter() - started) * 1000)
+    after = server_ns()
+    server_ms = (after[0] - before[0]) / max(1, after[1] - before[1]) / 1e6
+    return {"model": model, "frames": frames, "local_fuse_ms": round(timings["local"], 1),
+            "remote_fuse_ms": round(float(np.median(runs)), 1), "server_ms": round(server_ms, 1),
+            "hop_ms": round(float(np.median(runs)) - server_ms, 1)}
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -102,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-python", type=Path, default=SERVE_PYTHON,
                         help="interpreter with the [serve] extra (default .venv-serve/bin/python)")
     parser.add_argument("--provider", default="auto", help="the started server's provider (default auto)")
+    parser.add_argument("--hop", action="store_true", help="also measure what the network hop adds to one frame")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     counts = parse_list(args.streams, "streams", int)
@@ -129,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="stream_fusion_streams_") as tmp:
             clip = write_scaled_clip(Path(tmp), SIZE)
+            if args.hop and address:
+                report["hop"] = [hop_cost(address, model) for model in models]
+                for hop in report["hop"]:
+                    print(f"{hop['model']} one frame: local {hop['local_fuse_ms']} ms, through the server "
+                          f"{hop['remote_fuse_ms']} ms, of which the server {hop['server_ms']} ms: hop "
+                          f"{hop['hop_ms']} ms", flush=True)
             for model in models:
                 for mode in modes:
                     target = model if mode == "local" else f"triton://{address}/{model}"
