@@ -74,6 +74,14 @@ def run_streams(count: int, model: str, clip: tuple[Path, Path], fps: float, sec
     }
 
 
+def served_counts(address: str, model: str) -> tuple[int, int]:
+    """Triton's count of frames inferred and of network runs (batches) for ``model`` so far."""
+    import tritonclient.grpc as grpcclient
+
+    stats = grpcclient.InferenceServerClient(address).get_inference_statistics(model).model_stats[0]
+    return stats.inference_count, stats.execution_count
+
+
 def hop_cost(address: str, model: str, frames: int = 30) -> dict[str, Any]:
     """What the network hop adds to one frame: sequential fuses of a 640x512 colour pair through the server (one
     stream, nothing to batch with) next to the server's own time for them (Triton's statistics: queue + compute), and
@@ -115,12 +123,12 @@ def hop_cost(address: str, model: str, frames: int = 30) -> dict[str, Any]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| model | mode | streams | fused fps (all) | fps per stream | p50 ms | p99 ms (worst) | drops |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | mode | streams | fused fps (all) | fps per stream | p50 ms | p99 ms (worst) | drops | "
+             "mean batch |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         per = r["aggregate_fps"] / r["streams"]
         lines.append(f"| {r['model']} | {r['mode']} | {r['streams']} | {r['aggregate_fps']:.1f} | {per:.1f} | "
-                     f"{r['p50_ms_median']} | {r['p99_ms_worst']} | {r['drops']} |")
+                     f"{r['p50_ms_median']} | {r['p99_ms_worst']} | {r['drops']} | {r.get('mean_batch', '-')} |")
     return "\n".join(lines)
 
 
@@ -183,11 +191,16 @@ def main(argv: list[str] | None = None) -> int:
                 for mode in modes:
                     target = model if mode == "local" else f"triton://{address}/{model}"
                     for count in counts:
+                        before = served_counts(address, model) if mode == "server" else None
                         row = {"model": model, "mode": mode, **run_streams(count, target, clip, args.fps,
                                                                            args.seconds)}
+                        if before is not None:  # how many frames the server ran per network run, on average
+                            after = served_counts(address, model)
+                            row["mean_batch"] = round((after[0] - before[0]) / max(1, after[1] - before[1]), 2)
                         report["results"].append(row)
                         print(f"{model} {mode:6s} {count:2d} streams: {row['aggregate_fps']:6.1f} fps fused, "
                               f"p50 {row['p50_ms_median']} ms, p99 {row['p99_ms_worst']} ms, drops {row['drops']}"
+                              + (f", mean batch {row['mean_batch']}" if "mean_batch" in row else "")
                               + (f", errors: {'; '.join(row['errors'])}" if row["errors"] else ""), flush=True)
     finally:
         if server is not None:
