@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -33,12 +34,15 @@ from stream_fusion.config import require
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.warp import IrWarp
 
-__all__ = ["DEFAULT_MODEL", "PROVIDERS", "SHIPPED_MODELS", "FusionEngine", "check_provider", "create_engine",
-           "engine_from_config"]
+__all__ = ["DEFAULT_MODEL", "NO_RUNTIME", "PROVIDERS", "SHIPPED_MODELS", "FusionEngine", "check_provider",
+           "create_engine", "engine_from_config", "import_onnxruntime"]
 
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 SHIPPED_MODELS = {name: WEIGHTS_DIR / f"difffuse_{name}.onnx" for name in ("lite", "base", "cdfusion")}
 DEFAULT_MODEL = "lite"
+# The base install carries no ONNX Runtime: the CPU build and the GPU build are two wheels that install the same
+# ``onnxruntime`` module, so they cannot both be dependencies; each is an extra.
+NO_RUNTIME = "ONNX Runtime is not installed: install stream-fusion[cpu] or stream-fusion[gpu]"
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,17 @@ class FusionEngine(Protocol):
     provider: str
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray, warp: IrWarp | None = None) -> np.ndarray: ...
+
+
+def import_onnxruntime() -> ModuleType:
+    """The ``onnxruntime`` module, or a one-line error naming the extras that bring it (the base install has none)."""
+    try:
+        import onnxruntime
+    except ModuleNotFoundError as error:
+        if error.name != "onnxruntime":
+            raise
+        raise StreamFusionError(NO_RUNTIME) from None
+    return onnxruntime
 
 
 def check_provider(provider: str) -> None:

@@ -45,7 +45,31 @@ def read_model(path: Path) -> onnx.ModelProto:
         raise StreamFusionError(
             f"{path} lacks stream_fusion metadata ({', '.join(missing)}): export it with python -m export.network"
         )
+    broken = non_finite_weights(proto)
+    if broken:
+        raise StreamFusionError(
+            f"{path} has NaN or infinite weights ({broken}): it would fuse black frames; the training diverged or "
+            "the file was damaged, export it again from a good checkpoint"
+        )
     return proto
+
+
+def non_finite_weights(proto: onnx.ModelProto) -> str:
+    """Which floating-point weights (initializers and Constant nodes) hold NaN or infinity, in a few words; "" when
+    none does. A diverged training exports such a file without complaint, and the engine's uint8 output turns
+    NaN into black frames that no later check would notice. A scan of every weight: milliseconds for the shipped
+    networks."""
+    tensors = [*proto.graph.initializer,
+               *(attribute.t for node in proto.graph.node if node.op_type == "Constant"
+                 for attribute in node.attribute if attribute.type == onnx.AttributeProto.TENSOR)]
+    bad = []
+    for tensor in tensors:
+        values = onnx.numpy_helper.to_array(tensor)
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            bad.append(tensor.name or "a constant")
+    if not bad:
+        return ""
+    return ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
 
 
 def model_metadata(proto: onnx.ModelProto) -> dict[str, str]:

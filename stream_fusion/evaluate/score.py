@@ -23,6 +23,9 @@ from stream_fusion.errors import StreamFusionError
 from stream_fusion.batch import load_pair, read_colour
 from stream_fusion.capture import list_images, match_pairs
 from stream_fusion.evaluate.metrics import COLOUR_METRIC_NAMES, METRIC_NAMES, all_metrics, colour_metrics
+from stream_fusion.evaluate.stability import (
+    DAYLIGHT_BAR, STATIC_LEVELS, daylight_summary, luma_ratio, temporal_change, visible_is_brighter,
+)
 
 Scores = dict[str, float]
 log = logging.getLogger(__name__)
@@ -81,7 +84,11 @@ def score_pairs(
         list(zip(pairs, fused)), desc="evaluate", unit="pair", disable=not progress
     ):
         ir, vis, image = load_triplet(name, ir_path, vis_path, fused_path)
-        rows.append((name, all_metrics(to_gray(image), ir, to_gray(vis))))
+        fused_gray, vis_gray = to_gray(image), to_gray(vis)
+        scores = all_metrics(fused_gray, ir, vis_gray)
+        scores["luma_r"] = luma_ratio(fused_gray, vis_gray)
+        scores["vis_brighter"] = float(visible_is_brighter(ir, vis_gray))
+        rows.append((name, scores))
         if is_colour(vis):
             colour.append(colour_metrics(image, vis))
     if colour and len(colour) == len(rows):
@@ -105,6 +112,45 @@ def metric_columns(rows: Sequence[tuple[str, Scores]]) -> tuple[str, ...]:
     return METRIC_NAMES + (COLOUR_METRIC_NAMES if colour else ())
 
 
+# Per-pair columns of the CSV besides the metrics: fused / visible mean luma, and whether the visible frame is the
+# brighter source (1) or not (0): the daylight measure's inputs (stream_fusion.evaluate.stability).
+BRIGHTNESS_COLUMNS = ("luma_r", "vis_brighter")
+
+
+def daylight(rows: Sequence[tuple[str, Scores]]) -> dict[str, float]:
+    """The daylight measure of a scored set (:func:`stream_fusion.evaluate.stability.daylight_summary`)."""
+    return daylight_summary([scores["luma_r"] for _, scores in rows if scores["vis_brighter"]])
+
+
+def daylight_text(summary: dict[str, float]) -> str:
+    """One line: how many pairs have the brighter visible frame and how much of its brightness the fusion keeps."""
+    if not summary:
+        return "daylight: no pair where the visible frame is the brighter source"
+    return (f"daylight (fused / visible mean luma, {summary['pairs']:.0f} pairs where the visible frame is brighter): "
+            f"min {summary['min']:.2f}, median {summary['median']:.2f}, {100 * summary['kept']:.0f} % of them "
+            f">= {DAYLIGHT_BAR}")
+
+
+def temporal_text(result: dict[str, float]) -> str:
+    """One line of the steady-video measure."""
+    return (f"temporal (static regions, both inputs change < {STATIC_LEVELS:g} levels, {result['steps']:.0f} steps, "
+            f"{100 * result['static']:.0f} % of the frame static): fused changes {result['fused']:.2f} levels per "
+            f"frame where the inputs change {result['inputs']:.2f}: ratio {result['ratio']:.2f} "
+            f"(per step {result['ratio_min']:.2f}-{result['ratio_max']:.2f}; bar <= 1.0)")
+
+
+def score_sequence(pairs: list[tuple[str, Path, Path]], fused: list[Path]) -> dict[str, float]:
+    """The steady-video measure of fused frames of a sequence, frames in name order (``match_pairs`` sorts)."""
+    frames = []
+    for (name, ir_path, vis_path), fused_path in zip(pairs, fused):
+        ir, vis, image = load_triplet(name, ir_path, vis_path, fused_path)
+        frames.append((to_gray(image), ir, to_gray(vis)))
+    try:
+        return temporal_change(frames)
+    except ValueError as error:
+        raise StreamFusionError(f"--temporal: {error}") from None
+
+
 def mean_scores(rows: list[tuple[str, Scores]]) -> Scores:
     """Mean of every metric over the pairs (the number papers report)."""
     return {metric: float(np.mean([scores[metric] for _, scores in rows])) for metric in metric_columns(rows)}
@@ -123,11 +169,13 @@ def markdown_table(rows: Sequence[tuple[str, Scores]], first_column: str = "pair
 
 def write_csv(rows: list[tuple[str, Scores]], path: Path) -> None:
     """Per-pair rows then a ``mean`` row, full precision."""
-    columns = metric_columns(rows)
+    columns = metric_columns(rows) + tuple(c for c in BRIGHTNESS_COLUMNS if rows and c in rows[0][1])
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["name", *columns])
-        for name, scores in [*rows, ("mean", mean_scores(rows))]:
+        mean = {**mean_scores(rows), **{c: float(np.mean([s[c] for _, s in rows])) for c in columns if c in
+                                         BRIGHTNESS_COLUMNS}}
+        for name, scores in [*rows, ("mean", mean)]:
             writer.writerow([name, *(f"{scores[m]:.6f}" for m in columns)])
 
 
@@ -199,22 +247,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Score fused images against their IR / visible sources (EN SD SF AG MI SCD VIF Qabf SSIM; "
         "dE00, dE00_ab and chroma_r colour fidelity when the visible images are colour).",
     )
-    parser.add_argument("--ir", type=Path, required=True, help="folder of infrared images")
-    parser.add_argument("--vis", type=Path, required=True, help="folder of visible images, same names")
+    parser.add_argument("--ir", type=Path, help="folder of infrared images (default with --temporal: DIR/ir)")
+    parser.add_argument("--vis", type=Path, help="folder of visible images, same names (default with --temporal: "
+                        "DIR/vis)")
     parser.add_argument("--fused", type=Path, required=True, help="folder of fused images, same names")
     parser.add_argument("--out", type=Path, help="where metrics.md, metrics.csv and grid.png go (default: --fused)")
     parser.add_argument("--grid", help="comma-separated pair names for grid.png (default: 4 spread over the set)")
     parser.add_argument("--label", help="method name for the tables and the grid (default: the fused folder name)")
+    parser.add_argument("--temporal", type=Path, metavar="DIR",
+                        help="the pairs are consecutive frames of a sequence (DIR/ir, DIR/vis, in name order): also "
+                        "score the static-region frame-to-frame change of the fused frames against the inputs'")
     args = parser.parse_args(argv)
+    if args.temporal is not None:
+        args.ir = args.ir or args.temporal / "ir"
+        args.vis = args.vis or args.temporal / "vis"
+    if args.ir is None or args.vis is None:
+        parser.error("--ir and --vis are required (or --temporal DIR with DIR/ir and DIR/vis)")
     out = args.out or args.fused
     label = args.label or args.fused.resolve().name
 
     pairs = match_pairs(args.ir, args.vis)
+    if args.temporal is not None and len(pairs) < 2:  # before minutes of scoring, not after
+        raise StreamFusionError(f"--temporal: a temporal measure needs at least 2 frames, got {len(pairs)}")
     fused = fused_paths(pairs, args.fused)
     grid_names = parse_names(args.grid, [name for name, _, _ in pairs])
     rows = score_pairs(pairs, fused)
     paths = {name: (ir_path, vis_path, fused_path) for (name, ir_path, vis_path), fused_path in zip(pairs, fused)}
     grid = make_grid([(name, load_triplet(name, *paths[name])) for name in grid_names], ["IR", "visible", label])
+
+    lines = [daylight_text(daylight(rows))]
+    if args.temporal is not None:
+        lines.append(temporal_text(score_sequence(pairs, fused)))
 
     out.mkdir(parents=True, exist_ok=True)
     mean = mean_scores(rows)
@@ -222,11 +285,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "metrics.md").write_text(
         f"# Fusion metrics: {label}\n\n{len(rows)} pairs; IR `{args.ir}`, visible `{args.vis}`, fused `{args.fused}`."
         f"\n\n{notes}\n\n## Mean\n\n{markdown_table([(label, mean)], 'method')}\n\n"
-        f"## Per pair\n\n{markdown_table(rows)}\n"
+        + "".join(f"- {line}\n" for line in lines)
+        + f"\n## Per pair\n\n{markdown_table(rows)}\n"
     )
     write_csv(rows, out / "metrics.csv")
     write_png(out / "grid.png", grid)
     print(markdown_table([(label, mean)], "method"))
+    for line in lines:
+        print(line)
     print(f"{len(rows)} pairs -> {out / 'metrics.md'}, {out / 'metrics.csv'}, {out / 'grid.png'}")
     return 0
 

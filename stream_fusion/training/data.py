@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from stream_fusion.capture import match_pairs
+from stream_fusion.training import augment as camera
 from stream_fusion.engine.frames import split_luma, to_gray
 from stream_fusion.errors import StreamFusionError
 
@@ -58,16 +59,22 @@ def read_bgr(path: Path) -> np.ndarray | None:
 class PairCrops:
     """Every pair in memory; serves batches of aligned random crops with random flips.
 
-    ``colour=False``: IR and visible luma, N x 1 each. ``colour=True``: only the colour pairs, visible N x 3 (BGR)."""
+    ``colour=False``: IR and visible luma, N x 1 each. ``colour=True``: only the colour pairs, visible N x 3 (BGR).
+    ``names``: only these pairs (file names; the training side of a validation split). ``augment``: probabilities
+    of the camera transforms (``stream_fusion.training.augment``), applied to each crop after the flips."""
 
-    def __init__(self, root: str | Path, crop: int, colour: bool = False) -> None:
+    def __init__(self, root: str | Path, crop: int, colour: bool = False, names: set[str] | None = None,
+                 augment: dict[str, float] | None = None) -> None:
         self.root = Path(root)
         self.crop = crop
         self.colour = colour
+        self.augment = camera.check(augment)
         self.names: list[str] = []
         self.pairs: list[tuple[np.ndarray, np.ndarray]] = []
         self.skipped_gray = 0
         for ir_path, vis_path in list_pairs(root):
+            if names is not None and ir_path.name not in names:
+                continue
             ir = read_luma(ir_path)
             vis = read_bgr(vis_path) if colour else read_luma(vis_path)
             if vis is None:
@@ -103,12 +110,14 @@ class PairCrops:
                 a, b = a[:, ::-1], b[:, ::-1]
             if rng.random() < 0.5:
                 a, b = a[::-1], b[::-1]
+            a, b = a.astype(np.float32) / 255.0, b.astype(np.float32) / 255.0
+            if any(self.augment.values()):  # no draws at all when off: the pre-augmentation recipe's crops stay
+                a, b = camera.augment(a, b, self.augment, rng)
             irs.append(a)
             viss.append(b)
         ir_batch = np.stack(irs)[:, None]
         vis_batch = np.stack(viss).transpose(0, 3, 1, 2) if self.colour else np.stack(viss)[:, None]
-        to_tensor = lambda array: torch.from_numpy(array.astype(np.float32) / 255.0)  # noqa: E731
-        return to_tensor(ir_batch), to_tensor(vis_batch)
+        return torch.from_numpy(np.ascontiguousarray(ir_batch)), torch.from_numpy(np.ascontiguousarray(vis_batch))
 
     def epoch(self, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
         """Index batches of one epoch: every pair once, in a random order (the last batch may be smaller)."""

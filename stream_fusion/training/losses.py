@@ -19,7 +19,13 @@ DEFAULT_WEIGHTS = {
     "diffusion": 0.1,
     "consistency": 0.01,
     "consistency_stage1": 0.1,
+    "daylight": 0.0,  # issue 15: off in the recipe before it (see daylight_loss)
+    "temporal": 0.0,  # issue 15: off in the recipe before it (see temporal_loss)
 }
+DAYLIGHT_TARGET = 0.9  # the daylight term pulls the fused mean luma up to this share of a brighter visible frame
+SENSOR_NOISE = (1.0 / 255, 4.0 / 255)  # range of the per-frame sensor noise sigma the temporal term simulates
+STATIC = 2.0 / 255  # static pixels: both inputs changed by less than 2 levels (stream_fusion.evaluate.stability)
+FLICKER_TARGET = 0.8  # the temporal term's allowed fused change, as a share of the inputs' change
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
@@ -73,3 +79,34 @@ def chroma_loss(fused_bgr: torch.Tensor, vis_bgr: torch.Tensor) -> torch.Tensor:
     a = bgr_to_lab(fused_bgr)[:, 1:]
     b = bgr_to_lab(vis_bgr)[:, 1:]
     return (a - b).abs().mean() * (2.0 / 100.0)
+
+
+def daylight_loss(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+    """On the samples whose visible crop is the brighter source, how far the fused mean luma falls short of
+    ``DAYLIGHT_TARGET`` x the visible mean (0 where it does not). The per-pixel intensity-max term cannot see this:
+    by day, a dark flat IR frame is everywhere below the visible one, and a dim blend costs it little per pixel
+    next to the gradient and SSIM terms, while the whole scene loses half its brightness."""
+    m_f, m_i, m_v = (x.mean(dim=(1, 2, 3)) for x in (fused, ir, vis))
+    shortfall = F.relu(DAYLIGHT_TARGET * m_v - m_f) * (m_v > m_i).to(fused)
+    return shortfall.mean()
+
+
+def temporal_loss(fuse, fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+    """Flicker: the next frame of the crops (the scene moved by one pixel, as camera jitter or a slow pan does, with
+    fresh sensor noise of sigma drawn per sample in ``SENSOR_NOISE``), fused by ``fuse``, measured as the
+    evaluation's ``--temporal`` measures it: on the pixels where both inputs changed by less than 2 levels, the
+    fused change over the larger of the two inputs' changes, per sample, penalised above ``FLICKER_TARGET``.
+    A pixel-wise fusion changes as little as its inputs there; halos and ringing around edges, and detail taken from
+    the noisier source, make a fusion change where its inputs did not."""
+    n = ir.shape[0]
+    dy, dx = [(0, 1), (1, 0), (1, 1), (0, -1), (-1, 0), (-1, -1), (1, -1), (-1, 1)][int(torch.randint(0, 8, ()))]
+    sigma = torch.empty(n, 1, 1, 1, device=ir.device).uniform_(*SENSOR_NOISE)
+    next_ir = (torch.roll(ir, (dy, dx), dims=(2, 3)) + torch.randn_like(ir) * sigma).clamp(0, 1)
+    next_vis = (torch.roll(vis, (dy, dx), dims=(2, 3)) + torch.randn_like(vis) * sigma).clamp(0, 1)
+    again = fuse(next_ir, next_vis)
+    change_ir = (next_ir - ir).abs().amax(dim=1, keepdim=True)
+    change_vis = (next_vis - vis).abs().amax(dim=1, keepdim=True)
+    static = ((change_ir < STATIC) & (change_vis < STATIC)).to(fused)
+    fused_change = ((again - fused).abs().mean(dim=1, keepdim=True) * static).sum(dim=(1, 2, 3))
+    input_change = (torch.maximum(change_ir, change_vis) * static).sum(dim=(1, 2, 3)).clamp(min=1e-6)
+    return F.relu(fused_change / input_change - FLICKER_TARGET).mean()

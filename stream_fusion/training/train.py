@@ -7,7 +7,9 @@ Stage I trains the D²FE part (shared encoder + denoiser, plus a light reconstru
 from collapsing its features to make noise prediction trivial) on the diffusion, consistency and reconstruction
 losses. Stage II trains the whole network on the fusion losses with the D²FE losses kept as a regulariser.
 The run directory holds ``log.csv`` (per-epoch mean losses), ``last.pt`` (resume state, written every epoch) and
-``final.pt`` (the checkpoint to ship). Each epoch's randomness derives from (seed, epoch), so a resumed run makes the
+``final.pt`` (the last epoch's weights); with ``val_fraction`` > 0, whole scenes are held out of training and the
+network is scored on them every ``val_every`` epochs (``validate.py``), and ``best.pt`` keeps the best-scoring epoch
+(the checkpoint to ship: selected on held-out scenes, never on the eval sets). Each epoch's randomness derives from (seed, epoch), so a resumed run makes the
 same crops as an uninterrupted one.
 """
 from __future__ import annotations
@@ -27,7 +29,9 @@ from tqdm import tqdm
 
 from stream_fusion import DATA_DIR, PACKAGE_DIR
 from stream_fusion.config import CONFIG_DIR, Option, add_config_options, config_from_args
-from stream_fusion.training.data import PairCrops
+from stream_fusion.training.data import PairCrops, list_pairs
+from stream_fusion.training.split import split_scenes
+from stream_fusion.training.validate import score_model, validation_pairs
 from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.training.model import build_model, load_preset, save_checkpoint
 from stream_fusion.training.model.checkpoint import read_checkpoint
@@ -89,7 +93,15 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> P
     torch.manual_seed(cfg["seed"])
     model = build_model(preset).to(device)
     data_dir = resolve(cfg["data"]) if cfg["data"] else DATA_DIR / "train"
-    data = PairCrops(data_dir, cfg["crop"], colour=getattr(model, "vis_channels", 1) == 3)
+    colour = getattr(model, "vis_channels", 1) == 3
+    try:
+        train_names, _ = split_scenes([ir.name for ir, _ in list_pairs(data_dir)], cfg["val_fraction"])
+        data = PairCrops(data_dir, cfg["crop"], colour=colour, names=set(train_names), augment=cfg["augment"])
+    except ValueError as error:
+        raise StreamFusionError(str(error)) from None
+    val_pairs = validation_pairs(data_dir, cfg["val_fraction"], colour_only=colour) if cfg["val_fraction"] else []
+    if val_pairs and progress:
+        print(f"validation: {len(val_pairs)} pairs of scenes held out of training ({len(data)} pairs train)")
     if data.skipped_gray and progress:
         print(f"colour model: training on the {len(data)} colour pairs ({data.skipped_gray} gray-visible pairs skipped)")
     if cfg["crop"] % model.size_multiple:
@@ -100,6 +112,7 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> P
         init_from(model, resolve(cfg["init"]))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     first_epoch, wall = 0, 0.0
+    best: dict[str, float] = {}
     state_path = out / "last.pt"
     if resume:
         if not state_path.is_file():
@@ -110,6 +123,7 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> P
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         first_epoch, wall = state["epoch"], state["wall_s"]
+        best = state.get("best", best)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "log.csv"
     stage1 = stage1_epochs(cfg)
@@ -143,23 +157,40 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> P
         wall += time.time() - start
         row = {"epoch": epoch + 1, "stage": stage, "lr": f"{lr:.3g}", "seconds": f"{wall:.1f}"}
         row.update({name: f"{total / len(data):.5f}" for name, total in sorted(sums.items())})
+        if val_pairs and ((epoch + 1) % cfg["val_every"] == 0 or epoch + 1 == cfg["epochs"]):
+            scores = score_model(model, val_pairs)
+            row.update({f"val_{k}": f"{v:.4f}" for k, v in scores.items()})
+            if not best or scores["score"] > best["score"]:  # model selection on held-out scenes only
+                best = {**scores, "epoch": epoch + 1}
+                save_checkpoint(out / "best.pt", model.eval(), preset, {**run_meta(cfg, stage1, data, data_dir,
+                                commit, wall, device), "validation": best})
+                model.train()
+            bar.write(f"epoch {epoch + 1}: validation " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
         write_log(log_path, row)
         torch.save(
             {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "wall_s": wall,
-             "preset": preset},
+             "preset": preset, "best": best},
             state_path,
         )
     bar.close()
     final = out / "final.pt"
-    meta = {
+    meta = run_meta(cfg, stage1, data, data_dir, commit, wall, device)
+    if best:
+        meta["validation_best"] = best
+    save_checkpoint(final, model.eval(), preset, meta)
+    return final
+
+
+def run_meta(cfg: dict[str, Any], stage1: int, data: PairCrops, data_dir: Path, commit: str, wall: float,
+             device: torch.device) -> dict[str, Any]:
+    """What a checkpoint records about the run that made it."""
+    return {
         "epochs": cfg["epochs"], "stage1_epochs": stage1, "data": str(cfg["data"] or data_dir), "pairs": len(data),
         "git_commit": commit, "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "wall_time_s": round(wall, 1), "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
         "threads": torch.get_num_threads(), "config": cfg,
         "init": read_checkpoint(resolve(cfg["init"]))["meta"] if cfg["init"] else None,
     }
-    save_checkpoint(final, model.eval(), preset, meta)
-    return final
 
 
 D2FE_MODULES = ("encoder", "denoiser", "weight_map", "project", "reconstruct")
@@ -215,7 +246,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[dict[str, Any], bool]:
     parser = argparse.ArgumentParser(prog="python -m stream_fusion.training.train",
                                      description=__doc__.split("\n")[0])
     add_config_options(parser, OPTIONS, "training YAML over configs/train.yaml (e.g. configs/train_cdfusion.yaml)",
-                       "loss.gradient=20")
+                       "loss.gradient=20", defaults_path=TRAIN_DEFAULTS)
     parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     args = parser.parse_args(argv)
     cfg = config_from_args(args, OPTIONS, defaults_path=TRAIN_DEFAULTS)

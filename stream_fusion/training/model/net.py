@@ -101,7 +101,9 @@ class DiffFuseNet(D2FENet):
     ) -> dict[str, torch.Tensor]:
         """Unsupervised losses of one batch. Stage 1: D²FE alone (diffusion + consistency + reconstruction);
         stage 2: the whole net (fusion losses + the D²FE losses as a regulariser). ``weights`` override defaults."""
-        from stream_fusion.training.losses import DEFAULT_WEIGHTS, fusion_losses, weighted_total
+        from stream_fusion.training.losses import (
+            DEFAULT_WEIGHTS, daylight_loss, fusion_losses, temporal_loss, weighted_total,
+        )
 
         wts = {**DEFAULT_WEIGHTS, **(weights or {})}
         sources = torch.cat([vis, ir], dim=0)
@@ -115,9 +117,14 @@ class DiffFuseNet(D2FENet):
         elif stage == 2:
             fused = self.fuse_features(ir, vis, f_vis, f_ir)
             losses.update(fusion_losses(fused, ir, vis))
+            extra = {}
+            if wts["daylight"]:
+                extra["daylight"] = losses["daylight"] = daylight_loss(fused, ir, vis)
+            if wts["temporal"]:
+                extra["temporal"] = losses["temporal"] = temporal_loss(self, fused, ir, vis)
             losses["total"] = weighted_total(
                 wts, intensity=losses["intensity"], gradient=losses["gradient"], ssim=losses["ssim"],
-                diffusion=diffusion, consistency=losses["consistency"],
+                diffusion=diffusion, consistency=losses["consistency"], **extra,
             )
         else:
             raise ValueError(f"stage must be 1 or 2, got {stage}")

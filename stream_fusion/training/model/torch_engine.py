@@ -33,8 +33,12 @@ class TorchEngine:
 
     provider = "torch-cpu"
 
-    def __init__(self, checkpoint: str | Path) -> None:
-        self.model, preset = load_checkpoint(checkpoint)
+    def __init__(self, checkpoint: str | Path | torch.nn.Module) -> None:
+        """A checkpoint file, or a network in memory (a training run scoring itself on its validation pairs)."""
+        if isinstance(checkpoint, torch.nn.Module):
+            self.model, preset = checkpoint, checkpoint.preset
+        else:
+            self.model, preset = load_checkpoint(checkpoint)
         self.name = f"difffuse-{preset['name']}"
         self.colour = getattr(self.model, "vis_channels", 1) == 3
 
