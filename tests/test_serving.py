@@ -141,6 +141,24 @@ def test_two_pipelines_through_one_server_each_receive_every_frame(server: Serve
                                                          replay.vis[index])).max() <= 2
 
 
+def test_batch_command_fuses_folders_through_the_server(server: ServerProcess, tmp_path: Path) -> None:
+    """python -m stream_fusion.batch --model triton://...: every pair of the demo folders, as the local engine fuses
+    them."""
+    from stream_fusion import DEMO_IR, DEMO_VIS
+
+    result = subprocess.run([sys.executable, "-m", "stream_fusion.batch", "--ir", str(DEMO_IR), "--vis", str(DEMO_VIS),
+                             "--out", str(tmp_path), "--model", server.url("lite")],
+                            capture_output=True, text=True, cwd=ROOT, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert f"fused 32 pairs with lite@{server.address} (triton)" in result.stdout
+    local = create_engine("lite", "cpu")
+    for name in ("1810", "1831"):
+        ir = cv2.imread(str(DEMO_IR / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+        vis = cv2.imread(str(DEMO_VIS / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+        fused = cv2.imread(str(tmp_path / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        assert np.abs(fused.astype(int) - local.fuse(ir, vis)).max() <= 2
+
+
 def stop_after_frames(replay: Replay, server: ServerProcess, count: int) -> None:
     deadline = time.monotonic() + 120
     while len(replay.received) < count and time.monotonic() < deadline:

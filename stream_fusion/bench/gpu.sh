@@ -88,6 +88,16 @@ run() {
     # 4. The rest of the grid, without torch.compile (a minute or more of compiling per case).
     step 120 "bench lite 640x512 + 1280x1024" python3 -m stream_fusion.bench --presets lite --sizes 640x512,1280x1024 --iters 100 --budget 4 --no-compile --json "$OUT/bench_lite.json"
     step 90 "bench base 1280x1024" python3 -m stream_fusion.bench --presets base --sizes 1280x1024 --iters 100 --budget 4 --no-compile --json "$OUT/bench_base_1280x1024.json"
+    # 5. Many camera pairs (issue #14): lite and base, 1-16 streams of 640x512 at 30 fps, each fused by its own engine
+    #    and all by one stream_fusion.serve on this GPU, with the network hop. Runs in the server's environment (it
+    #    has the client too); prepare does not build one yet (nvidia-pytriton's wheel is ~150 MB and wants numpy<2):
+    #    without it the step says so and the job goes on.
+    local serve_python=${SERVE_PYTHON:-.venv-serve/bin/python}
+    if "$serve_python" -c "import pytriton, tritonclient.grpc" 2>/dev/null; then
+        step 400 "streams lite+base 1-16" "$serve_python" -m stream_fusion.bench.streams --model lite,base --streams 1,2,4,8,16 --seconds 6 --fps 30 --hop --server-python "$serve_python" --json "$OUT/streams_gpu.json"
+    else
+        echo "=== streams lite+base 1-16: skipped, no server environment at $serve_python (nvidia-pytriton, tritonclient)"
+    fi
     echo "=== done $(date -u +%H:%M:%S)"
 }
 

@@ -29,7 +29,7 @@ from stream_fusion import DEMO_IR, DEMO_VIS
 from stream_fusion.align import AlignmentMonitor
 from stream_fusion.bench import cpu_name
 from stream_fusion.capture import SourcePair, open_source
-from stream_fusion.engine import create_engine
+from stream_fusion.engine import FusionEngine, create_engine
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.pipeline import Pipeline
 from stream_fusion.publish import Publisher
@@ -70,10 +70,12 @@ def drain(endpoint: str, stop: threading.Event, counter: list[int]) -> None:
     sub.close(linger=0)
 
 
-def run(ir: Path, vis: Path, model: str, *, live: bool, pace_fps: float | None, loop: bool, limit: int | None,
-        seconds: float | None, hwm: int) -> tuple[Summary, int, str]:
+def run(ir: Path, vis: Path, model: str | FusionEngine, *, live: bool, pace_fps: float | None, loop: bool,
+        limit: int | None, seconds: float | None, hwm: int) -> tuple[Summary, int, str]:
+    """One pipeline over the clip, fused by ``model`` (a ``--model`` value, or an engine built already)."""
     ir_source, vis_source = open_source(ir, "ir"), open_source(vis, "vis")
-    engine = create_engine(model, "auto", **({"resolution": vis_source.size} if vis_source.size else {}))
+    engine = model if isinstance(model, FusionEngine) else create_engine(
+        model, "auto", **({"resolution": vis_source.size} if vis_source.size else {}))
     publisher = Publisher("tcp://127.0.0.1:*", hwm=hwm)
     stop, received = threading.Event(), [0]
     subscriber = threading.Thread(target=drain, args=(publisher.endpoint, stop, received), daemon=True)
