@@ -63,6 +63,7 @@ LABELS = {"average": "plain average", "laplacian": "Laplacian pyramid", "lite": 
 PEER_DIR = DATA_DIR.parent / "peers"
 PEERS = {"seafusion": "SeAFusion (peer)", "tardal": "TarDAL (peer)", "reconet": "ReCoNet (peer)"}
 LABELS.update(PEERS)
+DAYLIGHT_NEARLY_ALL = 0.9  # issue 15: daylight kept "on (nearly) every pair"; the worst pair is reported beside it
 SEQUENCE = DATA_DIR / "sequences" / "nato_camp"  # the steady-video measure's sequence (32 consecutive frames)
 # The day / night picture: a daylight street with dark flat IR (the dimming issue 15 names) and a night street with
 # pedestrians only the IR shows clearly.
@@ -158,7 +159,8 @@ def robustness_bar(means: dict[str, dict[str, dict[str, float]]], days: dict[str
                    flicker: dict[str, float], model: str = "lite") -> list[tuple[str, str, str, str, str]]:
     """(check, set, value, required, verdict) rows of issue 15's bar for ``model`` (the default network): above the
     Laplacian pyramid on VIF and Qabf and SSIM >= 0.92x the plain average's on every set, above SeAFusion on VIF and
-    Qabf (where its outputs were scored), daylight >= 0.8x on every visible-brighter pair, flicker <= 1.0x."""
+    Qabf (where its outputs were scored), daylight >= 0.8x on (nearly: ``DAYLIGHT_NEARLY_ALL``) every
+    visible-brighter pair, flicker <= 1.0x."""
     rows = []
     for split, by_method in means.items():
         ours = by_method.get(model)
@@ -179,8 +181,9 @@ def robustness_bar(means: dict[str, dict[str, dict[str, float]]], days: dict[str
         day = days.get(split, {}).get(model)
         if day:
             rows.append((f"{model} daylight >= {DAYLIGHT_BAR}x visible", split,
-                         f"min {day['min']:.2f}, {100 * day['kept']:.0f} % of {day['pairs']:.0f}", "every pair",
-                         "PASS" if day["kept"] == 1.0 else "FAIL"))
+                         f"min {day['min']:.2f}, {100 * day['kept']:.0f} % of {day['pairs']:.0f}",
+                         f"(nearly) every pair: >= {100 * DAYLIGHT_NEARLY_ALL:.0f} %",
+                         "PASS" if day["kept"] >= DAYLIGHT_NEARLY_ALL else "FAIL"))
     if model in flicker:
         rows.append((f"{model} flicker <= 1.0x the inputs'", "nato_camp", f"{flicker[model]:.2f}", "<= 1.00",
                      "PASS" if flicker[model] <= 1.0 else "FAIL"))

@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoints", nargs="*", type=Path)
     parser.add_argument("--label", action="append", default=[], help="a label per checkpoint, in order")
     parser.add_argument("--json", type=Path, help="write the raw numbers here")
+    parser.add_argument("--no-baselines", action="store_true", help="score only the checkpoints")
     args = parser.parse_args(argv)
     from stream_fusion.training.model.torch_engine import TorchEngine
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             "tno25": folder_pairs(DATA_DIR / "eval" / "tno25"),
             "roadscene50": folder_pairs(DATA_DIR / "eval" / "roadscene50")}
     sequence = folder_pairs(DATA_DIR / "sequences" / "nato_camp")
-    methods = {name: cls().fuse for name, cls in BASELINES.items()}
+    methods = {} if args.no_baselines else {name: cls().fuse for name, cls in BASELINES.items()}
     for i, path in enumerate(args.checkpoints):
         methods[args.label[i] if i < len(args.label) else str(path)] = TorchEngine(path).fuse
     results = {}
