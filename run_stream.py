@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fuse an infrared and a visible stream in real time and publish the result over ZeroMQ.
 
-With no arguments it replays the bundled demo clip (TNO Nato_camp) and publishes on tcp://127.0.0.1:5555:
+With no --ir and --vis it replays the bundled demo clip (TNO Nato_camp) and publishes on tcp://127.0.0.1:5555:
 
     python run_stream.py                                   # demo clip
     python run_stream.py --ir 0 --vis 1                    # two cameras (live)
@@ -27,10 +27,11 @@ import cv2
 from stream_fusion import DEMO_CALIBRATION
 from stream_fusion.align import AlignmentMonitor, load_calibration
 from stream_fusion.capture import SourcePair
-from stream_fusion.config import Option, add_config_options, config_from_args
+from stream_fusion.config import DEFAULT_CONFIG, Option, add_config_options, config_from_args
 from stream_fusion.display import Display
 from stream_fusion.engine import PROVIDERS, engine_from_config
 from stream_fusion.errors import StreamFusionError, run_cli
+from stream_fusion.gain import IrGain
 from stream_fusion.pipeline import Pipeline
 from stream_fusion.publish import Publisher
 from stream_fusion.record import Recorder, check_output_path, check_record_path
@@ -43,16 +44,25 @@ SNAPSHOT_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
 # (option, config key, argparse keywords): the common keys get their own option; --set reaches every key.
 OPTIONS: list[Option] = [
-    ("--ir", "source.ir", {"metavar": "SRC", "help": "IR source: camera index, video file, image folder or URL"}),
+    ("--ir", "source.ir", {"metavar": "SRC", "help": "IR source: camera index, video file, image folder or URL; "
+                                                     "neither --ir nor --vis: the bundled demo clip"}),
     ("--vis", "source.vis", {"metavar": "SRC", "help": "visible source (same kinds as --ir)"}),
     ("--mode", "source.mode", {"choices": ["auto", "live", "replay"], "help": "auto: cameras/URLs live, files replay"}),
-    ("--realtime", "source.realtime", {"action": "store_const", "const": True, "help": "pace a replay at its fps"}),
-    ("--fps", "source.fps", {"type": float, "metavar": "N", "help": "pace of --realtime (needed for image folders)"}),
+    ("--realtime", "source.realtime", {"action": "store_const", "const": True,
+                                       "help": "pace a replay at its fps (none: only the demo clip is paced)"}),
+    ("--fps", "source.fps", {"type": float, "metavar": "N",
+                                "help": "pace of --realtime (none: the source's; needed for image folders)"}),
     ("--loop", "source.loop", {"action": "store_const", "const": True, "help": "replay: start again at the end"}),
     ("--reconnect", "source.reconnect_s", {"type": float, "metavar": "S",
-                                           "help": "live: reopen a lost camera/stream for up to S s (0 = fail at once)"}),
-    ("--tolerance-ms", "sync.tolerance_ms", {"type": float, "metavar": "MS", "help": "live pairing tolerance (default half a frame)"}),
-    ("--model", "engine.model", {"metavar": "M", "help": "default | lite | base | cdfusion | classical | path/to/model.onnx"}),
+                                           "help": "live: reopen a lost camera/stream for up to S s; any mode: retry a "
+                                                   "lost fusion server (triton://) as long (0 = fail at once)"}),
+    ("--tolerance-ms", "sync.tolerance_ms", {"type": float, "metavar": "MS",
+                                             "help": "live pairing tolerance (default: half the slower source's "
+                                                     "measured frame period)"}),
+    ("--ir-range", "gain.range", {"metavar": "LO:HI",
+                                  "help": "16-bit IR: map counts LO..HI to 0..255 (default: automatic gain)"}),
+    ("--model", "engine.model", {"metavar": "M", "help": "default | lite | base | cdfusion | classical | "
+                                           "path/to/model.onnx | triton://HOST:PORT/NAME (a fusion server)"}),
     ("--provider", "engine.provider", {"choices": ["auto", *PROVIDERS], "help": "ONNX Runtime provider"}),
     ("--align-policy", "align.policy", {"choices": ["warn", "correct", "drop"], "help": "on misalignment"}),
     ("--calibration", "align.calibration", {"metavar": "YAML", "help": "IR -> visible warp from stream_fusion.calibrate"}),
@@ -73,7 +83,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = _Parser(description=__doc__.split("\n\n")[0], epilog="Defaults: configs/default.yaml.")
+    parser = _Parser(description=__doc__.split("\n\n")[0] + " Without --ir and --vis it plays the bundled demo clip.",
+                     epilog=f"Each option's default is in brackets with the config key it sets; all defaults: "
+                            f"{DEFAULT_CONFIG}.")
     add_config_options(parser, OPTIONS, "YAML file overriding any subset of the defaults", "pipeline.queue_size=8")
     return parser.parse_args(argv)
 
@@ -113,17 +125,19 @@ def main(argv: list[str] | None = None) -> int:
     if cfg["snapshot"]:
         snapshot_path = check_output_path(cfg["snapshot"], SNAPSHOT_SUFFIXES, "cannot write snapshot")
     monitor = AlignmentMonitor.from_config(cfg["align"])
+    gain = IrGain.from_config(cfg["gain"])
     sources = SourcePair.from_config(cfg["source"])
     pairing = LivePairing.from_config(cfg["sync"], (sources.ir.fps, sources.vis.fps))
     # The demo clip ships with its rig's calibration, as a real rig would: without it the check rightly says misaligned.
     calibration_path = cfg["align"]["calibration"] or (DEMO_CALIBRATION if sources.demo else None)
     calibration = load_calibration(calibration_path) if calibration_path else None
-    engine = engine_from_config(cfg["engine"], sources.vis.size, sources.ir.size if calibration else None)
+    engine = engine_from_config(cfg["engine"], sources.vis.size, sources.ir.size if calibration else None,
+                                reconnect_s=cfg["source"]["reconnect_s"])
     publisher = Publisher.from_config(cfg["publish"], sources.live)
     try:
         sinks = Sinks(publisher, Recorder.from_config(cfg["record"], sources.fps), Display.from_config(cfg["display"]))
         pipeline = Pipeline.from_config(cfg["pipeline"], sources, engine, monitor, status=print_status, sinks=sinks,
-                                        registration=IrRegistration(calibration), pairing=pairing)
+                                        registration=IrRegistration(calibration), pairing=pairing, gain=gain)
         summary = run(pipeline, publisher, cfg["publish"]["wait_subscriber"])
     finally:
         if publisher is not None:
@@ -152,7 +166,8 @@ def run(pipeline: Pipeline, publisher: Publisher | None, wait_subscriber_s: floa
     try:
         ir, vis, engine = pipeline.sources.ir, pipeline.sources.vis, pipeline.engine
         where = f"publishing on {publisher.endpoint}" if publisher else "not publishing"
-        print(f"stream_fusion: IR {ir.description} + visible {vis.description} -> {engine.name} ({engine.provider}), "
+        depth = f" (16-bit, {pipeline.gain.description} gain)" if getattr(ir, "bits", 8) == 16 else ""
+        print(f"stream_fusion: IR {ir.description}{depth} + visible {vis.description} -> {engine.name} ({engine.provider}), "
               f"{'live' if pipeline.live else 'replay'}, {where}", file=sys.stderr, flush=True)
         if publisher and wait_subscriber_s > 0:
             wait_for_subscriber(publisher, wait_subscriber_s, pipeline.stop_event)

@@ -45,6 +45,7 @@ MODELS = ("affine", "homography")
 REFINE_WIDTH = 320  # grid the coarse shift is refined on: 256 px agreed with calibration half as often (docs)
 REFINE_STEPS = 6  # Gauss-Newton steps at most; most pairs converge (step < 0.01 px) in 3-5
 CORRECT_FROM_PX = 1.0  # policy "correct" shifts the IR once the smoothed shift reaches this (and is not "unknown")
+MIN_COVERAGE = 0.1  # a calibration whose IR view covers less of the visible frame is for another rig (or broken)
 VIEW_CROP = 0.9  # a calibrated IR view covering less of the frame than this is measured on its bounding box alone
 VIEW_MARGIN = 2  # px (at the check's resolution) the box keeps clear of the view's black edge
 REFINE_BAND = 0.03  # share of the grid width left out at each border: border pixels have half a Sobel/blur window
@@ -413,6 +414,17 @@ class Calibration:
         """The IR frame warped onto the visible grid of ``size`` (w, h) on the host (see :meth:`warp`)."""
         return self.warp((ir.shape[1], ir.shape[0]), size).apply(ir)
 
+    def coverage(self, samples: int = 64) -> float:
+        """Share of the visible frame (0..1) the IR camera sees through this warp, on a grid of ``samples`` x
+        ``samples`` points: each is mapped back into the IR frame, so a homography's far side (points that would
+        lie behind the camera) counts as unseen too. Independent of the frame sizes the warp is scaled to."""
+        (w, h), (iw, ih) = self.vis_size, self.ir_size
+        xs, ys = np.meshgrid((np.arange(samples) + 0.5) * w / samples, (np.arange(samples) + 0.5) * h / samples)
+        points = np.linalg.inv(self.matrix) @ np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
+        ahead = points[2] > 1e-12
+        x, y = points[0] / np.where(ahead, points[2], 1.0), points[1] / np.where(ahead, points[2], 1.0)
+        return float(np.mean(ahead & (x >= 0) & (x <= iw) & (y >= 0) & (y <= ih)))
+
 
 def load_calibration(path: str | Path) -> Calibration:
     """Read a calibration YAML written by ``python -m stream_fusion.calibrate``, with one-line errors."""
@@ -437,4 +449,12 @@ def load_calibration(path: str | Path) -> Calibration:
         matrix = np.vstack([matrix, [0, 0, 1]])
     if abs(np.linalg.det(matrix)) < 1e-9 or min(ir_size + vis_size) < 1:
         raise StreamFusionError(f"malformed calibration {path}: the matrix is singular or a size is not positive")
-    return Calibration(model, matrix, ir_size, vis_size, residual, correlation)
+    calibration = Calibration(model, matrix, ir_size, vis_size, residual, correlation)
+    seen = calibration.coverage()
+    if seen < MIN_COVERAGE:
+        raise StreamFusionError(
+            f"calibration {path} puts the IR view on {seen:.0%} of the visible frame (at least {MIN_COVERAGE:.0%} "
+            "expected): it is for another rig or its matrix is wrong; calibrate again with python -m "
+            "stream_fusion.calibrate"
+        )
+    return calibration

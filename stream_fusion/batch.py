@@ -7,8 +7,8 @@ gets its IR resized to the visible size with a warning, the same rule the live p
 ``--calibration`` (from ``python -m stream_fusion.calibrate``) each IR image is warped onto its visible image by the
 calibration instead, by the engine, as in the live pipeline.
 
-``--model`` takes what the engine takes (``default``, ``lite``, ``base``, ``cdfusion``, ``classical`` or a path to an .onnx file)
-plus the two evaluation baselines ``average`` and ``laplacian``.
+``--model`` takes what the engine takes (``default``, ``lite``, ``base``, ``cdfusion``, ``classical``, a path to an .onnx file
+or a fusion server, ``triton://HOST:PORT/NAME``) plus the two evaluation baselines ``average`` and ``laplacian``.
 """
 from __future__ import annotations
 
@@ -101,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--vis", type=Path, required=True, help="folder of visible images, same names")
     parser.add_argument("--out", type=Path, required=True, help="folder for the fused PNGs (created)")
     parser.add_argument("--model", default="default",
-                        help="default | lite | base | cdfusion | classical | average | laplacian | path/to/model.onnx")
+                        help="default | lite | base | cdfusion | classical | average | laplacian | path/to/model.onnx | "
+                             "triton://HOST:PORT/NAME")
     parser.add_argument("--provider", default="auto", choices=("auto", *PROVIDERS),
                         help="ONNX Runtime provider for a network (default auto: TensorRT, CUDA, then CPU)")
     parser.add_argument("--calibration", type=Path, metavar="YAML",

@@ -22,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import cv2
@@ -30,15 +31,23 @@ import numpy as np
 from stream_fusion import DEMO_FPS, DEMO_IR, DEMO_VIS
 from stream_fusion.config import require
 from stream_fusion.errors import StreamFusionError
+from stream_fusion.redact import redact
+from stream_fusion.timing import STALL_REOPEN_S, ArrivalRate
 
 # OpenCV and FFmpeg print their own multi-line complaints for every failed open (camera probing, "moov atom not
 # found"); we report each failure once, in one line, so theirs are silenced.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+if hasattr(cv2.utils, "logging"):  # OpenCV 4.12+ / 5
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+else:  # OpenCV 4.11, what pip resolves beside numpy<2 (the [serve] install): no cv2.utils.logging, same level 0
+    cv2.setLogLevel(0)
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp"}
+# Smallest frame side a source may deliver: below it there is no camera image to fuse, and the alignment check's
+# grids and the network's padding have nothing to work on (README, "Inputs").
+MIN_FRAME_SIDE = 16
 
 
 @dataclass(frozen=True)
@@ -68,7 +77,7 @@ class Source(Protocol):
     """What every source offers the capture thread."""
 
     role: str
-    description: str  # the spec as the user gave it, for messages and frame metadata
+    description: str  # the spec as the user gave it, credentials masked (redact): for messages and frame metadata
     live: bool
     fps: float | None  # None when the source does not say (image folders, some cameras)
     length: int | None  # frames per pass; None for cameras, endless streams and files that do not say
@@ -90,11 +99,13 @@ class VideoSource:
 
     def __init__(self, spec: str, role: str) -> None:
         self.role = role
-        self.description = spec
+        self.description = redact(spec)  # published, printed, logged: never the password
         self.kind = "camera" if spec.isdigit() else "stream" if "://" in spec else "video"
         self.live = self.kind != "video"
         self._target: int | str = int(spec) if self.kind == "camera" else spec
+        self.read_timeout_s = STALL_REOPEN_S  # streams: a read that waits longer fails, and the stream is reopened
         self._capture = self._open()
+        self.bits = 16 if self.role == "ir" and delivers_16_bit(self._capture) else 8
         fps = self._capture.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if 0 < fps < 1000 else None
         count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -105,8 +116,14 @@ class VideoSource:
         self._read = 0
 
     def _open(self) -> cv2.VideoCapture:
-        capture = cv2.VideoCapture(self._target)
+        if self.kind == "stream":  # FFmpeg's own read timeout is 30 s: a frozen stream must fail fast to be reopened
+            capture = cv2.VideoCapture(self._target, cv2.CAP_FFMPEG,
+                                       [cv2.CAP_PROP_READ_TIMEOUT_MSEC, round(self.read_timeout_s * 1000)])
+        else:
+            capture = cv2.VideoCapture(self._target)
         if capture.isOpened():
+            if self.role == "ir" and delivers_16_bit(capture):
+                capture.set(cv2.CAP_PROP_CONVERT_RGB, 0)  # the counts as they are, not squeezed into 8-bit BGR
             return capture
         capture.release()
         if self.kind == "camera":
@@ -143,6 +160,16 @@ class VideoSource:
         self._capture.release()
 
 
+def delivers_16_bit(capture: cv2.VideoCapture) -> bool:
+    """Whether a capture's frames are 16-bit gray: a camera in Y16 (V4L2 / UVC, what radiometric thermal cores
+    send) or a video whose decoder gives 16-bit gray (FFV1 or raw GRAY16 files, FFmpeg's tag ``Y1`` + bit depth)."""
+    fourcc, pixel_format = ((int(capture.get(prop)) & 0xFFFFFFFF).to_bytes(4, "little")
+                            for prop in (cv2.CAP_PROP_FOURCC, cv2.CAP_PROP_CODEC_PIXEL_FORMAT))
+    little_endian = pixel_format[:2] == b"Y1" and pixel_format[3] > 8
+    big_endian = pixel_format[2:] == b"1Y" and pixel_format[0] > 8
+    return fourcc == b"Y16 " or little_endian or big_endian
+
+
 class FolderSource:
     """Images of a folder in name order: registered datasets and exported sequences come this way."""
 
@@ -159,6 +186,7 @@ class FolderSource:
         self._next = 0
         first = cv2.imread(str(self._files[0]), cv2.IMREAD_UNCHANGED)
         self.size = (first.shape[1], first.shape[0]) if first is not None else None
+        self.bits = 16 if first is not None and first.dtype == np.uint16 else 8
 
     def read(self) -> np.ndarray | None:
         if self._next >= len(self._files):
@@ -167,8 +195,9 @@ class FolderSource:
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if image is None:
             raise StreamFusionError(f"cannot read {self.role} image {path}: missing, unreadable or not an image")
-        if image.dtype != np.uint8:
-            raise StreamFusionError(f"{self.role} image {path} is {image.dtype}; 8-bit images only")
+        if image.dtype != np.uint8 and not (image.dtype == np.uint16 and self.role == "ir"):
+            depth = "8-bit images only" if self.role == "vis" else "8- or 16-bit images only"
+            raise StreamFusionError(f"{self.role} image {path} is {image.dtype}; {depth}")
         if image.ndim == 3 and image.shape[2] == 4:
             image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
         self._next += 1
@@ -179,6 +208,13 @@ class FolderSource:
 
     def close(self) -> None:
         pass
+
+
+def check_frame_size(size: tuple[int, int] | None, role: str, description: str) -> None:
+    """Refuse frames (``size``: w, h; None: not known yet) smaller than ``MIN_FRAME_SIDE`` on a side, in one line."""
+    if size is not None and min(size) < MIN_FRAME_SIDE:
+        raise StreamFusionError(f"{role} source {description} delivers {size[0]}x{size[1]} frames: at least "
+                                f"{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} px are needed")
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -234,7 +270,7 @@ def open_source(spec: str | int | Path, role: str) -> Source:
         return FolderSource(path, role)
     if path.is_file():
         return VideoSource(str(path), role)
-    raise StreamFusionError(f"{role} source not found: {text} (expected a camera index, URL, video file or image folder)")
+    raise StreamFusionError(f"{role} source not found: {redact(text)} (expected a camera index, URL, video file or image folder)")
 
 
 @dataclass
@@ -274,6 +310,13 @@ class SourcePair:
         except StreamFusionError:
             ir.close()
             raise
+        try:
+            for source in (ir, vis):
+                check_frame_size(source.size, source.role, source.description)
+        except StreamFusionError:
+            ir.close()
+            vis.close()
+            raise
         pair = cls(ir, vis, live=ir.live or vis.live if mode == "auto" else mode == "live", loop=source_cfg["loop"],
                    reconnect_s=reconnect_s, fps=fps or (DEMO_FPS if demo else None) or ir.fps or vis.fps, demo=demo)
         if demo if realtime is None else realtime:
@@ -299,6 +342,10 @@ class CaptureThread(threading.Thread):
     and visible stay in step. ``limit`` caps each pass (both sources of a looped replay stop at the shorter).
     A live source that is lost is reopened until ``reconnect_s`` have passed without a frame (0: not at all).
     A failure is kept in ``error`` and the stream ends normally, so frames already read still reach the sinks.
+    ``convert`` maps each image first (the IR's 16-bit gain). A live source's arrivals are measured (``rate``):
+    :meth:`check_stall`, called by whoever watches the run, declares and counts a stall after two frame periods
+    without a frame, while the read that waits is still blocked; the read gives up after ``STALL_REOPEN_S`` and the
+    source is reopened, the reconnect window counting from its last frame.
     """
 
     def __init__(
@@ -312,6 +359,7 @@ class CaptureThread(threading.Thread):
         limit: int | None = None,
         loop: bool = False,
         reconnect_s: float = 0.0,
+        convert: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         super().__init__(name=f"capture-{source.role}", daemon=True)  # daemon: a camera read cannot be interrupted
         self.source = source
@@ -322,7 +370,12 @@ class CaptureThread(threading.Thread):
         self.limit = limit
         self.loop = loop
         self.reconnect_s = reconnect_s
+        self.convert = convert
         self.reconnects = 0
+        self.stalls = 0
+        self.rate = ArrivalRate(source.fps)
+        self._stalled = False
+        self._reconnecting = False  # a lost source being reopened is counted as a reconnect, not as a stall
         self.frames = 0
         self.error: StreamFusionError | None = None
         self._lost_since: float | None = None  # monotonic time of the last frame before a loss, until a new frame
@@ -357,21 +410,45 @@ class CaptureThread(threading.Thread):
                 self.source.restart()
                 in_pass = 0
                 continue
+            check_frame_size((image.shape[1], image.shape[0]), self.source.role, self.source.description)
+            if self.convert is not None:
+                image = self.convert(image)
             frame = Frame(self.source.role, self.frames, image, time.monotonic(), time.time())
+            self.rate.add(frame.index, frame.t_mono)
+            self._stalled = self._reconnecting = False
             if not self.out.put(frame):
                 return
             self.frames += 1
             in_pass += 1
 
+    def check_stall(self, now: float) -> float | None:
+        """Seconds since a live source's last frame once that is a stall (``rate.stall_after()``), else None. The
+        first call that sees a stall counts it and says so once."""
+        last = self.rate.last_arrival
+        if not self.source.live or last is None or not self.is_alive():
+            return None
+        silent = now - last
+        if silent < self.rate.stall_after():
+            return None
+        if not self._stalled and not self._reconnecting:
+            self._stalled = True
+            self.stalls += 1
+            log.warning("%s %s stalled: no frame for %.2f s (frame period %.0f ms)", self.source.role,
+                        self.source.description, silent, self.rate.period * 1000)
+        return silent
+
     def _reconnect(self, lost: SourceLost) -> bool:
         """Reopen a lost live source, retrying with a growing pause (0.25 s up to 2 s) until ``reconnect_s`` have
         passed since its last frame; True once it is open again, False when the pipeline stops meanwhile. A source
         that reopens but delivers nothing counts against the same deadline, so a dead camera cannot loop forever."""
+        self._reconnecting = True
         first = self._lost_since is None
-        if first:
-            self._lost_since = time.monotonic()
+        if first:  # the window counts from the last frame, not from when the read gave up waiting for the next
+            self._lost_since = self.rate.last_arrival or time.monotonic()
+        if hasattr(self.source, "read_timeout_s"):  # a camera slower than the default timeout must not time out
+            self.source.read_timeout_s = max(STALL_REOPEN_S, 2.0 * self.rate.period)
         deadline = self._lost_since + self.reconnect_s
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline and not (first and self.reconnect_s > 0):  # a window asked: one try at least
             raise StreamFusionError(
                 f"{lost} and did not come back within {self.reconnect_s:g} s" if self.reconnect_s > 0 else str(lost)
             ) from None
@@ -391,6 +468,7 @@ class CaptureThread(threading.Thread):
                 pause = min(2 * pause, 2.0)
                 continue
             self.reconnects += 1
+            self.rate.reopened()
             log.warning("%s %s reopened after %.1f s", self.source.role, self.source.description,
                         time.monotonic() - self._lost_since)
             return True

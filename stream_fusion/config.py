@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,10 @@ def load_yaml(path: str | Path, kind: str = "config") -> dict[str, Any]:
 
 
 def _check_type(key: str, default: Any, value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        # inf and nan pass every "> 0" rule, then hang or poison what uses them (a writer at infinite fps never
+        # returns): no key of any config means them.
+        raise StreamFusionError(f"config key '{key}' must be a finite number, got {value}")
     if value is None or default is None:
         if isinstance(value, (dict, list)):
             raise StreamFusionError(f"config key '{key}' must be a single value, got {type(value).__name__}")
@@ -145,12 +150,21 @@ Option = tuple[str, str, dict[str, Any]]
 
 
 def add_config_options(
-    parser: argparse.ArgumentParser, options: list[Option], config_help: str, set_example: str
+    parser: argparse.ArgumentParser, options: list[Option], config_help: str, set_example: str,
+    defaults_path: str | Path = DEFAULT_CONFIG,
 ) -> None:
-    """The override path every command shares: each option as a flag naming its key, then ``--config YAML`` and
+    """The override path every command shares: each option as a flag naming its key and its default (read from
+    ``defaults_path``, the file that sets it: --help and the run cannot disagree), then ``--config YAML`` and
     ``--set KEY=VALUE`` (repeatable). Read back with :func:`config_from_args`."""
+    defaults = load_yaml(defaults_path)
     for flag, key, kwargs in options:
-        parser.add_argument(flag, dest=key, default=None, **{**kwargs, "help": f"{kwargs['help']} [{key}]"})
+        value: Any = defaults
+        for part in key.split("."):
+            value = value[part]
+        shown = "none" if value is None else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix(
+            "...").strip()
+        help_text = f"{kwargs['help']} [{key}, default {shown}]".replace("%", "%%")
+        parser.add_argument(flag, dest=key, default=None, **{**kwargs, "help": help_text})
     parser.add_argument("--config", metavar="YAML", help=config_help)
     parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                         help=f"override any config key, e.g. --set {set_example} (repeatable)")

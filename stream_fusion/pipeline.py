@@ -31,11 +31,12 @@ from stream_fusion.config import require
 from stream_fusion.display import hud_text, make_mosaic
 from stream_fusion.engine import FusionEngine
 from stream_fusion.errors import StreamFusionError
+from stream_fusion.gain import IrGain
 from stream_fusion.publish import frame_metadata
 from stream_fusion.queues import LatestQueue, LosslessQueue
 from stream_fusion.sinks import Sinks
 from stream_fusion.stats import RunStats, Summary
-from stream_fusion.sync import LivePairing, PairedFrame, default_tolerance, pair_live, pair_replay
+from stream_fusion.sync import LivePairing, PairedFrame, pair_live, pair_replay
 from stream_fusion.warp import IrRegistration, IrWarp
 
 JOIN_BUDGET_S = 1.5  # of the 2 s a stop may take
@@ -55,7 +56,7 @@ class Pipeline:
         status: Callable[[str], None] | None = None, **parts: Any,
     ) -> Pipeline:
         """From the ``pipeline:`` section (``queue_size``, ``status_interval_s``: 0 for no status line) and the
-        stages built from theirs; ``parts``: ``sinks``, ``registration``, ``pairing``."""
+        stages built from theirs; ``parts``: ``sinks``, ``registration``, ``pairing``, ``gain``."""
         queue_size, interval = pipeline_cfg["queue_size"], pipeline_cfg["status_interval_s"]
         require(queue_size >= 1, "pipeline.queue_size", queue_size, ">= 1")
         require(interval >= 0, "pipeline.status_interval_s", interval, ">= 0")
@@ -71,6 +72,7 @@ class Pipeline:
         sinks: Sinks | None = None,
         registration: IrRegistration | None = None,
         pairing: LivePairing | None = None,
+        gain: IrGain | None = None,
         queue_size: int = 4,
         status: Callable[[str], None] | None = None,
         status_interval_s: float = 1.0,
@@ -81,6 +83,7 @@ class Pipeline:
         self.sinks = sinks or Sinks()
         self.status, self.status_interval_s = status, status_interval_s
         self.registration = registration or IrRegistration()
+        self.gain = gain or IrGain()  # 16-bit IR to 8 bits (8-bit IR passes through)
         self.stats = RunStats()
         self.stop_event = threading.Event()  # everything stops
         self._capture_stop = threading.Event()  # the readers stop (pairing ended or everything stops)
@@ -88,7 +91,7 @@ class Pipeline:
         self.error: StreamFusionError | None = None
         self._crash: BaseException | None = None
         self.last: PairedFrame | None = None  # the newest delivered frame, for --snapshot
-        self.pairing = pairing or LivePairing(default_tolerance(ir.fps, vis.fps))
+        self.pairing = pairing or LivePairing(None, (ir.fps, vis.fps))
         self._metadata = functools.partial(frame_metadata, sources={"ir": ir.description, "vis": vis.description},
                                            engine=engine)
 
@@ -109,8 +112,9 @@ class Pipeline:
         # Only files are paced: a camera or URL delivers at its own rate, and waiting on it would only add lag.
         self._captures = [
             CaptureThread(source, out, self._capture_stop, pace_fps=None if source.live else sources.pace_fps,
-                          limit=limit, loop=sources.loop, reconnect_s=sources.reconnect_s if source.live else 0.0)
-            for source, out in ((ir, ir_out), (vis, vis_out))
+                          limit=limit, loop=sources.loop, reconnect_s=sources.reconnect_s if source.live else 0.0,
+                          convert=convert)
+            for source, out, convert in ((ir, ir_out, self.gain), (vis, vis_out, None))
         ]
         stage_size = 1 if live else queue_size
         self._pairs, self._aligned, self._fused = make_queue(stage_size), make_queue(stage_size), make_queue(stage_size)
@@ -207,9 +211,27 @@ class Pipeline:
             "publish": self.sinks.publish_dropped,
         }
 
+    def reconnects(self) -> dict[str, int]:
+        """Times a live source, or the fusion server of a remote engine, was lost and found again."""
+        counts = {c.source.role: c.reconnects for c in self._captures if c.reconnects}
+        server = getattr(self.engine, "reconnects", 0)  # only a remote engine has a server to lose
+        if server:
+            counts["server"] = server
+        return counts
+
+    def stalled(self) -> dict[str, float]:
+        """Live sources that stalled (seconds since their last frame), counting each new stall once."""
+        now = time.monotonic()
+        silent = {capture.source.role: capture.check_stall(now) for capture in self._captures}
+        return {role: seconds for role, seconds in silent.items() if seconds is not None}
+
     def status_line(self) -> str:
         state = self.last.alignment.status if self.last is not None else "-"
-        return self.stats.status_line(self.drops(), state)
+        line = self.stats.status_line(self.drops(), state, now=time.monotonic())
+        stalled = self.stalled()
+        if stalled:
+            line = "STALLED " + ", ".join(f"{role} {seconds:.1f} s" for role, seconds in stalled.items()) + " | " + line
+        return line
 
     # --- run -----------------------------------------------------------------------------------------------------
     def run(self) -> Summary:
@@ -222,6 +244,8 @@ class Pipeline:
             thread.start()
         try:
             while not self.stop_event.is_set():
+                if self.live:
+                    self.stalled()
                 if self.status is not None and time.monotonic() >= next_status:
                     self.status(self.status_line())
                     next_status = time.monotonic() + self.status_interval_s
@@ -260,9 +284,12 @@ class Pipeline:
         return self.stats.summary(
             seconds,
             drops=self.drops(),
-            reconnects={c.source.role: c.reconnects for c in self._captures if c.reconnects},
+            reconnects=self.reconnects(),
+            stalls={c.source.role: c.stalls for c in self._captures if c.stalls},
+            timing=self.pairing.describe() if self.live else "",
             published=self.sinks.published,
             recorded=self.sinks.recorded,
             stopped_by="error" if self.error is not None else self.stopped_by,
             error=self.error,
+            unpaced_replay=not self.live and not self.sources.pace_fps,
         )

@@ -27,7 +27,9 @@ import numpy as np
 import zmq
 
 from stream_fusion.config import require
+from stream_fusion.endpoint import check_bind_address, is_loopback
 from stream_fusion.errors import StreamFusionError
+from stream_fusion.redact import redact
 from stream_fusion.sync import STAGES
 
 if TYPE_CHECKING:
@@ -68,7 +70,7 @@ def frame_metadata(item: PairedFrame, sources: dict[str, str], engine: FusionEng
         "t_capture_vis": item.vis.t_wall,
         "latency_ms": {stage: round(item.latency_ms.get(stage, 0.0), 3) for stage in STAGES},
         "alignment": item.alignment.as_dict(),
-        "source": sources,
+        "source": {role: redact(text) for role, text in sources.items()},  # every subscriber reads it
         "engine": engine.name,
         "provider": engine.provider,
     }
@@ -114,6 +116,7 @@ class Publisher:
         if isinstance(hwm, bool) or not isinstance(hwm, int) or hwm < 1:
             # 0 would mean "unbounded" to ZeroMQ: a slow subscriber would then queue frames and lag without limit.
             raise StreamFusionError(f"publish high-water mark must be an integer >= 1, got {hwm!r}")
+        check_bind_address(address)
         self.fmt = fmt
         self.jpeg_quality = jpeg_quality
         self.sent = 0

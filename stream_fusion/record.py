@@ -19,6 +19,9 @@ FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv"
 def check_output_path(path: str | Path, suffixes: Iterable[str], failure: str) -> Path:
     """Fail before the stream starts if an output file cannot be written there (``failure``: "cannot record to")."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        example = next((suffix for suffix in (".mp4", ".png") if suffix in suffixes), min(suffixes))
+        raise StreamFusionError(f"{failure} {path}: it is a folder; name a file in it, e.g. {path / 'fused'}{example}")
     if path.suffix.lower() not in suffixes:
         raise StreamFusionError(f"{failure} {path}: use one of {', '.join(sorted(suffixes))}")
     if not path.parent.is_dir():

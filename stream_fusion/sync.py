@@ -3,8 +3,9 @@
 * Replay pairs by index: frame i of one file goes with frame i of the other. If one source ends first the stream
   stops at the shorter, with a warning (pairing on would fuse unrelated frames).
 * Live pairs by the monotonic capture time taken at grab: two frames form a pair when they were grabbed within a
-  tolerance (default half the faster source's frame period, so every frame of the slower camera finds a partner);
-  a frame whose partner cannot come any more is dropped and counted as unmatched.
+  tolerance (default half the slower source's frame period as measured from its arrivals, so every frame of the
+  slower camera finds a partner whatever rate the cameras report); a frame whose partner cannot come any more is
+  dropped and counted as unmatched.
 
 Each pair's IR is brought onto the visible grid by :class:`stream_fusion.warp.IrRegistration` (resized, or left as
 captured with the calibration's warp for the engine to apply).
@@ -24,12 +25,12 @@ import numpy as np
 
 from stream_fusion.capture import EndOfStream, Frame
 from stream_fusion.config import require
+from stream_fusion.timing import ArrivalRate
 from stream_fusion.warp import IrRegistration, IrWarp, register
 
 log = logging.getLogger(__name__)
 
 STAGES = ("capture_to_pair", "align", "fuse", "total")  # the latencies (ms) every frame carries, in this order
-ASSUMED_FPS = 30.0  # for the live tolerance when neither source reports its rate
 LIVE_BUFFER = 4  # frames per side waiting for a partner; older ones cannot be "latest" any more
 
 
@@ -58,46 +59,70 @@ class PairedFrame:
         return min(self.ir.t_mono, self.vis.t_mono)
 
 
-def default_tolerance(fps_ir: float | None, fps_vis: float | None) -> float:
-    """Half the frame period of the faster source (seconds)."""
-    rates = [fps for fps in (fps_ir, fps_vis) if fps]
-    return 0.5 / (max(rates) if rates else ASSUMED_FPS)
-
-
 class LivePairing:
-    """Matches frames by grab time; ``unmatched`` counts frames dropped for want of a partner."""
+    """Matches frames by grab time; ``unmatched`` counts frames dropped for want of a partner.
 
-    def __init__(self, tolerance_s: float) -> None:
-        self.tolerance_s = tolerance_s
+    The tolerance is fixed when given (``--tolerance-ms``); else it is half the measured frame period of the slower
+    source (:class:`stream_fusion.timing.ArrivalRate`, the reported rates as the prior until enough frames came), so
+    every frame of the slower camera finds its partner whatever rate the cameras claim. Of two partners within the
+    tolerance, the nearer one that has arrived is taken."""
+
+    def __init__(self, tolerance_s: float | None = None,
+                 reported_fps: tuple[float | None, float | None] = (None, None)) -> None:
+        self.fixed_tolerance_s = tolerance_s
+        self.rates = {"ir": ArrivalRate(reported_fps[0]), "vis": ArrivalRate(reported_fps[1])}
         self.unmatched = 0
         self._waiting: dict[str, deque[Frame]] = {"ir": deque(), "vis": deque()}
 
     @classmethod
     def from_config(cls, sync_cfg: dict[str, Any], fps: tuple[float | None, float | None]) -> LivePairing:
-        """From the ``sync:`` section: ``tolerance_ms``, or null for half the frame period of the faster of the two
-        sources (``fps``: their reported rates)."""
+        """From the ``sync:`` section: ``tolerance_ms``, or null for half the measured frame period of the slower
+        of the two sources (``fps``: their reported rates, the prior until measured)."""
         tolerance_ms = sync_cfg["tolerance_ms"]
         require(tolerance_ms is None or (isinstance(tolerance_ms, (int, float)) and tolerance_ms > 0),
                 "sync.tolerance_ms", tolerance_ms, "> 0")
-        return cls(tolerance_ms / 1000.0 if tolerance_ms else default_tolerance(*fps))
+        return cls(tolerance_ms / 1000.0 if tolerance_ms else None, fps)
+
+    @property
+    def tolerance_s(self) -> float:
+        """The grab-time gap two frames of one pair may have, now."""
+        if self.fixed_tolerance_s is not None:
+            return self.fixed_tolerance_s
+        return 0.5 * max(rate.period for rate in self.rates.values())
+
+    def describe(self) -> str:
+        """One line for the summary: the rates measured (and reported) and the tolerance they give."""
+        rates = []
+        for role, rate in self.rates.items():
+            measured = f"{1 / rate.measured_period:.1f} fps" if rate.measured_period else "not measured"
+            reported = f"{rate.reported_fps:g}" if rate.reported_fps else "none"
+            rates.append(f"{role} {measured} (reported {reported})")
+        how = "fixed" if self.fixed_tolerance_s is not None else "half the slower measured period"
+        return f"{', '.join(rates)}; pairing tolerance {self.tolerance_s * 1000:.0f} ms ({how})"
 
     def add(self, frame: Frame) -> list[tuple[Frame, Frame]]:
         """Take one frame; return the (ir, vis) pairs it completes, oldest first."""
+        self.rates[frame.role].add(frame.index, frame.t_mono)
         waiting = self._waiting[frame.role]
         waiting.append(frame)
         if len(waiting) > LIVE_BUFFER:
             waiting.popleft()
             self.unmatched += 1
         pairs = []
+        tolerance = self.tolerance_s
         ir_side, vis_side = self._waiting["ir"], self._waiting["vis"]
         while ir_side and vis_side:
             ir, vis = ir_side[0], vis_side[0]
             gap = ir.t_mono - vis.t_mono
-            if abs(gap) <= self.tolerance_s:
-                pairs.append((ir_side.popleft(), vis_side.popleft()))
-            else:  # the older frame's partner would have to be older still: it will not come
-                (ir_side if gap < 0 else vis_side).popleft()
+            older_side, newer = (ir_side, vis) if gap < 0 else (vis_side, ir)
+            if abs(gap) > tolerance:  # the older frame's partner would have to be older still: it will not come
+                older_side.popleft()
                 self.unmatched += 1
+            elif len(older_side) > 1 and abs(older_side[1].t_mono - newer.t_mono) < abs(gap):
+                older_side.popleft()  # the next frame on that side is nearer in time: it is the partner
+                self.unmatched += 1
+            else:
+                pairs.append((ir_side.popleft(), vis_side.popleft()))
         return pairs
 
 

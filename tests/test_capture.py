@@ -86,7 +86,7 @@ def test_video_file_is_replayed_in_full(tmp_path: Path) -> None:
 
 def test_loop_restarts_and_limit_cuts_each_pass(tmp_path: Path) -> None:
     for i in range(5):
-        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((4, 4), i, np.uint8))
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((16, 16), i, np.uint8))
     stop = threading.Event()
     out = LosslessQueue(100, stop)
     thread = CaptureThread(open_source(tmp_path, "ir"), out, stop, limit=3, loop=True)
@@ -140,7 +140,7 @@ def test_truncated_avi_delivers_its_frames_then_fails(tmp_path: Path) -> None:
 def test_folder_problems_are_named(tmp_path: Path) -> None:
     with pytest.raises(StreamFusionError, match="holds no images"):
         open_source(tmp_path, "vis")
-    cv2.imwrite(str(tmp_path / "0.png"), np.zeros((4, 4), np.uint8))
+    cv2.imwrite(str(tmp_path / "0.png"), np.zeros((16, 16), np.uint8))
     (tmp_path / "1.png").write_bytes(b"\x89PNG broken")
     source = open_source(tmp_path, "vis")
     items, thread = drain(source)
@@ -150,7 +150,7 @@ def test_folder_problems_are_named(tmp_path: Path) -> None:
 
 def test_pacing_spaces_frames_by_the_frame_period(tmp_path: Path) -> None:
     for i in range(4):
-        cv2.imwrite(str(tmp_path / f"{i}.png"), np.zeros((4, 4), np.uint8))
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.zeros((16, 16), np.uint8))
     items, _ = drain(open_source(tmp_path, "ir"), pace_fps=20.0)
     times = [f.t_mono for f in items if isinstance(f, Frame)]
     # Frame i is released no earlier than i / fps after the start (a lower bound; no upper bound is asserted).

@@ -182,7 +182,7 @@ def test_cuda_graph_is_asked_of_the_gpu_providers_for_one_frame_size(network, en
     np.testing.assert_array_equal(graphed.fuse(ir, vis), engine.fuse(ir, vis))
 
 
-def test_auto_falls_back_to_cpu_with_one_warning_and_no_log_spam(network, caplog, capfd) -> None:
+def test_auto_falls_back_to_cpu_with_one_short_warning_and_no_log_spam(network, caplog, capfd, monkeypatch) -> None:
     caplog.set_level(logging.WARNING, logger="stream_fusion.engine")
     engine = create_engine(network[1], "auto", resolution=(64, 64))
     out, err = capfd.readouterr()
@@ -190,10 +190,20 @@ def test_auto_falls_back_to_cpu_with_one_warning_and_no_log_spam(network, caplog
         pytest.skip(f"a GPU provider ({engine.provider}) loads on this machine")
     gpu_listed = {"TensorrtExecutionProvider", "CUDAExecutionProvider"} & set(ort.get_available_providers())
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "running on CPU" in warnings[0]
-    if gpu_listed:
-        assert "tensorrt:" in warnings[0] and "cuda:" in warnings[0]
+    if gpu_listed:  # the GPU build without a GPU: one short line, the reasons on request
+        assert warnings == ["onnxruntime: running on CPU: TensorRT and CUDA did not load (STREAM_FUSION_VERBOSE=1 "
+                            "says why)"]
+    else:  # a CPU build: the CPU is all it has, nothing to say
+        assert warnings == []
     assert "EP Error" not in out + err and "Failed to load library" not in out + err
+    caplog.clear()
+    monkeypatch.setenv("STREAM_FUSION_VERBOSE", "1")
+    create_engine(network[1], "auto", resolution=(64, 64))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("onnxruntime: running on CPU; unavailable: tensorrt: ")
+    assert "; cuda: " in warnings[0]
+    if not gpu_listed:
+        assert "tensorrt: not in this onnxruntime build; cuda: not in this onnxruntime build" in warnings[0]
 
 
 @pytest.mark.parametrize("preset", ["lite", "base", "cdfusion"])

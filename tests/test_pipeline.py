@@ -104,6 +104,31 @@ def test_live_mode_keeps_latency_bounded_and_counts_drops(tmp_path: Path) -> Non
     assert p99_total < 600  # ~3 fuse times in flight at most, not a queue that grows with the stream
 
 
+def test_unpaced_replay_reports_processing_and_waiting_apart(tmp_path: Path) -> None:
+    """An unpaced replay reads ahead of a 30 ms fuser: frames wait behind each other in the lossless queues. That
+    waiting is the replay's backlog, reported on its own line and said so, not folded into a processing latency."""
+    write_video(tmp_path / "ir.avi", 24)
+    write_video(tmp_path / "vis.avi", 24)
+    sources = SourcePair(open_source(tmp_path / "ir.avi", "ir"), open_source(tmp_path / "vis.avi", "vis"), live=False)
+    summary = Pipeline(sources, SlowEngine(0.03), AlignmentMonitor(), queue_size=4).run()
+    assert summary.frames == 24 and summary.unpaced_replay
+    processing, waiting, total = (summary.latency_ms[key][0] for key in ("processing", "waiting", "total"))
+    assert 30 <= processing < 100  # the 30 ms fuse plus the alignment check
+    assert waiting > 2 * processing  # several frames ahead of it in the queues, each one fuse long
+    assert processing + waiting == pytest.approx(total, rel=0.25)  # medians of per-frame sums: close, not exact
+    processing_line, waiting_line = summary.lines()[1:3]
+    assert processing_line.startswith("  processing ms (median/p99), the stages' own work on a frame: ")
+    assert "(align " in processing_line and ", fuse " in processing_line
+    assert waiting_line.startswith("  waiting ms (median/p99), in the pairing and the queues between stages: ")
+    assert "(an unpaced replay reads ahead: this is its backlog, not lag)" in waiting_line
+
+    paced = SourcePair(open_source(tmp_path / "ir.avi", "ir"), open_source(tmp_path / "vis.avi", "vis"), live=False,
+                       pace_fps=20.0)
+    summary = Pipeline(paced, SlowEngine(0.03), AlignmentMonitor(), queue_size=4).run()
+    assert not summary.unpaced_replay and "backlog" not in "\n".join(summary.lines())
+    assert summary.latency_ms["waiting"][0] < summary.latency_ms["processing"][0]  # keeps up: nothing piles up
+
+
 def test_source_failure_mid_stream_delivers_what_came_before(tmp_path: Path) -> None:
     writer = cv2.VideoWriter(str(tmp_path / "full.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
     rng = np.random.default_rng(0)
@@ -163,9 +188,10 @@ def test_status_line_reports_fps_latency_and_drops() -> None:
     pipeline = Pipeline(sources, ClassicalEngine(), AlignmentMonitor(), status=lines.append, status_interval_s=0.2)
     summary = pipeline.run()
     assert summary.frames == 32 and lines
-    assert all("fps | ms: pair" in line and "drops: capture 0" in line for line in lines)
+    assert all("fps | ms: align" in line and " waiting " in line and "drops: capture 0" in line for line in lines)
     text = "\n".join(summary.lines())
-    assert text.startswith("summary: 32 frames fused in") and "total" in text and "publish" not in summary.latency_ms
+    assert text.startswith("summary: 32 frames fused in") and "capture to publish" in text
+    assert "publish" not in summary.latency_ms
 
 
 def test_live_recording_holds_frames_so_it_plays_at_scene_speed(tmp_path: Path) -> None:

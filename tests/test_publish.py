@@ -262,6 +262,18 @@ def test_bad_address_is_a_one_line_error(address: str) -> None:
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize(("address", "message"), [
+    ("tcp://127.0.0.1:99999", "port 99999 is not a number from 1 to 65535 (or * for any free port)"),  # not 34463
+    ("tcp://127.0.0.1:65536", "port 65536 is not a number from 1 to 65535 (or * for any free port)"),
+    ("tcp://127.0.0.1:0", "port 0 is not a number from 1 to 65535 (or * for any free port)"),
+    ("tcp://127.0.0.1", "no port: expected tcp://HOST:PORT, e.g. tcp://127.0.0.1:5555"),
+])
+def test_port_out_of_range_or_missing_is_refused_not_wrapped(address: str, message: str) -> None:
+    with pytest.raises(StreamFusionError) as error:
+        Publisher(address)
+    assert str(error.value) == f"cannot publish on {address!r}: {message}"
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"fmt": "png"}, "format must be one of raw, jpg"),
     ({"jpeg_quality": 0}, "JPEG quality"),

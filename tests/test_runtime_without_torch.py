@@ -37,3 +37,20 @@ def test_alignment_calibration_and_frame_helpers_load_without_onnx_runtime() -> 
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_engine_benchmark_runs_without_torch_and_says_what_it_skipped() -> None:
+    """``python -m stream_fusion.bench`` on a deployment install: the shipped ONNX files timed on every provider here,
+    the torch rows skipped with a note (it ended in a ModuleNotFoundError traceback)."""
+    script = ("import runpy, sys; sys.modules['torch'] = None; "
+              "sys.argv = ['bench', '--sizes', '64x48', '--presets', 'lite', '--iters', '3', '--budget', '1']; "
+              "runpy.run_module('stream_fusion.bench', run_name='__main__', alter_sys=True)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| lite | 64x48 |")]
+    assert {(row[2], row[3]) for row in rows} >= {("engine", "cpu"), ("engine+warp", "cpu"), ("session", "cpu")}
+    assert not any(row[2].startswith("torch") for row in rows)
+    assert "weights lite: shipped difffuse_lite.onnx" in result.stdout
+    assert "torch not installed" in result.stdout
+    assert "not timed: torch: torch is not installed (a deployment install): no torch rows" in result.stdout

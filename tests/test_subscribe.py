@@ -85,9 +85,9 @@ def test_decode_reads_a_plain_imagezmq_message_without_our_metadata() -> None:
     ([b'{"msg": "x"}'], "two-part message"),
     ([b"not json", b""], "not JSON"),
     ([b'[1, 2]', b""], "not an imagezmq header"),
-    ([b'{"msg": "x", "dtype": "uint8"}', b"\x00" * 4], "valid 'dtype' and 'shape'"),
+    ([b'{"msg": "x", "dtype": "uint8"}', b"\x00" * 4], "raw header needs a 'shape'"),
     ([b'{"msg": "x", "dtype": "uint8", "shape": [2, 3]}', b"\x00" * 5], "cannot come in 5 bytes"),
-    ([b'{"msg": "x", "jpg": true}', b"no jpeg here"], "does not decode"),
+    ([b'{"msg": "x", "jpg": true}', b"no jpeg here"], "not a JPEG"),
 ])
 def test_decode_rejects_malformed_messages_with_one_line(parts: list[bytes], message: str) -> None:
     with pytest.raises(StreamFusionError, match=message) as error:
@@ -154,6 +154,16 @@ def test_cli_unresolvable_host_is_a_one_line_error_at_once() -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("error: cannot resolve host 'no-such-host.invalid' of")
     assert result.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize(("address", "message"), [
+    ("tcp://127.0.0.1", "cannot connect to 'tcp://127.0.0.1': no port: expected tcp://HOST:PORT, e.g. tcp://127.0.0.1:5555"),
+    ("tcp://:5555", "cannot connect to 'tcp://:5555': no host: expected tcp://HOST:PORT, e.g. tcp://127.0.0.1:5555"),
+    ("tcp://127.0.0.1:99999", "cannot connect to 'tcp://127.0.0.1:99999': port 99999 is not a number from 1 to 65535"),
+])
+def test_cli_address_without_a_port_or_with_a_bad_one_says_so(address: str, message: str) -> None:
+    result = run_cli(address, "--timeout", "5")
+    assert (result.returncode, result.stderr) == (2, f"error: {message}\n")
 
 
 @pytest.mark.parametrize("args, message", [(["--count", "0"], "--count must be at least 1"),

@@ -10,7 +10,8 @@ import pytest
 from stream_fusion.capture import EndOfStream, Frame
 from stream_fusion.queues import LatestQueue, LosslessQueue
 from stream_fusion.align import Calibration
-from stream_fusion.sync import LivePairing, default_tolerance, pair_live, pair_replay
+from stream_fusion.sync import LivePairing, pair_live, pair_replay
+from stream_fusion.timing import ArrivalRate
 from stream_fusion.warp import IrRegistration
 
 
@@ -18,10 +19,58 @@ def frame(role: str, index: int, t: float, shape: tuple[int, ...] = (4, 6)) -> F
     return Frame(role, index, np.full(shape, index, np.uint8), t, 1000.0 + t)
 
 
-def test_default_tolerance_is_half_the_faster_period() -> None:
-    assert default_tolerance(9.0, 30.0) == pytest.approx(1 / 60)
-    assert default_tolerance(None, 25.0) == pytest.approx(0.02)
-    assert default_tolerance(None, None) == pytest.approx(1 / 60)  # 30 fps assumed
+def test_arrival_rate_is_measured_with_the_reported_rate_as_prior() -> None:
+    rate = ArrivalRate(reported_fps=25.0)
+    assert rate.period == pytest.approx(0.04) and rate.measured_period is None
+    assert rate.stall_after() == pytest.approx(1.0)  # a misreported prior must not raise false stall alarms
+    t = 0.0
+    for index in range(12):
+        rate.add(index if index < 6 else index + 2, t)  # two frames dropped on the way: that interval spans three
+        t += 0.1 if index != 5 else 0.3
+        if index == 8:
+            t += 2.0  # one long gap (a stall): the median ignores it
+    assert rate.measured_period == pytest.approx(0.1)
+    assert rate.fps == pytest.approx(10.0)
+    assert rate.stall_after() == pytest.approx(0.2)  # two measured periods
+    slow = ArrivalRate(None)
+    for index in range(8):
+        slow.add(index, index * 2.0)  # 0.5 fps
+    assert slow.stall_after() == pytest.approx(3.0)  # never between two frames of a slow camera
+    assert ArrivalRate(None).period == pytest.approx(1 / 30)  # nothing reported: 30 fps assumed
+
+
+def test_tolerance_comes_from_measured_arrivals_not_from_a_misreported_rate() -> None:
+    """Two 10 fps cameras that report 25 fps (what OpenCV says of MJPEG over HTTP), grabbing 35 ms apart: half the
+    reported period (20 ms) pairs nothing; half the measured one (50 ms) pairs every frame once measured."""
+    pairing = LivePairing(None, (25.0, 25.0))
+    assert pairing.tolerance_s == pytest.approx(0.02)
+    pairs = []
+    for i in range(40):
+        pairs += pairing.add(frame("ir", i, i * 0.1))
+        pairs += pairing.add(frame("vis", i, i * 0.1 + 0.035))
+    assert pairing.tolerance_s == pytest.approx(0.05)
+    # the first second is the prior's (the open's backlog is not measured); from then on every frame pairs
+    assert {ir.index for ir, _ in pairs} >= set(range(11, 40))
+    assert all(ir.index == vis.index for ir, vis in pairs)
+    assert "ir 10.0 fps (reported 25)" in pairing.describe() and "50 ms" in pairing.describe()
+
+
+def test_an_explicit_tolerance_wins_over_the_measurement() -> None:
+    pairing = LivePairing(0.01, (25.0, 25.0))
+    for i in range(20):
+        pairing.add(frame("ir", i, i * 0.1))
+        pairing.add(frame("vis", i, i * 0.1 + 0.035))
+    assert pairing.tolerance_s == 0.01 and pairing.unmatched >= 36
+
+
+def test_the_nearest_partner_that_arrived_is_taken() -> None:
+    """A 10 fps IR camera and a 30 fps visible one: each IR frame goes with the visible frame grabbed nearest."""
+    pairing = LivePairing(None, (10.0, 30.0))
+    events = sorted([frame("ir", i, i * 0.1 + 0.012) for i in range(30)]
+                    + [frame("vis", j, j / 30) for j in range(90)], key=lambda f: f.t_mono)
+    pairs = [pair for event in events for pair in pairing.add(event)]
+    assert len(pairs) >= 28
+    assert max(abs(ir.t_mono - vis.t_mono) for ir, vis in pairs) < 1 / 60 + 1e-9
 
 
 def test_live_pairs_by_grab_time_and_counts_the_unmatched() -> None:

@@ -10,7 +10,9 @@ session (float inputs already prepared; on a GPU provider bound on the device), 
 where it compiles. Providers that do not load
 here are listed with the reason instead of timed. Weights: ``stream_fusion/weights/difffuse_<preset>.pt`` when present
 (exported to ONNX in a temporary folder so both runtimes run the same weights), else random init at the same
-cost, said in the output. A benchmark, so it may import torch; the runtime does not.
+cost, said in the output. A benchmark, so it may import torch; the runtime does not, and a deployment box (no torch)
+runs it too: it then times the shipped ONNX files on every provider and says that the torch rows (and the CUDA fp16
+file, which takes torch to export) were skipped.
 """
 from __future__ import annotations
 
@@ -19,39 +21,68 @@ import json
 import logging
 import os
 import platform
+import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-import onnxruntime as ort
-import torch
 from tqdm import tqdm
 
 from stream_fusion import DEMO_IR, WEIGHTS_DIR
 from stream_fusion.bench import cpu_name
-from stream_fusion.engine import PROVIDERS, create_engine
-from stream_fusion.engine.sessions import default_cache_dir, open_session, usable_cores
+from stream_fusion.engine import PROVIDERS, SHIPPED_MODELS, create_engine, import_onnxruntime
+from stream_fusion.engine.graph import is_colour_model, model_metadata, read_model
 from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.warp import IrWarp
 
+if TYPE_CHECKING:
+    import torch
+
 # A calibration-like homography (rotation, scale, keystone of a few px) for the engine+warp runner.
 BENCH_WARP = np.array([[1.01, 0.012, -3.2], [-0.011, 0.99, 4.1], [2e-5, -1e-5, 1.0]])
+NO_TORCH = "torch is not installed (a deployment install): no torch rows, no CUDA fp16 file; pip install stream-fusion[train] for them"
 
 
-def machine() -> dict[str, Any]:
+def optional_torch() -> ModuleType | None:
+    """torch where it is installed (a development install), else None: the engine rows need only ONNX Runtime."""
+    try:
+        import torch
+    except ModuleNotFoundError as error:
+        if error.name != "torch":
+            raise
+        return None
+    return torch
+
+
+def gpu_name(torch: ModuleType | None) -> str | None:
+    """The GPU's name from torch, or from nvidia-smi on a box without torch; None without a GPU."""
+    if torch is not None:
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    if shutil.which("nvidia-smi") is None:
+        return None
+    query = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
+                           timeout=30)
+    return query.stdout.splitlines()[0].strip() if query.returncode == 0 and query.stdout.strip() else None
+
+
+def machine(ort: ModuleType, torch: ModuleType | None) -> dict[str, Any]:
     """What the numbers were measured on: CPU model and cores, GPU if any, library versions, load."""
+    from stream_fusion.engine.sessions import usable_cores
+
     return {
         "cpu": cpu_name(),
         "cores": usable_cores(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "gpu": gpu_name(torch),
         "onnxruntime": ort.__version__,
         "onnxruntime_providers": ort.get_available_providers(),
-        "torch": torch.__version__,
+        "torch": torch.__version__ if torch is not None else None,
         "python": platform.python_version(),
         "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -97,6 +128,8 @@ def timed(step: Callable[[], object], iters: int, budget_s: float, warmup: int =
 
 def bare_session_step(path: Path, provider: str, ir: np.ndarray, vis: np.ndarray) -> Callable[[], object]:
     """The float network alone; on a GPU provider inputs and output stay on the device (no copies timed)."""
+    from stream_fusion.engine.sessions import default_cache_dir, open_session, ort
+
     session, _ = open_session(path.read_bytes(), provider, shapes={"ir": ir.shape, "vis": vis.shape},
                               cache_dir=default_cache_dir(), threads=None, device_id=0)
     if provider == "cpu":
@@ -120,6 +153,8 @@ def one_line(error: Exception) -> str:
 
 
 def torch_step(model: torch.nn.Module, ir: np.ndarray, vis: np.ndarray, half: bool) -> Callable[[], object]:
+    import torch
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.float16 if half else torch.float32
     model = model.to(device, dtype)
@@ -134,29 +169,44 @@ def torch_step(model: torch.nn.Module, ir: np.ndarray, vis: np.ndarray, half: bo
     return step
 
 
+def prepare(preset: str, workdir: Path, torch: ModuleType | None) -> tuple[Any, dict[str, Path], int, bool, str]:
+    """What one preset is timed with: the torch network (None without torch), its ONNX file per precision, the size
+    multiple, whether it takes a colour visible frame, and where the weights came from. With torch the checkpoint is
+    exported here, so both runtimes run the same weights; without it the shipped ONNX file is timed (the export of the
+    same checkpoint, checked by the tests) and there is no fp16 file."""
+    if torch is None:
+        path = SHIPPED_MODELS[preset]
+        meta = model_metadata(read_model(path))
+        return None, {"fp32": path}, int(meta["size_multiple"]), is_colour_model(meta), f"shipped {path.name}"
+    from export.network import export_model
+
+    model, origin = load_weights(preset)
+    paths = {"fp32": workdir / f"{preset}_fp32.onnx", "fp16": workdir / f"{preset}_fp16.onnx"}
+    export_model(model, paths["fp32"], metadata={"preset": preset, "model_version": f"{preset}-bench",
+                                                 "training": origin})
+    return model, paths, int(model.size_multiple), getattr(model, "vis_channels", 1) == 3, origin
+
+
 def run(presets: list[str], sizes: list[tuple[int, int]], iters: int, budget_s: float, compile_: bool,
         workdir: Path, save: Callable[[dict[str, Any]], None] = lambda report: None) -> dict[str, Any]:
     """Time every case; ``save`` gets the report so far after each result (a run cut short keeps what it timed)."""
-    from export.network import export_model
-
-    report: dict[str, Any] = {"machine": machine(), "weights": {}, "unavailable": {}, "results": []}
+    ort, torch = import_onnxruntime(), optional_torch()
+    report: dict[str, Any] = {"machine": machine(ort, torch), "weights": {}, "unavailable": {}, "results": []}
+    if torch is None:
+        report["unavailable"]["torch"] = NO_TORCH
     providers = [p for p in ("tensorrt", "cuda", "cpu") if PROVIDERS[p] in ort.get_available_providers()]
-    gpu_torch = torch.cuda.is_available()
+    gpu_torch = torch is not None and torch.cuda.is_available()
     cases = [(preset, size) for preset in presets for size in sizes]
     bar = tqdm(total=len(cases), desc="bench", unit="case")
     for preset in presets:
-        model, origin = load_weights(preset)
+        model, paths, multiple, colour, origin = prepare(preset, workdir, torch)
         report["weights"][preset] = origin
-        paths = {"fp32": workdir / f"{preset}_fp32.onnx", "fp16": workdir / f"{preset}_fp16.onnx"}
-        meta = {"preset": preset, "model_version": f"{preset}-bench", "training": origin}
-        export_model(model, paths["fp32"], metadata=meta)
-        multiple = int(model.size_multiple)
         for width, height in sizes:
             bar.set_postfix_str(f"{preset} {width}x{height}")
             ir8, vis8 = sample_pair(width, height)
             h, w = height + -height % multiple, width + -width % multiple
             ir = np.ascontiguousarray(cv2.resize(ir8, (w, h))[None, None], np.float32) / 255
-            vis_planes = (cv2.resize(vis8, (w, h)).transpose(2, 0, 1) if getattr(model, "vis_channels", 1) == 3
+            vis_planes = (cv2.resize(vis8, (w, h)).transpose(2, 0, 1) if colour
                           else cv2.cvtColor(cv2.resize(vis8, (w, h)), cv2.COLOR_BGR2GRAY)[None])
             vis = np.ascontiguousarray(vis_planes[None], np.float32) / 255
 
@@ -178,9 +228,16 @@ def run(presets: list[str], sizes: list[tuple[int, int]], iters: int, budget_s: 
                 for precision in precisions:
                     if provider in dead:
                         continue
-                    path = paths["fp32" if provider != "cuda" else precision]
+                    file = "fp32" if provider != "cuda" else precision
+                    if file not in paths:  # the CUDA fp16 file is exported with torch
+                        report["unavailable"][f"{provider}/{precision}"] = NO_TORCH
+                        continue
+                    path = paths[file]
                     if precision == "fp16" and provider == "cuda" and not path.exists():
-                        export_model(model, path, fp16=True, metadata=meta)
+                        from export.network import export_model
+
+                        export_model(model, path, fp16=True, metadata={"preset": preset, "training": origin,
+                                                                       "model_version": f"{preset}-bench"})
                     try:
                         engine = create_engine(path, provider, resolution=(width, height))
                     except StreamFusionError as error:
@@ -196,12 +253,13 @@ def run(presets: list[str], sizes: list[tuple[int, int]], iters: int, budget_s: 
                     record("engine+warp", provider, precision, lambda e=engine, w=warp: e.fuse(ir8, vis8, w))
                     record("session", provider, precision, bare_session_step(path, provider, ir, vis))
             device = "cuda" if gpu_torch else "cpu"
-            for precision in (["fp32", "fp16"] if gpu_torch else ["fp32"]):
+            for precision in (["fp32", "fp16"] if gpu_torch else ["fp32"]) if model is not None else []:
                 record("torch-eager", device, precision, torch_step(model, ir, vis, precision == "fp16"))
                 if compile_:
                     record("torch-compile", device, precision,
                            torch_step(torch.compile(model), ir, vis, precision == "fp16"))
-            model = model.float().cpu()
+            if model is not None:
+                model = model.float().cpu()
             bar.update()
     bar.close()
     report["machine"]["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -232,7 +290,9 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    torch._logging.set_logs(dynamo=logging.ERROR, inductor=logging.ERROR)  # graph-break chatter, not results
+    torch = optional_torch()
+    if torch is not None:
+        torch._logging.set_logs(dynamo=logging.ERROR, inductor=logging.ERROR)  # graph-break chatter, not results
     parser = argparse.ArgumentParser(prog="python -m stream_fusion.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, help="also write the full report (machine, weights, results) here")
     parser.add_argument("--sizes", default="640x512,1280x1024", help="WIDTHxHEIGHT list (default 640x512,1280x1024)")
@@ -259,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                      save)
     m = report["machine"]
     print(f"machine: {m['cpu']}, {m['cores']} cores, GPU {m['gpu'] or 'none'}, onnxruntime {m['onnxruntime']}, "
-          f"torch {m['torch']}, load average {m['load_average_at_start']} -> {m['load_average_at_end']}")
+          f"torch {m['torch'] or 'not installed'}, load average {m['load_average_at_start']} -> {m['load_average_at_end']}")
     for preset, origin in report["weights"].items():
         print(f"weights {preset}: {origin}")
     print(table(report))

@@ -25,7 +25,6 @@ import numpy as np
 
 from stream_fusion.engine import SHIPPED_MODELS
 from stream_fusion.engine.graph import frame_dims, frame_graph, is_colour_model, model_metadata, read_model
-from stream_fusion.engine.sessions import default_cache_dir, open_session
 from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.warp import IrWarp
 
@@ -45,6 +44,9 @@ def feeds_for(in_session: bool, colour: bool, size: tuple[int, int], multiple: i
 
 def profile(model: Path, provider: str, size: tuple[int, int], runs: int, warmup: int = 3) -> dict[str, Any]:
     """Run the engine's graph ``warmup + runs`` times under ORT's profiler; summarise the last ``runs``."""
+    # Here, not at the top: without ONNX Runtime the command says so in one line (run_cli), not in a traceback.
+    from stream_fusion.engine.sessions import default_cache_dir, open_session
+
     proto = read_model(model)
     meta = model_metadata(proto)
     multiple = int(meta["size_multiple"])

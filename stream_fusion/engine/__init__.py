@@ -11,7 +11,9 @@ The package, one job per module:
 * ``graph``: the model file as ONNX: reading and checking it, and the frame graph the session runs (shared with
   ``export/``);
 * ``sessions``: ONNX Runtime sessions: the provider chain, their options, fallbacks said in one line;
-* ``onnx_engine``: :class:`~stream_fusion.engine.onnx_engine.OnnxEngine`, the network with its device buffers.
+* ``onnx_engine``: :class:`~stream_fusion.engine.onnx_engine.OnnxEngine`, the network with its device buffers;
+* ``remote``: :class:`~stream_fusion.engine.remote.RemoteEngine`, the network on a Triton server
+  (``triton://HOST:PORT/NAME``).
 
 Importing this package loads neither onnx nor ONNX Runtime (the network's engine is imported when one is built), so
 the alignment check, the calibration and the training data use the frame helpers without a runtime. Nothing here
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -31,12 +34,15 @@ from stream_fusion.config import require
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.warp import IrWarp
 
-__all__ = ["DEFAULT_MODEL", "PROVIDERS", "SHIPPED_MODELS", "FusionEngine", "check_provider", "create_engine",
-           "engine_from_config"]
+__all__ = ["DEFAULT_MODEL", "NO_RUNTIME", "PROVIDERS", "SHIPPED_MODELS", "FusionEngine", "check_provider",
+           "create_engine", "engine_from_config", "import_onnxruntime"]
 
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 SHIPPED_MODELS = {name: WEIGHTS_DIR / f"difffuse_{name}.onnx" for name in ("lite", "base", "cdfusion")}
 DEFAULT_MODEL = "lite"
+# The base install carries no ONNX Runtime: the CPU build and the GPU build are two wheels that install the same
+# ``onnxruntime`` module, so they cannot both be dependencies; each is an extra.
+NO_RUNTIME = "ONNX Runtime is not installed: install stream-fusion[cpu] or stream-fusion[gpu]"
 
 log = logging.getLogger(__name__)
 
@@ -56,24 +62,44 @@ class FusionEngine(Protocol):
     def fuse(self, ir: np.ndarray, vis: np.ndarray, warp: IrWarp | None = None) -> np.ndarray: ...
 
 
+def import_onnxruntime() -> ModuleType:
+    """The ``onnxruntime`` module, or a one-line error naming the extras that bring it (the base install has none)."""
+    try:
+        import onnxruntime
+    except ModuleNotFoundError as error:
+        if error.name != "onnxruntime":
+            raise
+        raise StreamFusionError(NO_RUNTIME) from None
+    return onnxruntime
+
+
 def check_provider(provider: str) -> None:
     """The one rule for a provider name, whichever way an engine is built."""
     if provider not in ("auto", *PROVIDERS):
         raise StreamFusionError(f"unknown provider {provider!r}: use auto, tensorrt, cuda or cpu")
 
 
-def create_engine(model: str | Path = "default", provider: str = "auto", **options: Any) -> FusionEngine:
+def create_engine(
+    model: str | Path = "default", provider: str = "auto", *, reconnect_s: float = 10.0, **options: Any
+) -> FusionEngine:
     """The engine for a ``--model`` / ``--provider`` pair, as the config and CLIs spell them.
 
     ``model``: ``default`` (the shipped lite network), ``lite``, ``base``, ``cdfusion`` (the colour network),
-    ``classical`` or a path to an ``.onnx`` file. ``options`` go to
+    ``classical``, a path to an ``.onnx`` file, or ``triton://HOST:PORT/NAME``, a network on a fusion server (which
+    picks its own provider; ``reconnect_s``: how long a lost server is retried). ``options`` go to
     :class:`~stream_fusion.engine.onnx_engine.OnnxEngine` (``resolution=(w, h)``, ``cache_dir``, ``threads``,
-    ``device_id``, ``cuda_graph``, ``warmup``); the classical engine takes none of them.
+    ``device_id``, ``cuda_graph``, ``warmup``); the remote engine takes ``resolution``, the classical engine none.
     """
     check_provider(provider)
     name = str(model)
     if name == "classical":
         return ClassicalEngine()
+    if name.startswith("triton://"):
+        from stream_fusion.engine.remote import RemoteEngine  # here: tritonclient loads only when a server is named
+
+        if provider != "auto":
+            log.warning("--provider %s is ignored with %s: the server chooses its own", provider, name)
+        return RemoteEngine(name, reconnect_s=reconnect_s, resolution=options.get("resolution"))
     from stream_fusion.engine.onnx_engine import OnnxEngine  # here: ONNX Runtime loads only when a network is wanted
 
     if name == "default":
@@ -90,10 +116,12 @@ def create_engine(model: str | Path = "default", provider: str = "auto", **optio
 
 
 def engine_from_config(
-    engine_cfg: dict[str, Any], size: tuple[int, int] | None, ir_size: tuple[int, int] | None = None
+    engine_cfg: dict[str, Any], size: tuple[int, int] | None, ir_size: tuple[int, int] | None = None,
+    reconnect_s: float = 10.0,
 ) -> FusionEngine:
     """The engine of the ``engine:`` section (``model``, ``provider``, ``cuda_graph``), warmed up at the stream's frame
     sizes when they are known (``ir_size``: the IR camera's, which the in-session calibration warp takes as it comes).
+    ``reconnect_s``: how long a remote engine retries a lost server (the stream's ``source.reconnect_s``).
     ``cuda_graph``: null (on under TensorRT / CUDA whenever the frame size is known), true or false. A CUDA graph is
     captured for one frame size, so without ``size`` there is none, said once by the engine (or here, when asked for
     explicitly)."""
@@ -103,10 +131,13 @@ def engine_from_config(
     options: dict[str, Any] = {"resolution": size} if size else {}
     if size and ir_size:
         options["ir_resolution"] = ir_size
-    if engine_cfg["model"] != "classical":
+    remote = str(engine_cfg["model"]).startswith("triton://")
+    if remote:
+        options = {"resolution": size} if size else {}
+    elif engine_cfg["model"] != "classical":
         if graph is False:
             options["cuda_graph"] = False
         elif graph and not size:
             log.warning("engine.cuda_graph: the visible source does not report its frame size, so no CUDA graph")
             options["cuda_graph"] = False
-    return create_engine(engine_cfg["model"], engine_cfg["provider"], **options)
+    return create_engine(engine_cfg["model"], engine_cfg["provider"], reconnect_s=reconnect_s, **options)

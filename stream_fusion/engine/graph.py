@@ -45,7 +45,31 @@ def read_model(path: Path) -> onnx.ModelProto:
         raise StreamFusionError(
             f"{path} lacks stream_fusion metadata ({', '.join(missing)}): export it with python -m export.network"
         )
+    broken = non_finite_weights(proto)
+    if broken:
+        raise StreamFusionError(
+            f"{path} has NaN or infinite weights ({broken}): it would fuse black frames; the training diverged or "
+            "the file was damaged, export it again from a good checkpoint"
+        )
     return proto
+
+
+def non_finite_weights(proto: onnx.ModelProto) -> str:
+    """Which floating-point weights (initializers and Constant nodes) hold NaN or infinity, in a few words; "" when
+    none does. A diverged training exports such a file without complaint, and the engine's uint8 output turns
+    NaN into black frames that no later check would notice. A scan of every weight: milliseconds for the shipped
+    networks."""
+    tensors = [*proto.graph.initializer,
+               *(attribute.t for node in proto.graph.node if node.op_type == "Constant"
+                 for attribute in node.attribute if attribute.type == onnx.AttributeProto.TENSOR)]
+    bad = []
+    for tensor in tensors:
+        values = onnx.numpy_helper.to_array(tensor)
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            bad.append(tensor.name or "a constant")
+    if not bad:
+        return ""
+    return ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
 
 
 def model_metadata(proto: onnx.ModelProto) -> dict[str, str]:
@@ -251,3 +275,42 @@ def _channels_last(value: onnx.ValueInfoProto) -> None:
     dims[3].dim_value = 3
     del value.type.tensor_type.shape.dim[:]
     value.type.tensor_type.shape.dim.extend(dims)
+
+
+def served_graph(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The frame graph a fusion server runs (Triton's model.onnx, ``stream_fusion.serve``): :func:`frame_graph` on the
+    host route (``ir`` and ``vis`` on one grid, a luminance model's ``vis`` its luma) with the reflect padding to the
+    size multiple and the crop back inside, so it fuses frames of any size and a client needs nothing but the frames
+    (no size multiple to learn, pads of 0 at multiples such as 640x512). Batch, height and width stay dynamic: a
+    server batches the frames of many streams of one size. Padding and crop are those of the local engine's host
+    route (numpy's ``reflect`` is ONNX's), so the fused frames are the same."""
+    multiple = int(model_metadata(proto)["size_multiple"])
+    model = frame_graph(proto)
+    graph = model.graph
+    make = onnx.helper.make_node
+    channels_last = {value.name: value.type.tensor_type.shape.dim[3].dim_value == 3 for value in graph.input}
+    for node in graph.node:
+        node.input[:] = [f"{name}_padded" if name in channels_last else name for name in node.input]
+        node.output[:] = ["fused_padded" if name == "fused" else name for name in node.output]
+    constants = {"serve_multiple": [multiple], "serve_hw": [2, 3], "serve_begin": [0, 0]}
+    if any(channels_last.values()):
+        constants["serve_hw_last"] = [1, 2]
+    graph.initializer.extend(onnx.numpy_helper.from_array(np.array(value, np.int64), name)
+                             for name, value in constants.items())
+    axes = {True: "serve_hw_last", False: "serve_hw"}
+    pre = [
+        make("Shape", ["ir"], ["serve_ir_shape"]),
+        make("Gather", ["serve_ir_shape", "serve_hw"], ["serve_size"]),  # [H, W] (ir is N x 1 x H x W)
+        make("Mod", ["serve_size", "serve_multiple"], ["serve_excess"]),
+        make("Sub", ["serve_multiple", "serve_excess"], ["serve_short"]),
+        make("Mod", ["serve_short", "serve_multiple"], ["serve_pad_end"]),  # [-H % m, -W % m]
+        make("Concat", ["serve_begin", "serve_pad_end"], ["serve_pads"], axis=0),  # pads of H and W, begin then end
+    ]
+    for name, last in channels_last.items():
+        pre.append(make("Pad", [name, "serve_pads", "", axes[last]], [f"{name}_padded"], mode="reflect"))
+    last = channels_last["vis"]
+    post = [make("Slice", ["fused_padded", "serve_begin", "serve_size", axes[last]], ["fused"])]
+    nodes = pre + list(graph.node) + post
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model

@@ -7,14 +7,15 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import onnxruntime as ort
 
-from stream_fusion.engine import check_provider
+from stream_fusion.engine import check_provider, import_onnxruntime
 from stream_fusion.engine.frames import fuse_colour, fuse_luma, pad_to_multiple
 from stream_fusion.engine.graph import frame_dims, frame_graph, is_colour_model, model_metadata, read_model
 from stream_fusion.engine.sessions import default_cache_dir, file_digest, open_session
 from stream_fusion.errors import StreamFusionError, first_line
 from stream_fusion.warp import IrWarp, fuse_registered
+
+ort = import_onnxruntime()
 
 # Frame size used for warm-up (and the TensorRT shape profile) when the caller does not say: the common thermal
 # core resolution. Pass ``resolution=`` (or call :meth:`OnnxEngine.warmup`) with the real camera size.

@@ -2,7 +2,8 @@
 
 onnxruntime-gpu lists TensorRT and CUDA as available even where their libraries are missing, then quietly runs on the
 CPU after pages of log: :func:`open_session` captures that log, reads back the provider that really runs, and says
-in one line what failed and why.
+in one short line that it fell back; why each GPU provider failed (a missing libcublas...) is said when asked for
+with ``STREAM_FUSION_VERBOSE=1``. A CPU-only build of ONNX Runtime says nothing: the CPU is all it has.
 """
 from __future__ import annotations
 
@@ -18,12 +19,24 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import onnxruntime as ort
-
-from stream_fusion.engine import PROVIDERS
+from stream_fusion.engine import PROVIDERS, import_onnxruntime
+from stream_fusion.engine.tensorrt import preload_tensorrt
 from stream_fusion.errors import StreamFusionError, first_line
 
+ort = import_onnxruntime()
+
 log = logging.getLogger(__name__)
+
+VERBOSE_ENV = "STREAM_FUSION_VERBOSE"  # set (to anything but 0 or empty): say why each GPU provider did not load
+
+
+def verbose() -> bool:
+    """Whether the user asked for the details of a provider fallback (``STREAM_FUSION_VERBOSE=1``)."""
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+NOT_IN_BUILD = "not in this onnxruntime build"
+PROVIDER_LABELS = {"tensorrt": "TensorRT", "cuda": "CUDA", "cpu": "CPU"}
 
 
 def file_digest(path: Path) -> str:
@@ -98,7 +111,7 @@ def open_session(
     for name in wanted:
         options = session_options(threads, profile=profile, dims=dims(name) if callable(dims) else dims)
         if PROVIDERS[name] not in available:
-            failures.append(f"{name}: not in this onnxruntime build")
+            failures.append(f"{name}: {NOT_IN_BUILD}")
             continue
         chain = [(PROVIDERS[name], provider_options(name, shapes=shapes, cache_dir=cache_dir,
                                                     device_id=device_id, cuda_graph=cuda_graph))]
@@ -113,8 +126,7 @@ def open_session(
         graph = model(name) if callable(model) else model
         session, reason = _try_session(graph, options, chain, gpu=name != "cpu")
         if session is not None and session.get_providers()[0] == PROVIDERS[name]:
-            if failures:
-                log.warning("onnxruntime: running on %s; unavailable: %s", name.upper(), "; ".join(failures))
+            _say_fallback(name, failures)
             return session, name
         failures.append(f"{name}: {reason}")
     if provider == "auto":
@@ -122,6 +134,18 @@ def open_session(
     raise StreamFusionError(
         f"provider {provider} is unavailable here ({failures[-1].split(': ', 1)[1]}); use --provider auto or cpu"
     )
+
+
+def _say_fallback(name: str, failures: list[str]) -> None:
+    """One line when ``auto`` runs on a later provider than the first it tried: short by default (every CPU run on a
+    box with the GPU build but no GPU would otherwise repeat a library's file-not-found), the reasons with
+    ``STREAM_FUSION_VERBOSE=1``. Providers this build does not have are no news and are said only then."""
+    tried = [failure.split(":", 1)[0] for failure in failures if not failure.endswith(NOT_IN_BUILD)]
+    if verbose() and failures:
+        log.warning("onnxruntime: running on %s; unavailable: %s", name.upper(), "; ".join(failures))
+    elif tried:
+        log.warning("onnxruntime: running on %s: %s did not load (%s=1 says why)", name.upper(),
+                    " and ".join(PROVIDER_LABELS[provider] for provider in tried), VERBOSE_ENV)
 
 
 def session_options(
@@ -158,14 +182,19 @@ def _try_session(
         except Exception as error:  # ORT raises its own Fail / InvalidGraph types
             return None, first_line(error)
     captured: list[str] = []
+    problem = None
     with _capture_output(captured):
         try:
             if hasattr(ort, "preload_dlls"):
                 ort.preload_dlls()  # CUDA / cuDNN from the nvidia-* pip packages, where installed
-            session = ort.InferenceSession(model, options, providers=chain, enable_fallback=0)
+            if chain[0][0] == PROVIDERS["tensorrt"]:
+                problem = preload_tensorrt()  # TensorRT's pip wheel, which preload_dlls leaves out
+            session = None if problem else ort.InferenceSession(model, options, providers=chain, enable_fallback=0)
         except Exception as error:
             session = None
             captured.append(str(error))
+    if problem:
+        return None, problem
     text = "\n".join(captured)
     if session is not None and session.get_providers()[0] == chain[0][0]:
         return session, ""

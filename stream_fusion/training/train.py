@@ -257,7 +257,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[dict[str, Any], bool]:
     parser = argparse.ArgumentParser(prog="python -m stream_fusion.training.train",
                                      description=__doc__.split("\n")[0])
     add_config_options(parser, OPTIONS, "training YAML over configs/train.yaml (e.g. configs/train_cdfusion.yaml)",
-                       "loss.gradient=20")
+                       "loss.gradient=20", defaults_path=TRAIN_DEFAULTS)
     parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     args = parser.parse_args(argv)
     cfg = config_from_args(args, OPTIONS, defaults_path=TRAIN_DEFAULTS)
