@@ -34,9 +34,11 @@ from stream_fusion.batch import fuse_folder, load_engine, load_pair  # noqa: E40
 from stream_fusion.capture import match_pairs  # noqa: E402
 from stream_fusion.engine import SHIPPED_MODELS, FusionEngine  # noqa: E402
 from stream_fusion.engine.classical import BASELINES  # noqa: E402
+from stream_fusion.engine.frames import to_gray  # noqa: E402
 from stream_fusion.evaluate.score import (  # noqa: E402
-    COLOUR_NOTES, load_triplet, make_grid, markdown_table, mean_scores, score_folder, write_csv, write_png,
+    COLOUR_NOTES, daylight, load_triplet, make_grid, markdown_table, mean_scores, score_folder, write_csv, write_png,
 )
+from stream_fusion.evaluate.stability import DAYLIGHT_BAR, STATIC_LEVELS, temporal_change  # noqa: E402
 
 DATA = DATA_DIR / "eval"
 # Grid rows: people in the dark (TNO 11 and 25, RoadScene night streets), people by a house, a person in heathland.
@@ -56,6 +58,16 @@ COLOUR_PAIRS = ["FLIR_06282", "FLIR_08021", "FLIR_06993", "FLIR_00211"]
 COLOUR_SET = "roadscene50"
 LABELS = {"average": "plain average", "laplacian": "Laplacian pyramid", "lite": "ours (lite)", "base": "ours (base)",
           "cdfusion": "ours (cdfusion, colour)"}
+# Published peers' fused outputs (their authors' weights; ../shared/peers/README.md says how they were made): scored
+# with our metrics beside ours wherever a set's folder exists. Never trained or selected on.
+PEER_DIR = DATA_DIR.parent / "peers"
+PEERS = {"seafusion": "SeAFusion (peer)", "tardal": "TarDAL (peer)", "reconet": "ReCoNet (peer)"}
+LABELS.update(PEERS)
+DAYLIGHT_NEARLY_ALL = 0.9  # issue 15: daylight kept "on (nearly) every pair"; the worst pair is reported beside it
+SEQUENCE = DATA_DIR / "sequences" / "nato_camp"  # the steady-video measure's sequence (32 consecutive frames)
+# The day / night picture: a daylight street with dark flat IR (the dimming issue 15 names) and a night street with
+# pedestrians only the IR shows clearly.
+DAY_NIGHT = {"day": ("roadscene50", "FLIR_00211"), "night": ("roadscene50", "FLIR_05893")}
 RESULTS_BEGIN = "<!-- results: written by scripts/eval_all.py; edits between these markers are overwritten -->"
 RESULTS_END = "<!-- end of results -->"
 PAPER_TNO_FLOOR = {"VIF": 0.72, "Qabf": 0.52}  # DiffFuseNet's weakest ablation row on TNO (one-stage training)
@@ -141,6 +153,85 @@ def quality_bar(means: dict[str, dict[str, dict[str, float]]]) -> list[tuple[str
                          f">= {0.95 * base[metric]:.3f}" if base else ">= 0.95 x base",
                          ("PASS" if ok else "FAIL") if lite and base else "not run"))
     return rows
+
+
+def robustness_bar(means: dict[str, dict[str, dict[str, float]]], days: dict[str, dict[str, dict[str, float]]],
+                   flicker: dict[str, float], model: str = "lite") -> list[tuple[str, str, str, str, str]]:
+    """(check, set, value, required, verdict) rows of issue 15's bar for ``model`` (the default network): above the
+    Laplacian pyramid on VIF and Qabf and SSIM >= 0.92x the plain average's on every set, above SeAFusion on VIF and
+    Qabf (where its outputs were scored), daylight >= 0.8x on (nearly: ``DAYLIGHT_NEARLY_ALL``) every
+    visible-brighter pair, flicker <= 1.0x."""
+    rows = []
+    for split, by_method in means.items():
+        ours = by_method.get(model)
+        verdict = lambda ok: ("PASS" if ok else "FAIL") if ours else "not run"  # noqa: E731
+        value = lambda metric: f"{ours[metric]:.3f}" if ours else "-"  # noqa: E731
+        for metric in ("VIF", "Qabf"):
+            lap = by_method["laplacian"][metric]
+            rows.append((f"{model} {metric} > Laplacian pyramid", split, value(metric), f"> {lap:.3f}",
+                         verdict(ours and ours[metric] > lap)))
+        required = 0.92 * by_method["average"]["SSIM"]
+        rows.append((f"{model} SSIM >= 0.92 x average", split, value("SSIM"), f">= {required:.3f}",
+                     verdict(ours and ours["SSIM"] >= required)))
+        if "seafusion" in by_method:
+            for metric in ("VIF", "Qabf"):
+                peer = by_method["seafusion"][metric]
+                rows.append((f"{model} {metric} > SeAFusion", split, value(metric), f"> {peer:.3f}",
+                             verdict(ours and ours[metric] > peer)))
+        day = days.get(split, {}).get(model)
+        if day:
+            rows.append((f"{model} daylight >= {DAYLIGHT_BAR}x visible", split,
+                         f"min {day['min']:.2f}, {100 * day['kept']:.0f} % of {day['pairs']:.0f}",
+                         f"(nearly) every pair: >= {100 * DAYLIGHT_NEARLY_ALL:.0f} %",
+                         "PASS" if day["kept"] >= DAYLIGHT_NEARLY_ALL else "FAIL"))
+    if model in flicker:
+        rows.append((f"{model} flicker <= 1.0x the inputs'", "nato_camp", f"{flicker[model]:.2f}", "<= 1.00",
+                     "PASS" if flicker[model] <= 1.0 else "FAIL"))
+    return rows
+
+
+def stability_table(days: dict[str, dict[str, dict[str, float]]], flicker: dict[str, float]) -> str:
+    """Every method's daylight measure on each set and its flicker on the sequence, one row per method."""
+    methods = list(dict.fromkeys(m for by_method in days.values() for m in by_method))
+    lines = ["| method | " + " | ".join(f"{split} daylight min / median / kept" for split in days)
+             + " | nato_camp flicker |", "|---" * (len(days) + 2) + "|"]
+    for method in methods:
+        cells = []
+        for split in days:
+            day = days[split].get(method)
+            cells.append(f"{day['min']:.2f} / {day['median']:.2f} / {100 * day['kept']:.0f} %" if day else "-")
+        cells.append(f"{flicker[method]:.2f}" if method in flicker else "-")
+        lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def sequence_flicker(engine: FusionEngine) -> float:
+    """Static-region flicker of the engine on the sequence (frames fused in memory, in name order)."""
+    frames = []
+    for name, ir_path, vis_path in match_pairs(SEQUENCE / "ir", SEQUENCE / "vis"):
+        ir, vis = load_pair(name, ir_path, vis_path)
+        frames.append((to_gray(engine.fuse(ir, vis)), ir, to_gray(vis)))
+    return temporal_change(frames)["ratio"]
+
+
+def write_day_night_grid(engines: dict[str, FusionEngine], target: Path) -> str:
+    """A day scene and a night scene: IR | visible | ours | the peers | the Laplacian pyramid (peers as their
+    authors' weights made them, from ``PEER_DIR``; a peer without that pair's output is left out)."""
+    ours = [m for m in ("lite", "base", "cdfusion") if m in engines]
+    peers = [p for p in PEERS if all((PEER_DIR / split / p / f"{name}.png").exists() for split, name in DAY_NIGHT.values())]
+    rows = []
+    for scene, (split, name) in DAY_NIGHT.items():
+        ir, vis = load_pair(name, DATA / split / "ir" / f"{name}.png", DATA / split / "vis" / f"{name}.png")
+        images = [ir, vis, *(engines[m].fuse(ir, vis) for m in ours)]
+        images += [load_triplet(name, DATA / split / "ir" / f"{name}.png", DATA / split / "vis" / f"{name}.png",
+                                PEER_DIR / split / p / f"{name}.png")[2] for p in peers]
+        images.append(engines["laplacian"].fuse(ir, vis))
+        rows.append((f"{scene}: {name}", images))
+    headers = ["IR", "visible", *(f"ours {m}" for m in ours), *(LABELS[p].replace(" (peer)", "")
+               for p in peers), "Laplacian"]
+    if not cv2.imwrite(str(target), make_grid(rows, headers, height=200), [cv2.IMWRITE_JPEG_QUALITY, 90]):
+        raise SystemExit(f"cannot write {target}")
+    return " | ".join(headers)
 
 
 def colour_bar(by_method: dict[str, dict[str, float]]) -> list[tuple[str, str, str, str]]:
@@ -266,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     counts: dict[str, int] = {}
     dirs: dict[str, tuple[Path, Path]] = {}
     picked: dict[str, list[str]] = {}
+    days: dict[str, dict[str, dict[str, float]]] = {}
     for split in SETS:
         picked[split] = pick_pairs(split, args.limit)
         ir_dir, vis_dir = dirs[split] = pair_dirs(split, picked[split], args.out)
@@ -277,8 +369,16 @@ def main(argv: list[str] | None = None) -> int:
             rows = score_folder(ir_dir, vis_dir, fused_dir)
             write_csv(rows, args.out / split / f"{method}.csv")
             means[split][method] = mean_scores(rows)
+            days.setdefault(split, {})[method] = daylight(rows)
             print(f"{split} {method}: " + ", ".join(f"{k} {v:.3f}" for k, v in means[split][method].items()),
                   flush=True)
+        for peer in PEERS:
+            if (PEER_DIR / split / peer).is_dir():
+                rows = score_folder(ir_dir, vis_dir, PEER_DIR / split / peer)
+                write_csv(rows, args.out / split / f"{peer}.csv")
+                means[split][peer] = mean_scores(rows)
+                days[split][peer] = daylight(rows)
+    flicker = {method: sequence_flicker(engine) for method, engine in engines.items()}
 
     args.docs.mkdir(parents=True, exist_ok=True)
     grids = {split: write_grid(split, engines, args.out, args.docs / f"grid_{split}.png", dirs[split])
@@ -289,10 +389,11 @@ def main(argv: list[str] | None = None) -> int:
         colour_grid = write_colour_grid(engines, args.docs / "colour_grid.jpg")
     else:
         print("skip colour grid: it needs ours (base) and ours (cdfusion) evaluated", flush=True)
+    day_night = write_day_night_grid(engines, args.docs / "grid_day_night.jpg")
     elapsed = time.perf_counter() - started
     providers = ", ".join(f"{LABELS[m]}: {e.provider}" for m, e in engines.items() if m not in BASELINES)
     lines = [
-        "## Results: our network against two classical baselines",
+        "## Results: our networks against two classical baselines and three published peers",
         "",
         f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by `python scripts/eval_all.py` "
         f"on a 2-core x86-64 CPU, no GPU ({cpu_name()}, shared with other jobs); the whole run took "
@@ -300,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
         f"and `eval/roadscene50` ({counts['roadscene50']} pairs, ~500x330, visible RGB), the test splits "
         "CDDFuse and most IVIF papers report on (never used for training). Every method but cdfusion fuses the "
         "visible *luma* with IR and puts the visible chroma back (the YCbCr route); cdfusion outputs colour itself. "
+        "The published peers (SeAFusion, TarDAL, ReCoNet) are their authors' outputs from their released weights "
+        "(`../shared/peers/README.md`: SeAFusion colour by the YCbCr route, TarDAL and ReCoNet gray), scored with "
+        "the same code. "
         "Every fused image is scored on its gray/luma by `python -m stream_fusion.evaluate`'s metrics "
         "(MI, VIF and SSIM summed over the two sources; see Metric conventions below) and, on roadscene50 (colour "
         "visible images), on its colour fidelity to the visible image (dE00, dE00_ab, chroma_r; see Colour fidelity below). "
@@ -324,6 +428,24 @@ def main(argv: list[str] | None = None) -> int:
         "| check | set | value | required | verdict |",
         "|---|---|---|---|---|",
         *(f"| {' | '.join(row)} |" for row in quality_bar(means)),
+        "",
+        "### Daylight and steady video (issue 15)",
+        "",
+        f"Daylight: the fused frame's mean luma over the visible frame's, on the pairs where the visible frame is the "
+        f"brighter source (worst pair / median / share of those pairs at or above {DAYLIGHT_BAR}x). Flicker: on the "
+        f"{SEQUENCE.name} sequence (32 consecutive frames), in static regions (both inputs change by under "
+        f"{STATIC_LEVELS:g} gray levels from one frame to the next), the fused frame's mean change over the inputs' "
+        "(the larger of the two at each pixel); at most 1.0 adds no flicker. Both by `stream_fusion.evaluate` "
+        "(`stream_fusion/evaluate/stability.py`); the peers have no outputs for the sequence.",
+        "",
+        stability_table(days, flicker),
+        "",
+        "Issue 15's bar for the default network (lite), and the same checks for base and cdfusion:",
+        "",
+        "| check | set | value | required | verdict |",
+        "|---|---|---|---|---|",
+        *(f"| {' | '.join(row)} |" for model in ("lite", "base", "cdfusion")
+          for row in robustness_bar(means, days, flicker, model) if model in engines),
         "",
         f"### Colour fidelity on {COLOUR_SET} (issue 6)",
         "",
@@ -372,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
         shown = [n for n in SETS[split] if n in picked[split]] or picked[split][:4]
         lines += [f"`docs/grid_{split}.png`: {grids[split]}; pairs {', '.join(shown)}.", "",
                   f"![{split}](grid_{split}.png)", ""]
+    lines += [f"`docs/grid_day_night.jpg`: a day scene ({DAY_NIGHT['day'][1]}: bright visible, dark flat IR) and a "
+              f"night scene ({DAY_NIGHT['night'][1]}: pedestrians the IR shows), {day_night}; peers' outputs from "
+              "their authors' weights (`../shared/peers/README.md`).", "", "![day and night](grid_day_night.jpg)", ""]
     lines += [f"`docs/grid_nato_camp.png`: the demo clip (`stream_fusion/assets/nato_camp`, TNO Nato_camp, a person "
               f"walking who shows only in IR), frames {', '.join(DEMO_FRAMES)}: {demo_grid}.", "",
               "![nato_camp](grid_nato_camp.png)", ""]

@@ -177,7 +177,7 @@ def test_evaluate_adds_colour_columns_for_a_colour_set_only(tmp_path: Path) -> N
                           "--label", "plain average"]) == 0
     with (out / "metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["name", *evaluate.METRIC_NAMES, "dE00", "dE00_ab", "chroma_r"]
+    assert list(rows[0]) == ["name", *evaluate.METRIC_NAMES, "dE00", "dE00_ab", "chroma_r", *evaluate.BRIGHTNESS_COLUMNS]
     for row in rows[:-1]:
         ir, vis = load_pair(row["name"], ir_dir / f"{row['name']}.png", vis_dir / f"{row['name']}.png")
         expected = colour_metrics(cv2.imread(str(fused_dir / f"{row['name']}.png")), vis)
@@ -198,7 +198,7 @@ def test_evaluate_adds_colour_columns_for_a_colour_set_only(tmp_path: Path) -> N
     fuse_folder(AverageFusion(), ir_dir, vis_dir, fused_dir, progress=False)
     evaluate.main(["--ir", str(ir_dir), "--vis", str(vis_dir), "--fused", str(fused_dir), "--out", str(out)])
     with (out / "metrics.csv").open() as handle:
-        assert next(csv.reader(handle)) == ["name", *evaluate.METRIC_NAMES]
+        assert next(csv.reader(handle)) == ["name", *evaluate.METRIC_NAMES, *evaluate.BRIGHTNESS_COLUMNS]
     report = (out / "metrics.md").read_text()
     assert "dE00" not in report and "chroma_r" not in report
 
@@ -210,7 +210,7 @@ def test_a_set_mixing_gray_and_colour_visible_images_gets_no_colour_columns(tmp_
     fused_dir = tmp_path / "average"
     fuse_folder(AverageFusion(), ir_dir, vis_dir, fused_dir, progress=False)
     rows = evaluate.score_folder(ir_dir, vis_dir, fused_dir, progress=False)
-    assert all(set(scores) == set(evaluate.METRIC_NAMES) for _, scores in rows)
+    assert all(set(scores) == {*evaluate.METRIC_NAMES, *evaluate.BRIGHTNESS_COLUMNS} for _, scores in rows)
     assert "1 of the 2 visible images are gray" in caplog.text
 
 

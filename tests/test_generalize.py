@@ -174,3 +174,48 @@ def test_a_model_untrained_on_the_new_terms_still_builds_its_losses() -> None:
     losses = model.training_losses(ir, vis, 2, {"daylight": 1.0, "temporal": 0.5})
     assert {"daylight", "temporal"} <= set(losses) and torch.isfinite(losses["total"])
     assert "temporal" not in model.training_losses(ir, vis, 2)  # off by default: the shipped recipe's loss
+
+
+def test_the_skip_lift_moves_the_low_band_to_the_brighter_source() -> None:
+    from stream_fusion.training.model.pyramid import MultiScaleSkip
+
+    skip = MultiScaleSkip(2)
+    vis, ir = torch.full((1, 1, 24, 24), 0.8), torch.full((1, 1, 24, 24), 0.2)
+    weight = torch.full_like(vis, 0.3)
+    assert torch.allclose(skip(vis, ir, weight), torch.full_like(vis, 0.38))  # the blend: dim
+    assert torch.allclose(skip(vis, ir, weight, torch.ones_like(vis)), vis)  # lifted all the way: the brighter one
+    assert torch.allclose(skip(vis, ir, weight, torch.zeros_like(vis)), skip(vis, ir, weight))
+
+
+def test_a_lift_network_warm_starts_from_a_checkpoint_without_it_and_exports(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from export import network as export_network
+    from stream_fusion.training.model import save_checkpoint
+    from stream_fusion.training.train import init_from
+
+    old = build_model(TINY)
+    torch.manual_seed(0)
+    for p in old.parameters():  # a "trained" network: every branch active
+        p.data += 0.05 * torch.randn_like(p)
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, old, TINY, {})
+    lifted = build_model({**TINY, "brightness_lift": 1})
+    init_from(lifted, path)
+    ir, vis = torch.rand(1, 1, 32, 32) * 0.3, torch.rand(1, 1, 32, 32) * 0.3 + 0.6
+    with torch.no_grad():
+        before, after = old.eval()(ir, vis), lifted.eval()(ir, vis)
+    assert (after - before).abs().max() < 0.02  # it starts as (nearly) the network it came from
+    lifted.train()
+    total = lifted.training_losses(ir, vis, 2, {"daylight": 5.0})["total"]
+    total.backward()
+    assert lifted.lift[3].weight.grad.abs().sum() > 0  # and the daylight term can train its lift
+    onnx_path = tmp_path / "lift.onnx"
+    export_network.export_model(lifted.eval(), onnx_path, metadata={"preset": "tiny", "model_version": "t",
+                                                                   "training": "test"})
+    out = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(
+        None, {"ir": ir.numpy(), "vis": vis.numpy()})[0]
+    with torch.no_grad():
+        assert np.abs(out - lifted(ir, vis).numpy()).max() < 1e-4
+    with pytest.raises(StreamFusionError, match="other settings"):
+        init_from(build_model({**TINY, "skip_levels": 1}), path)

@@ -133,3 +133,29 @@ def test_cli_reports_daylight_and_writes_its_columns(tmp_path: Path) -> None:
     brighter = [float(r["luma_r"]) for n, r in rows.items() if n != "mean" and float(r["vis_brighter"])]
     summary = stability.daylight_summary(brighter)
     assert evaluate.daylight_text(summary) in (fused / "metrics.md").read_text()
+
+
+def test_eval_all_checks_issue_15s_bar_for_the_default_network() -> None:
+    from eval_script import load_eval_all
+
+    eval_all = load_eval_all()
+    flat = {"VIF": 0.0, "Qabf": 0.0, "SSIM": 0.0}
+    means = {"tno25": {"average": {**flat, "SSIM": 1.458}, "laplacian": {**flat, "VIF": 0.679, "Qabf": 0.544},
+                       "seafusion": {**flat, "VIF": 0.689, "Qabf": 0.507},
+                       "lite": {"VIF": 0.685, "Qabf": 0.576, "SSIM": 1.34}}}
+    days = {"tno25": {"lite": stability.daylight_summary([0.55, 0.9, 1.0])},
+            "roadscene50": {"lite": stability.daylight_summary([0.7] + [0.9] * 9)}}
+    means["roadscene50"] = means["tno25"]
+    rows = {(check, split): (value, verdict) for check, split, value, _, verdict in
+            eval_all.robustness_bar(means, days, {"lite": 1.58})}
+    assert rows[("lite VIF > Laplacian pyramid", "tno25")][1] == "PASS"
+    assert rows[("lite VIF > SeAFusion", "tno25")][1] == "FAIL"  # 0.685 < 0.689
+    assert rows[("lite Qabf > SeAFusion", "tno25")][1] == "PASS"
+    assert rows[("lite SSIM >= 0.92 x average", "tno25")][1] == "FAIL"  # 1.34 < 1.341
+    assert rows[("lite daylight >= 0.8x visible", "tno25")] == ("min 0.55, 67 % of 3", "FAIL")
+    assert rows[("lite daylight >= 0.8x visible", "roadscene50")] == ("min 0.70, 90 % of 10", "PASS")  # nearly all
+    assert rows[("lite flicker <= 1.0x the inputs'", "nato_camp")] == ("1.58", "FAIL")
+    absent = eval_all.robustness_bar(means, days, {}, model="base")
+    assert {verdict for *_, verdict in absent} == {"not run"}
+    table = eval_all.stability_table(days, {"lite": 1.58})
+    assert "| ours (lite) | 0.55 / 0.90 / 67 % | 0.70 / 0.90 / 90 % | 1.58 |" in table

@@ -168,7 +168,8 @@ def test_where_the_ir_camera_does_not_see_the_fused_frame_is_the_visible_frame()
 def test_the_demo_has_no_dark_band_where_its_calibration_moves_the_ir_in() -> None:
     """The demo's calibration moves the IR 5 px right, so the first columns have no IR pixel. Fused with black IR they
     came out at a quarter of the visible brightness (column means 21 against 83-87); with the IR's edge replicated
-    and the visible frame faded in there, they keep it (measured 84-93)."""
+    and the visible frame faded in there, they keep it (measured 84-93; lite round 3, which keeps daylight brighter,
+    puts column 0 3.2 levels above the visible frame's: brighter is not the dark band this test is about)."""
     calibration = load_calibration(DEMO_CALIBRATION)
     ir = cv2.imread(str(sorted(DEMO_IR.iterdir())[-1]), cv2.IMREAD_UNCHANGED)
     vis = cv2.imread(str(sorted(DEMO_VIS.iterdir())[-1]), cv2.IMREAD_UNCHANGED)
@@ -178,7 +179,7 @@ def test_the_demo_has_no_dark_band_where_its_calibration_moves_the_ir_in() -> No
         engine = OnnxEngine(SHIPPED_MODELS["lite"], "cpu", in_session=in_session, threads=1, warmup=False)
         fused = engine.fuse(ir, vis, warp).astype(float)
         assert (fused[:, :8].mean(axis=0) > 0.9 * vis[:, :8].mean(axis=0)).all()
-        assert abs(fused[:, 0].mean() - vis[:, 0].mean()) < 3
+        assert -3 < fused[:, 0].mean() - vis[:, 0].mean() < 6
 
 
 def test_a_warp_that_changes_between_frames_reaches_the_session() -> None:

@@ -194,6 +194,8 @@ def run_meta(cfg: dict[str, Any], stage1: int, data: PairCrops, data_dir: Path, 
 
 
 D2FE_MODULES = ("encoder", "denoiser", "weight_map", "project", "reconstruct")
+ADDED_OPTIONS = {"brightness_lift"}  # preset options a checkpoint without them can warm-start (init_from)
+ADDED_OPTIONS_LAYERS = ("lift.",)
 
 
 def init_from(model: torch.nn.Module, path: Path) -> None:
@@ -203,6 +205,15 @@ def init_from(model: torch.nn.Module, path: Path) -> None:
     payload = read_checkpoint(path)
     if payload["preset"] == model.preset:
         model.load_state_dict(payload["state_dict"])
+        return
+    added = {k: v for k, v in model.preset.items() if k not in payload["preset"]}
+    if added and {**payload["preset"], **added} == model.preset and set(added) <= ADDED_OPTIONS:
+        # The same network plus an option whose layers start near the identity (brightness_lift): every old weight
+        # loads, and only the option's own layers start fresh.
+        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+        if unexpected or any(not key.startswith(ADDED_OPTIONS_LAYERS) for key in missing):
+            raise StreamFusionError(f"init checkpoint {path} does not match the {model.preset['name']} network")
+        print(f"warm start: every weight of {path}; new layers {sorted({k.split('.')[0] for k in missing})}")
         return
     if model.preset.get("model") != "cdfusion" or payload["preset"].get("model", "difffuse") != "difffuse":
         raise StreamFusionError(f"init checkpoint {path} has preset {payload['preset'].get('name')!r} with other settings")

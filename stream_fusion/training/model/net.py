@@ -42,9 +42,11 @@ PRESET_KEYS = {
     "decoder_width": int,
     "skip_levels": int,
     "downscale": int,
+    "brightness_lift": int,
 }
 # Keys added after checkpoints shipped: a preset (or checkpoint) without them gets the old behaviour.
-PRESET_DEFAULTS = {"downscale": 1}
+PRESET_DEFAULTS = {"downscale": 1, "brightness_lift": 0}
+LIFT_START = -4.0  # the lift map's initial logit: sigmoid(-4) = 0.018, nearly the network without it
 
 
 class DiffFuseNet(D2FENet):
@@ -74,6 +76,14 @@ class DiffFuseNet(D2FENet):
         self.skip = MultiScaleSkip(preset["skip_levels"])
         # Stage I only: reconstructs each source from its denoised features so the encoder cannot collapse.
         self.reconstruct = nn.Conv2d(c, s * s, 3, padding=1)
+        # brightness_lift: 1 -> a second D²FE map (same inputs as the weight map) that lifts the skip's low band from
+        # the weighted blend toward the brighter source's (issue 15: by day, a dark flat IR frame dims the blend).
+        if preset.get("brightness_lift", PRESET_DEFAULTS["brightness_lift"]):
+            self.lift = nn.Sequential(nn.Conv2d(2 * c, c, 1), norm(c, g), nn.GELU(), nn.Conv2d(c, 1, 1), nn.Sigmoid())
+            nn.init.zeros_(self.lift[3].weight)
+            nn.init.constant_(self.lift[3].bias, LIFT_START)
+        else:
+            self.lift = None
 
     def fuse_features(
         self, ir: torch.Tensor, vis: torch.Tensor, f_vis: torch.Tensor, f_ir: torch.Tensor
@@ -90,7 +100,8 @@ class DiffFuseNet(D2FENet):
             low, high = block(low, high)
         low, high = self.attention(low, high)
         residual = self.to_full(self.decoder(self.idwt(low, high)))
-        return torch.clamp(self.skip(vis_enh, ir_enh, self.weight_to_full(w)) + residual, 0.0, 1.0)
+        lift = None if self.lift is None else self.weight_to_full(self.lift(torch.cat([f_vis, f_ir], dim=1)))
+        return torch.clamp(self.skip(vis_enh, ir_enh, self.weight_to_full(w), lift) + residual, 0.0, 1.0)
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         f_vis, f_ir = self.denoise(self.encoder(self.to_low(torch.cat([vis, ir], dim=0)))).chunk(2, dim=0)

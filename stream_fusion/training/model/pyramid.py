@@ -62,8 +62,11 @@ class MultiScaleSkip(nn.Module):
         half_flat = 0.5 * (MultiScaleSkip.FLAT * inverse).square().square()
         return (visible + half_flat) / (visible + infrared + 2.0 * half_flat)
 
-    def forward(self, vis: torch.Tensor, ir: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """``weight``: per-pixel share of the visible image in the low-pass band (0.5 = average)."""
+    def forward(self, vis: torch.Tensor, ir: torch.Tensor, weight: torch.Tensor,
+                lift: torch.Tensor | None = None) -> torch.Tensor:
+        """``weight``: per-pixel share of the visible image in the low-pass band (0.5 = average). ``lift`` (0..1,
+        optional): how far the low band moves from that blend toward the brighter source's low band (a per-pixel
+        max), so brightness can be kept where the blend would dim it without giving up either source's detail."""
         n = vis.shape[0]
         x = torch.cat([vis, ir], dim=0)  # both sources through the same filters in one call
         detail = torch.zeros_like(vis)
@@ -74,4 +77,7 @@ class MultiScaleSkip(nn.Module):
             share_vis = self.share(self.blur(self.blur(band.abs(), d), 2 * d), n)
             detail = detail + share_vis * band[:n] + (1 - share_vis) * band[n:]
             x = low
-        return weight * x[:n] + (1 - weight) * x[n:] + detail
+        blend = weight * x[:n] + (1 - weight) * x[n:]
+        if lift is not None:
+            blend = blend + lift * (torch.maximum(x[:n], x[n:]) - blend)
+        return blend + detail

@@ -22,9 +22,10 @@ def fuse_tensors(model: torch.nn.Module, ir: torch.Tensor, vis: torch.Tensor) ->
     m = model.size_multiple
     pad = (0, (-w) % m, 0, (-h) % m)
     mode = "reflect" if pad[1] < w and pad[3] < h else "replicate"  # reflect needs the pad smaller than the image
+    device = next(model.parameters()).device  # a network training on a GPU scores itself there
     with torch.no_grad():
-        fused = model(F.pad(ir, pad, mode=mode), F.pad(vis, pad, mode=mode))
-    return fused[..., :h, :w]
+        fused = model(F.pad(ir, pad, mode=mode).to(device), F.pad(vis, pad, mode=mode).to(device))
+    return fused[..., :h, :w].cpu()
 
 
 class TorchEngine:
