@@ -48,6 +48,7 @@ REFINE_WIDTH = 320  # grid the coarse shift is refined on: 256 px agreed with ca
 REFINE_STEPS = 6  # Gauss-Newton steps at most; most pairs converge (step < 0.01 px) in 3-5
 CORRECT_FROM_PX = 1.0  # policy "correct" shifts the IR once the smoothed shift reaches this (and is not "unknown")
 MIN_COVERAGE = 0.1  # a calibration whose IR view covers less of the visible frame is for another rig (or broken)
+MAX_SIDE = 32767  # OpenCV's warps take frame sides up to SHRT_MAX; a larger size in a calibration is corrupt
 VIEW_CROP = 0.9  # a calibrated IR view covering less of the frame than this is measured on its bounding box alone
 VIEW_MARGIN = 2  # px (at the check's resolution) the box keeps clear of the view's black edge
 REFINE_BAND = 0.03  # share of the grid width left out at each border: border pixels have half a Sobel/blur window
@@ -462,8 +463,8 @@ def load_calibration(path: str | Path) -> Calibration:
         raise StreamFusionError(f"malformed calibration {path}: a {model} matrix is {expected[0]}x{expected[1]} numbers")
     if model == "affine":
         matrix = np.vstack([matrix, [0, 0, 1]])
-    if abs(np.linalg.det(matrix)) < 1e-9 or min(ir_size + vis_size) < 1:
-        raise StreamFusionError(f"malformed calibration {path}: the matrix is singular or a size is not positive")
+    if abs(np.linalg.det(matrix)) < 1e-9 or min(ir_size + vis_size) < 1 or max(ir_size + vis_size) > MAX_SIDE:
+        raise StreamFusionError(f"malformed calibration {path}: the matrix is singular or a size is not 1-{MAX_SIDE} px")
     calibration = Calibration(model, matrix, ir_size, vis_size, residual, correlation)
     seen = calibration.coverage()
     if seen < MIN_COVERAGE:

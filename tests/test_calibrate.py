@@ -270,7 +270,10 @@ def test_unrelated_scenes_are_refused():
     [("model: affine\n", "needs model, matrix"), ("model: spline\nmatrix: [[1,0,0],[0,1,0]]\nir_size: [4, 4]\n"
       "vis_size: [4, 4]\n", "model must be"), ("model: affine\nmatrix: [[1,0],[0,1]]\nir_size: [4, 4]\n"
       "vis_size: [4, 4]\n", "2x3"), ("model: homography\nmatrix: [[0,0,0],[0,0,0],[0,0,0]]\nir_size: [4, 4]\n"
-      "vis_size: [4, 4]\n", "3x3|singular")],
+      "vis_size: [4, 4]\n", "3x3|singular"), ("model: affine\nmatrix: [[1,0,0],[0,1,0]]\nir_size: [640, 512]\n"
+      "vis_size: [9223372036854775808, 1e999999]\n", "needs model|1-32767 px"),
+     ("model: affine\nmatrix: [[1,0,0],[0,1,0]]\nir_size: [9223372036854775808, 512]\nvis_size: [640, 512]\n",
+      "1-32767 px")],
 )
 def test_malformed_calibration_files_are_one_line_errors(tmp_path, text, message):
     path = tmp_path / "cal.yaml"
