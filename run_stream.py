@@ -39,6 +39,7 @@ from stream_fusion.publish import Publisher
 from stream_fusion.record import Recorder, check_output_path, check_record_path
 from stream_fusion.sinks import Sinks
 from stream_fusion.stats import Summary
+from stream_fusion.steady import SteadyFilter
 from stream_fusion.stopping import StopSignals, interrupted_by
 from stream_fusion.sync import LivePairing
 from stream_fusion.warp import IrRegistration
@@ -67,6 +68,8 @@ OPTIONS: list[Option] = [
     ("--model", "engine.model", {"metavar": "M", "help": "default | lite | base | cdfusion | classical | "
                                            "path/to/model.onnx | triton://HOST:PORT/NAME (a fusion server)"}),
     ("--provider", "engine.provider", {"choices": ["auto", *PROVIDERS], "help": "ONNX Runtime provider"}),
+    ("--no-steady", "steady.enabled", {"action": "store_const", "const": False,
+                                       "help": "no steady-video filter: every fused frame as the engine made it"}),
     ("--align-policy", "align.policy", {"choices": ["warn", "correct", "drop"], "help": "on misalignment"}),
     ("--calibration", "align.calibration", {"metavar": "YAML", "help": "IR -> visible warp from stream_fusion.calibrate"}),
     ("--zmq", "publish.zmq", {"metavar": "ADDR", "help": "bind address, e.g. tcp://0.0.0.0:5555; none = off"}),
@@ -147,6 +150,7 @@ def stream(cfg: dict[str, Any], signals: StopSignals) -> int:
         snapshot_path = check_output_path(cfg["snapshot"], SNAPSHOT_SUFFIXES, "cannot write snapshot")
     monitor = AlignmentMonitor.from_config(cfg["align"])
     gain = IrGain.from_config(cfg["gain"])
+    steady = SteadyFilter.from_config(cfg["steady"])
     sources = SourcePair.from_config(cfg["source"])
     signals.check()  # a stop signal during the start-up ends it between two steps
     pairing = LivePairing.from_config(cfg["sync"], (sources.ir.fps, sources.vis.fps))
@@ -160,7 +164,8 @@ def stream(cfg: dict[str, Any], signals: StopSignals) -> int:
     try:
         sinks = Sinks(publisher, Recorder.from_config(cfg["record"], sources.fps), Display.from_config(cfg["display"]))
         pipeline = Pipeline.from_config(cfg["pipeline"], sources, engine, monitor, status=print_status, sinks=sinks,
-                                        registration=IrRegistration(calibration), pairing=pairing, gain=gain)
+                                        registration=IrRegistration(calibration), pairing=pairing, gain=gain,
+                                        steady=steady)
         signals.attach(pipeline)
         summary = run(pipeline, publisher, cfg["publish"]["wait_subscriber"])
     finally:

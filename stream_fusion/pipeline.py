@@ -1,5 +1,5 @@
 """The threaded pipeline: capture (one thread per source) -> pair -> align -> fuse -> sinks. It only composes: the
-sources, the pairing, the alignment check, the engine and the sinks are built elsewhere (each from its own config
+sources, the pairing, the alignment check, the engine, the steady-video filter and the sinks are built elsewhere (each from its own config
 section) and wired here by threads and queues; :mod:`stream_fusion.stats` counts what the run does.
 
 Stages hand frames over through bounded queues whose behaviour is the mode:
@@ -36,6 +36,7 @@ from stream_fusion.publish import frame_metadata
 from stream_fusion.queues import LatestQueue, LosslessQueue
 from stream_fusion.sinks import Sinks
 from stream_fusion.stats import RunStats, Summary
+from stream_fusion.steady import SteadyFilter
 from stream_fusion.sync import LivePairing, PairedFrame, pair_live, pair_replay
 from stream_fusion.warp import IrRegistration, IrWarp
 
@@ -56,7 +57,7 @@ class Pipeline:
         status: Callable[[str], None] | None = None, **parts: Any,
     ) -> Pipeline:
         """From the ``pipeline:`` section (``queue_size``, ``status_interval_s``: 0 for no status line) and the
-        stages built from theirs; ``parts``: ``sinks``, ``registration``, ``pairing``, ``gain``."""
+        stages built from theirs; ``parts``: ``sinks``, ``registration``, ``pairing``, ``gain``, ``steady``."""
         queue_size, interval = pipeline_cfg["queue_size"], pipeline_cfg["status_interval_s"]
         require(queue_size >= 1, "pipeline.queue_size", queue_size, ">= 1")
         require(interval >= 0, "pipeline.status_interval_s", interval, ">= 0")
@@ -73,6 +74,7 @@ class Pipeline:
         registration: IrRegistration | None = None,
         pairing: LivePairing | None = None,
         gain: IrGain | None = None,
+        steady: SteadyFilter | None = None,
         queue_size: int = 4,
         status: Callable[[str], None] | None = None,
         status_interval_s: float = 1.0,
@@ -84,6 +86,7 @@ class Pipeline:
         self.status, self.status_interval_s = status, status_interval_s
         self.registration = registration or IrRegistration()
         self.gain = gain or IrGain()  # 16-bit IR to 8 bits (8-bit IR passes through)
+        self.steady = steady  # the stream's static-region temporal filter on the fused frames (None: off)
         self.stats = RunStats()
         self.stop_event = threading.Event()  # everything stops
         self._capture_stop = threading.Event()  # the readers stop (pairing ended or everything stops)
@@ -190,7 +193,10 @@ class Pipeline:
         return fuse
 
     def _fuse(self, item: PairedFrame) -> bool:
-        item.fused = self.engine.fuse(item.ir_image, item.vis.image, item.ir_warp)
+        fused = self.engine.fuse(item.ir_image, item.vis.image, item.ir_warp)
+        if self.steady is not None:  # after the engine, whichever it is; grab times only where frames can be lost
+            fused = self.steady(fused, item.registered_ir, item.vis.image, item.t_captured if self.live else None)
+        item.fused = fused
         return True
 
     # --- delivery (calling thread) --------------------------------------------------------------------------------
