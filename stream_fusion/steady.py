@@ -6,7 +6,7 @@ sensors' noise included) moves its output where nothing moved: the default netwo
 fusion's output leaves the engine, whatever the engine is (a local ONNX session, a classical fusion, a fusion
 server): per stream, each fused frame is blended with the previous output, per pixel, only where nothing moved.
 
-* **Still pixels** (:data:`still_levels`): where both inputs (the IR on the fused frame's grid and every channel of
+* **Still pixels** (``still_levels``): where both inputs (the IR on the fused frame's grid and every channel of
   the visible frame) changed by less than ``still_levels`` gray levels since the previous frame, the output is
   ``strength`` of the previous output plus the rest of the new fused frame (a recursive, exponential blend). The
   gate is soft: the blend fades out linearly up to twice ``still_levels``, so there is no seam between held and
@@ -41,13 +41,13 @@ class SteadyFilter:
     fused frame in order. ``resets`` counts the times it started afresh (the first frame included)."""
 
     def __init__(self, *, strength: float = 0.6, still_levels: float = 2.0, motion_levels: float = 12.0,
-                 margin_px: int = 16, cut_fraction: float = 0.5, max_gap_s: float = 1.0) -> None:
+                 margin_px: int = 24, cut_fraction: float = 0.5, max_gap_s: float = 1.0) -> None:
         self.strength, self.still_levels, self.motion_levels = strength, still_levels, motion_levels
         self.margin_px, self.cut_fraction, self.max_gap_s = margin_px, cut_fraction, max_gap_s
         # The weight of the previous output for each input change of 0..255 levels: full strength below
         # still_levels, fading linearly to nothing at twice that (one table lookup per pixel).
         levels = np.arange(256, dtype=np.float32)
-        fade = np.clip((2 * still_levels - levels) / max(still_levels, 1e-6), 0, 1) if still_levels > 0 else 0 * levels
+        fade = np.clip(2 - levels / still_levels, 0, 1) if still_levels > 0 else np.zeros_like(levels)
         self._weights = (strength * fade).astype(np.float32).reshape(256, 1)
         self._margin = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * margin_px + 1, 2 * margin_px + 1))
         self.resets = 0
@@ -66,6 +66,7 @@ class SteadyFilter:
         require(0 <= cfg["strength"] < 1, "steady.strength", cfg["strength"], "in [0, 1)")
         require(cfg["still_levels"] >= 0, "steady.still_levels", cfg["still_levels"], ">= 0")
         require(cfg["motion_levels"] > 0, "steady.motion_levels", cfg["motion_levels"], "> 0")
+        # (a margin the size of the frame would just switch the filter off, at the cost of a huge dilation)
         require(0 <= cfg["margin_px"] <= 256, "steady.margin_px", cfg["margin_px"], "in [0, 256]")
         require(0 < cfg["cut_fraction"] <= 1, "steady.cut_fraction", cfg["cut_fraction"], "in (0, 1]")
         require(cfg["max_gap_s"] > 0, "steady.max_gap_s", cfg["max_gap_s"], "> 0")
