@@ -238,3 +238,26 @@ def test_no_steady_switches_the_filter_off() -> None:
         sys.path.remove(str(ROOT))
     config = run_stream.build_config(run_stream.parse_args(["--no-steady"]))
     assert config["steady"]["enabled"] is False and SteadyFilter.from_config(config["steady"]) is None
+
+
+def test_evaluate_scores_a_sequence_alone_and_as_streamed(clip: Clip, tmp_path: Path, capsys) -> None:
+    """``python -m stream_fusion.evaluate --temporal DIR --steady``: both numbers, the second being the filter's."""
+    from stream_fusion.evaluate import score
+
+    names = [f"{1812 + k}" for k in range(8)]
+    for role in ("ir", "vis", "fused"):
+        (tmp_path / role).mkdir()
+    for name, (fused, ir, vis) in zip(names, clip[12:20]):
+        for role, image in (("ir", ir), ("vis", vis), ("fused", fused)):
+            cv2.imwrite(str(tmp_path / role / f"{name}.png"), image)
+    assert score.main(["--temporal", str(tmp_path), "--fused", str(tmp_path / "fused"), "--steady"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("temporal")]
+    alone = temporal_change(clip[12:20])
+    streamed_ratio = temporal_change([(out, ir, vis) for out, (_, ir, vis) in
+                                      zip(steadied(clip[12:20], SteadyFilter()), clip[12:20])])["ratio"]
+    assert lines[0].startswith("temporal, fused frames as given") and f"ratio {alone['ratio']:.2f}" in lines[0]
+    assert lines[1].startswith("temporal, as streamed") and f"ratio {streamed_ratio:.2f}" in lines[1]
+    assert streamed_ratio < 1.0 < alone["ratio"]
+    with pytest.raises(SystemExit) as refused:
+        score.main(["--ir", str(tmp_path / "ir"), "--vis", str(tmp_path / "vis"), "--fused", str(tmp_path), "--steady"])
+    assert refused.value.code == 2 and "--steady scores a sequence: it needs --temporal DIR" in capsys.readouterr().err

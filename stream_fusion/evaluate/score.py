@@ -26,6 +26,8 @@ from stream_fusion.evaluate.metrics import COLOUR_METRIC_NAMES, METRIC_NAMES, al
 from stream_fusion.evaluate.stability import (
     DAYLIGHT_BAR, STATIC_LEVELS, daylight_summary, luma_ratio, temporal_change, visible_is_brighter,
 )
+from stream_fusion.config import load_config
+from stream_fusion.steady import SteadyFilter
 
 Scores = dict[str, float]
 log = logging.getLogger(__name__)
@@ -131,19 +133,32 @@ def daylight_text(summary: dict[str, float]) -> str:
             f">= {DAYLIGHT_BAR}")
 
 
-def temporal_text(result: dict[str, float]) -> str:
-    """One line of the steady-video measure."""
-    return (f"temporal (static regions, both inputs change < {STATIC_LEVELS:g} levels, {result['steps']:.0f} steps, "
+def temporal_text(result: dict[str, float], label: str = "") -> str:
+    """One line of the steady-video measure (``label``: which frames, e.g. "as streamed")."""
+    return (f"temporal{', ' + label if label else ''} (static regions, both inputs change < {STATIC_LEVELS:g} levels, {result['steps']:.0f} steps, "
             f"{100 * result['static']:.0f} % of the frame static): fused changes {result['fused']:.2f} levels per "
             f"frame where the inputs change {result['inputs']:.2f}: ratio {result['ratio']:.2f} "
             f"(per step {result['ratio_min']:.2f}-{result['ratio_max']:.2f}; bar <= 1.0)")
 
 
-def score_sequence(pairs: list[tuple[str, Path, Path]], fused: list[Path]) -> dict[str, float]:
-    """The steady-video measure of fused frames of a sequence, frames in name order (``match_pairs`` sorts)."""
+def stream_filter() -> SteadyFilter:
+    """The steady-video filter a stream applies to its fused frames, with the shipped defaults (the ``steady:``
+    section of configs/default.yaml; built even where that switches it off, since it is what is measured)."""
+    steady = SteadyFilter.from_config({**load_config()["steady"], "enabled": True})
+    assert steady is not None
+    return steady
+
+
+def score_sequence(pairs: list[tuple[str, Path, Path]], fused: list[Path],
+                   steady: SteadyFilter | None = None) -> dict[str, float]:
+    """The steady-video measure of fused frames of a sequence, frames in name order (``match_pairs`` sorts); with
+    ``steady``, of the frames that filter makes of them, in that order, as a stream delivers them (a replay: no
+    grab times, so no gap rule)."""
     frames = []
     for (name, ir_path, vis_path), fused_path in zip(pairs, fused):
         ir, vis, image = load_triplet(name, ir_path, vis_path, fused_path)
+        if steady is not None:
+            image = steady(image, ir, vis)
         frames.append((to_gray(image), ir, to_gray(vis)))
     try:
         return temporal_change(frames)
@@ -257,12 +272,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--temporal", type=Path, metavar="DIR",
                         help="the pairs are consecutive frames of a sequence (DIR/ir, DIR/vis, in name order): also "
                         "score the static-region frame-to-frame change of the fused frames against the inputs'")
+    parser.add_argument("--steady", action="store_true",
+                        help="with --temporal: also score the frames as run_stream.py delivers them, through its "
+                        "steady-video filter (the steady: defaults of configs/default.yaml)")
     args = parser.parse_args(argv)
     if args.temporal is not None:
         args.ir = args.ir or args.temporal / "ir"
         args.vis = args.vis or args.temporal / "vis"
     if args.ir is None or args.vis is None:
         parser.error("--ir and --vis are required (or --temporal DIR with DIR/ir and DIR/vis)")
+    if args.steady and args.temporal is None:
+        parser.error("--steady scores a sequence: it needs --temporal DIR")
     out = args.out or args.fused
     label = args.label or args.fused.resolve().name
 
@@ -277,7 +297,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     lines = [daylight_text(daylight(rows))]
     if args.temporal is not None:
-        lines.append(temporal_text(score_sequence(pairs, fused)))
+        lines.append(temporal_text(score_sequence(pairs, fused), "fused frames as given" if args.steady else ""))
+    if args.steady:
+        lines.append(temporal_text(score_sequence(pairs, fused, stream_filter()), "as streamed, through the steady filter"))
 
     out.mkdir(parents=True, exist_ok=True)
     mean = mean_scores(rows)
