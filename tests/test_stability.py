@@ -147,15 +147,17 @@ def test_eval_all_checks_issue_15s_bar_for_the_default_network() -> None:
             "roadscene50": {"lite": stability.daylight_summary([0.7] + [0.9] * 9)}}
     means["roadscene50"] = means["tno25"]
     rows = {(check, split): (value, verdict) for check, split, value, _, verdict in
-            eval_all.robustness_bar(means, days, {"lite": 1.58})}
+            eval_all.robustness_bar(means, days, {"lite": {"alone": 1.58, "streamed": 0.83}})}
     assert rows[("lite VIF > Laplacian pyramid", "tno25")][1] == "PASS"
     assert rows[("lite VIF > SeAFusion", "tno25")][1] == "FAIL"  # 0.685 < 0.689
     assert rows[("lite Qabf > SeAFusion", "tno25")][1] == "PASS"
     assert rows[("lite SSIM >= 0.92 x average", "tno25")][1] == "FAIL"  # 1.34 < 1.341
     assert rows[("lite daylight >= 0.8x visible", "tno25")] == ("min 0.55, 67 % of 3", "FAIL")
     assert rows[("lite daylight >= 0.8x visible", "roadscene50")] == ("min 0.70, 90 % of 10", "PASS")  # nearly all
-    assert rows[("lite flicker <= 1.0x the inputs'", "nato_camp")] == ("1.58", "FAIL")
+    assert rows[("lite flicker <= 1.0x the inputs', as streamed", "nato_camp")] == ("0.83 (network alone 1.58)", "PASS")
+    failing = eval_all.robustness_bar(means, days, {"lite": {"alone": 0.9, "streamed": 1.02}})
+    assert failing[-1][2:] == ("1.02 (network alone 0.90)", "<= 1.00", "FAIL")  # the bar is the stream's number
     absent = eval_all.robustness_bar(means, days, {}, model="base")
     assert {verdict for *_, verdict in absent} == {"not run"}
-    table = eval_all.stability_table(days, {"lite": 1.58})
-    assert "| ours (lite) | 0.55 / 0.90 / 67 % | 0.70 / 0.90 / 90 % | 1.58 |" in table
+    table = eval_all.stability_table(days, {"lite": {"alone": 1.58, "streamed": 0.83}})
+    assert "| ours (lite) | 0.55 / 0.90 / 67 % | 0.70 / 0.90 / 90 % | 1.58 | 0.83 |" in table
