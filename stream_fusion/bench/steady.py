@@ -4,8 +4,8 @@
 
 Cost: :class:`stream_fusion.steady.SteadyFilter` on one 640x512 fused frame (the demo clip's frames resized), gray and
 colour (frames prepared beforehand), on one core (``cv2.setNumThreads(1)``): median and 95th percentile of the
-thread's CPU time and of wall time;
-and the host warp of the IR that a calibrated rig adds (the gate needs the IR on the fused grid).
+thread's CPU time and of wall time; and the host warp of the IR that a calibrated rig adds (the gate needs the IR on
+the fused grid).
 
 Effect, on the demo clip (TNO nato_camp, 32 consecutive frames, 360x270) fused frame by frame by ``--model`` and
 then filtered as a replay is (shipped ``steady:`` defaults):
