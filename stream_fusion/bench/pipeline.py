@@ -2,8 +2,8 @@
 
     python -m stream_fusion.bench.pipeline [--model classical --model default ...] [--out docs/pipeline_bench_cpu.json]
 
-Both measurements run the real pipeline (capture threads, pairing, alignment check, fusion, ZeroMQ publisher with a
-real subscriber draining it on 127.0.0.1), with no display.
+Both measurements run the real pipeline (capture threads, pairing, alignment check, fusion and the steady-video
+filter with the shipped defaults, ZeroMQ publisher with a real subscriber draining it on 127.0.0.1), with no display.
 
 * throughput: the 360x270 demo clip replayed losslessly as fast as it goes, looped to ``--frames`` frames;
 * latency: a 640x512 IR / visible pair of video files (the demo clip scaled up, written to a temporary folder) read
@@ -29,12 +29,14 @@ from stream_fusion import DEMO_IR, DEMO_VIS
 from stream_fusion.align import AlignmentMonitor
 from stream_fusion.bench import cpu_name
 from stream_fusion.capture import SourcePair, open_source
+from stream_fusion.config import load_config
 from stream_fusion.engine import FusionEngine, create_engine
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.pipeline import Pipeline
 from stream_fusion.publish import Publisher
 from stream_fusion.sinks import Sinks
 from stream_fusion.stats import Summary
+from stream_fusion.steady import SteadyFilter
 
 
 class CountingPublisher:
@@ -83,7 +85,8 @@ def run(ir: Path, vis: Path, model: str | FusionEngine, *, live: bool, pace_fps:
     publisher.wait_for_subscriber(10)
     counting = CountingPublisher(publisher, limit)
     sources = SourcePair(ir_source, vis_source, live=live, pace_fps=pace_fps, loop=loop)
-    pipeline = Pipeline(sources, engine, AlignmentMonitor(), sinks=Sinks(counting))
+    pipeline = Pipeline(sources, engine, AlignmentMonitor(), sinks=Sinks(counting),
+                        steady=SteadyFilter.from_config(load_config()["steady"]))
     counting.pipeline = pipeline
     if seconds is not None:
         threading.Timer(seconds, pipeline.stop, args=("time limit",)).start()
