@@ -188,9 +188,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def streamed(*args: str) -> list[np.ndarray]:
+def streamed(*args: str) -> tuple[list[np.ndarray], str]:
     """The demo clip's frames replayed unpaced through run_stream.py (its rig's calibration, the default network),
-    as a subscriber on 127.0.0.1 receives them."""
+    as a subscriber on 127.0.0.1 receives them, and what the command said on stderr."""
     port = free_port()
     sub = zmq.Context.instance().socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
@@ -213,7 +213,7 @@ def streamed(*args: str) -> list[np.ndarray]:
         process.kill()
         sub.close(linger=0)
     assert process.returncode == 0, err
-    return frames
+    return frames, err
 
 
 def test_the_stream_applies_the_filter_by_default(lite, clip: Clip) -> None:
@@ -223,7 +223,8 @@ def test_the_stream_applies_the_filter_by_default(lite, clip: Clip) -> None:
     warp = load_calibration(DEMO_CALIBRATION).warp((360, 270), (360, 270))
     alone = [lite.fuse(ir, vis, warp) for _, ir, vis in clip]
     inputs = [(warp.apply(ir), vis) for _, ir, vis in clip]
-    stream = streamed()
+    stream, said = streamed()
+    assert ", steady video, replay," in said.splitlines()[0]  # the start-up line says the frames are filtered
     assert len(stream) == 32 and np.array_equal(stream[0], alone[0])  # the first frame has nothing to blend with
     ratio_alone = temporal_change([(fused, ir, vis) for fused, (ir, vis) in zip(alone, inputs)])["ratio"]
     ratio_stream = temporal_change([(fused, ir, vis) for fused, (ir, vis) in zip(stream, inputs)])["ratio"]
