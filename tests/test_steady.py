@@ -262,3 +262,25 @@ def test_evaluate_scores_a_sequence_alone_and_as_streamed(clip: Clip, tmp_path: 
     with pytest.raises(SystemExit) as refused:
         score.main(["--ir", str(tmp_path / "ir"), "--vis", str(tmp_path / "vis"), "--fused", str(tmp_path), "--steady"])
     assert refused.value.code == 2 and "--steady scores a sequence: it needs --temporal DIR" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("live, resets", [(True, 2), (False, 1)])
+def test_the_fuse_stage_gives_the_filter_grab_times_only_live(clip: Clip, live: bool, resets: int) -> None:
+    """Two pairs 1.3 s apart through the pipeline's fuse stage: live that is a stall (start afresh), in a replay it is
+    only how fast the machine reads (no effect)."""
+    from stream_fusion.align import AlignmentMonitor
+    from stream_fusion.capture import Frame, SourcePair, open_source
+    from stream_fusion.engine.classical import ClassicalEngine
+    from stream_fusion.pipeline import Pipeline
+    from stream_fusion.sync import PairedFrame
+
+    sources = SourcePair(open_source(DEMO_IR, "ir"), open_source(DEMO_VIS, "vis"), live=live)
+    try:
+        pipeline = Pipeline(sources, ClassicalEngine(), AlignmentMonitor(), steady=SteadyFilter())
+        for index, (t, (_, ir, vis)) in enumerate(zip((5.0, 6.3), clip[12:14])):
+            item = PairedFrame(index, Frame("ir", index, ir, t, t), Frame("vis", index, vis, t, t), ir, t)
+            assert pipeline._fuse(item) and item.fused is not None
+    finally:
+        sources.ir.close()
+        sources.vis.close()
+    assert pipeline.steady.resets == resets
