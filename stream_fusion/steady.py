@@ -13,7 +13,7 @@ server): per stream, each fused frame is blended with the previous output, per p
   passed pixels. A pixel's inputs that change by more pass the new fused frame untouched.
 * **Moving areas** (``motion_levels``, ``margin_px``): where the inputs' mean change over a small window reaches
   ``motion_levels`` (a walking person, a car; sensor noise stays far below), the new fused frame passes untouched
-  within ``margin_px`` of it too: the network reshapes its output tens of pixels around a hot object (its receptive
+  within ``margin_px`` of it too (the blend fading back in over the next ``FEATHER_PX``, without a seam): the network reshapes its output tens of pixels around a hot object (its receptive
   field), and holding that halo's old shape would leave a ghost behind a walking person.
 * **Resets**: the first frame, a new frame size or channel count, a cut (more than ``cut_fraction`` of the frame
   moving: another scene, a pan, a camera swapped), and on a live stream a gap of more than ``max_gap_s`` between two
@@ -34,13 +34,14 @@ from stream_fusion.config import require
 from stream_fusion.engine.frames import to_gray
 
 MOTION_WINDOW = 9  # px side of the window the inputs' mean change is taken over to find moving areas
+FEATHER_PX = 8  # beyond margin_px the blend fades back in over this many px: no seam where the margin ends
 
 
 class SteadyFilter:
     """Blends each fused frame of one stream with the previous output where neither input changed; call it on every
     fused frame in order. ``resets`` counts the times it started afresh (the first frame included)."""
 
-    def __init__(self, *, strength: float = 0.6, still_levels: float = 2.0, motion_levels: float = 12.0,
+    def __init__(self, *, strength: float = 0.65, still_levels: float = 2.0, motion_levels: float = 12.0,
                  margin_px: int = 24, cut_fraction: float = 0.5, max_gap_s: float = 1.0) -> None:
         self.strength, self.still_levels, self.motion_levels = strength, still_levels, motion_levels
         self.margin_px, self.cut_fraction, self.max_gap_s = margin_px, cut_fraction, max_gap_s
@@ -49,7 +50,8 @@ class SteadyFilter:
         levels = np.arange(256, dtype=np.float32)
         fade = np.clip(2 - levels / still_levels, 0, 1) if still_levels > 0 else np.zeros_like(levels)
         self._weights = (strength * fade).astype(np.float32).reshape(256, 1)
-        self._margin = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * margin_px + 1, 2 * margin_px + 1))
+        reach = margin_px + FEATHER_PX // 2  # dilated this far, then box-blurred over FEATHER_PX + 1: a linear fade
+        self._margin = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * reach + 1, 2 * reach + 1))
         self.resets = 0
         self._state: np.ndarray | None = None  # the previous output, float32, shaped like the fused frames
         self._ir: np.ndarray | None = None
@@ -120,7 +122,9 @@ class SteadyFilter:
         if np.count_nonzero(moving) > self.cut_fraction * moving.size:
             return None
         weights = cv2.LUT(change, self._weights).reshape(change.shape)
-        if self.margin_px:
-            moving = cv2.dilate(moving.view(np.uint8), self._margin).view(bool)
-        weights[moving] = 0.0
+        # 1 within margin_px of a moving area, falling to 0 over the next FEATHER_PX: what passes untouched.
+        near = cv2.blur(cv2.dilate(moving.view(np.uint8), self._margin).astype(np.float32),
+                        (FEATHER_PX + 1, FEATHER_PX + 1))
+        cv2.subtract(1.0, near, dst=near)
+        cv2.multiply(weights, near, dst=weights)
         return weights

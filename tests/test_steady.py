@@ -92,7 +92,7 @@ def test_a_hot_object_walking_through_a_still_real_scene_is_not_smeared(lite, cl
             trail = hot_object(np.zeros_like(ir), 150 + 6 * (k - 1)) > 0
             assert np.abs(out[trail].astype(int) - fused[trail]).max() <= 1, k  # where it was: no ghost either
             # Its halo (the network reshapes its output some 30 px around a hot object) is not left behind either:
-            # 4 levels at most measured within 40 px of it, 28 without the margin the filter leaves around motion.
+            # 2 levels at most measured within 40 px of it, 21 without the margin the filter leaves around motion.
             near = cv2.dilate((body | trail).view(np.uint8), np.ones((81, 81), np.uint8)) > 0
             assert np.abs(out[near].astype(int) - fused[near]).max() <= 6, k
             far = np.ones_like(body)
@@ -132,7 +132,10 @@ def test_colour_frames_are_blended_in_every_channel_alike_and_a_colour_change_is
     steady(colour[0], ir0, vis_colour[0])
     gray(f0, ir0, vis0)
     out, out_gray = steady(colour[1], ir1, vis_colour[1]), gray(f1, ir1, vis1)
-    assert np.abs(out.astype(float) - np.clip(out_gray[..., None] * tint, 0, 255)).max() <= 1.5  # one weight
+    # One weight for every channel: the untinted channel is the gray filter's output exactly, the tinted ones follow
+    # it within the rounding of the tint; and the blend did happen.
+    assert np.array_equal(out[:, :, 0], out_gray) and not np.array_equal(out_gray, f1)
+    assert np.abs(out.astype(float) - np.clip(out_gray[..., None] * tint, 0, 255)).max() <= 2
     # A visible colour that changes while its luma does not (red to an equally bright green) is a change.
     red = np.zeros_like(vis_colour[1])
     red[:] = (0, 0, 200)
@@ -160,7 +163,7 @@ def test_meaningless_settings_are_refused_naming_the_key(key: str, value: float,
 def test_the_shipped_defaults_build_the_filter_and_enabled_false_builds_none() -> None:
     config = load_config()
     steady = SteadyFilter.from_config(config["steady"])
-    assert steady is not None and (steady.strength, steady.still_levels) == (0.6, 2.0)
+    assert steady is not None and (steady.strength, steady.still_levels) == (0.65, 2.0)
     assert SteadyFilter.from_config(load_config(overrides=["steady.enabled=false"])["steady"]) is None
 
 
@@ -228,7 +231,7 @@ def test_the_stream_applies_the_filter_by_default(lite, clip: Clip) -> None:
     assert len(stream) == 32 and np.array_equal(stream[0], alone[0])  # the first frame has nothing to blend with
     ratio_alone = temporal_change([(fused, ir, vis) for fused, (ir, vis) in zip(alone, inputs)])["ratio"]
     ratio_stream = temporal_change([(fused, ir, vis) for fused, (ir, vis) in zip(stream, inputs)])["ratio"]
-    assert ratio_alone > 1.4 and ratio_stream <= 0.95, (ratio_alone, ratio_stream)  # 1.64 and 0.88 measured
+    assert ratio_alone > 1.4 and ratio_stream <= 0.95, (ratio_alone, ratio_stream)  # 1.64 and 0.87 measured
 
 
 def test_no_steady_switches_the_filter_off() -> None:
