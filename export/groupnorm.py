@@ -2,7 +2,7 @@
 
 The shipped export writes every GroupNorm as plain reductions (``TwoPassGroupNorm``: Reshape, two-pass ReduceMeans,
 Sub, Mul, Sqrt, Div, the affine Mul/Add, and the shape arithmetic around them), which every runtime runs and which
-matches PyTorch on the CPU; under a GPU provider each of those nodes is a kernel, and five of them read or write a
+matches PyTorch on the CPU; under a GPU provider each of those nodes is a kernel, and six of them read or write the
 full-resolution tensor. Two one-node forms exist, and :func:`one_node_groupnorms` rewrites the export into either:
 
 * ``onnx``: ONNX's own ``GroupNormalization`` (opset 21: per-channel scale and bias; the model's opset is raised to

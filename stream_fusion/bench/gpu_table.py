@@ -24,9 +24,6 @@ from typing import Any
 
 from stream_fusion.errors import StreamFusionError, run_cli
 
-GPU_PROVIDERS = ("tensorrt", "cuda")
-
-
 def ms(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
@@ -46,8 +43,6 @@ def engine_table(reports: list[dict[str, Any]]) -> str:
     for report in reports:
         for r in report["results"]:
             provider = "torch" if r["runner"].startswith("torch") else r["provider"]
-            if provider == "cpu":
-                continue
             key = (r["preset"], r["size"], r["precision"])
             rows.setdefault((*key, provider), {})[r["runner"]] = r["median_ms"]
     lines = [f"Measured: {source(reports[0]['machine'])}; median ms per frame, `python -m stream_fusion.bench`.", "",
@@ -93,8 +88,8 @@ def variants_table(report: dict[str, Any], reports: list[dict[str, Any]]) -> str
 def parity_table(report: dict[str, Any]) -> str:
     """Table 3: the fp16 engine's frames against the fp32 engine's."""
     device = report["device"]
-    lines = [f"Measured: {device.get('gpu') or 'no GPU'}, onnxruntime {device['onnxruntime']}, {device['date'][:16]} "
-             "UTC; `scripts/check_fp16.py`: every pair as a colour and as a gray visible frame.", "",
+    lines = [f"Measured: {device.get('gpu') or 'no GPU'}, onnxruntime {device['onnxruntime']}, "
+             f"{device['date'][:16].replace('T', ' ')} UTC; `scripts/check_fp16.py`: every pair as a colour and as a gray visible frame.", "",
              "| network | provider | size | pairs | frames | within 2 levels | max levels | mean levels |",
              "|---|---|---|---|---|---|---|---|"]
     for name, s in report["networks"].items():
