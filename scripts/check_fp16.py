@@ -132,19 +132,24 @@ def main(argv: list[str] | None = None) -> int:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(report, indent=1))
 
+    def record() -> None:
+        """The verification record so far (each network as it is done: a run cut short keeps its verdicts)."""
+        entry = {**report["device"], "command": "python scripts/check_fp16.py " + " ".join(argv or sys.argv[1:]),
+                 "networks": report["networks"]}
+        args.record.parent.mkdir(parents=True, exist_ok=True)
+        args.record.write_text(json.dumps(entry, indent=2) + "\n")
+
     for name in names:
         summary = compare(name, args.provider, size, data, report["frames"], save)
         report["networks"][name] = summary
         save()
+        if args.record:
+            record()
         print(f"{'ok  ' if summary['max_levels'] <= MAX_LEVELS else 'FAIL'} {name} on {summary['provider']} at "
               f"{summary['size']}: fp16 vs fp32, {summary['within_2']} of {summary['frames']} frames within "
               f"{MAX_LEVELS} levels ({summary['pairs']} pairs, colour and gray), max {summary['max_levels']}, "
               f"mean {summary['mean_levels']:.4f}", flush=True)
     if args.record:
-        record = {**report["device"], "command": "python scripts/check_fp16.py " + " ".join(argv or sys.argv[1:]),
-                  "networks": report["networks"]}
-        args.record.parent.mkdir(parents=True, exist_ok=True)
-        args.record.write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote the verification record {args.record}")
     return 0 if all(s["max_levels"] <= MAX_LEVELS for s in report["networks"].values()) else 1
 

@@ -128,3 +128,23 @@ def test_check_fp16_compares_every_frame_and_writes_its_summary(tmp_path: Path) 
     assert summary["max_levels"] == max(row["max_levels"] for row in report["frames"]) <= 2
     assert summary["fp16_sha256"] == sha256(shipped_files("lite")["fp16"])
     assert "ok   lite on cpu at 160x128: fp16 vs fp32, 4 of 4 frames within 2 levels" in done.stdout
+
+
+def test_the_record_check_fp16_writes_is_the_one_auto_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole loop on the CPU: scripts/check_fp16.py's record (its CPU refusal lifted for the test) names the
+    shipped files as auto checks them; a CPU provider's entry still does not count, the same entry from CUDA does."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_fp16", REPO / "scripts" / "check_fp16.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(script, "GPU_PROVIDERS", ("cpu",))
+    out = tmp_path / "fp16_verified.json"
+    assert script.main(["--provider", "cpu", "--models", "lite", "--pairs", "1", "--size", "96x64",
+                        "--record", str(out)]) == 0
+    entry = json.loads(out.read_text())["networks"]["lite"]
+    assert entry["provider"] == "cpu" and entry["frames"] == 4 and entry["max_levels"] <= 2
+    assert not fp16_verified("lite", out)
+    out.write_text(out.read_text().replace('"provider": "cpu"', '"provider": "cuda"'))
+    assert fp16_verified("lite", out)
+    assert provider_files("lite", "auto", out)["cuda"] == shipped_files("lite")["fp16"]

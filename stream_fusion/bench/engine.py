@@ -231,7 +231,8 @@ def run(presets: list[str], sizes: list[tuple[int, int]], iters: int, budget_s: 
                 save(report)
 
             dead: set[str] = set()
-            for provider in providers:
+            onnx_rows = {"engine", "engine-no-graph", "engine+warp", "session"} & set(runners)
+            for provider in providers if onnx_rows else []:
                 # fp16 only where the provider computes in fp16: TensorRT builds fp16 from the fp32 file itself,
                 # CUDA runs an fp16 file; the CPU provider would insert casts around fp32 kernels.
                 precisions = {"tensorrt": ["fp16"], "cuda": ["fp32", "fp16"], "cpu": ["fp32"]}[provider]

@@ -111,9 +111,12 @@ run() {
     step 120 "variants of base" python3 -m stream_fusion.bench.variants --dir .gpu/variants --json "$OUT/variants.json"
     # 5. Point 5: lite and cdfusion the same way, torch.compile in fp16 only (a compile costs ~a minute).
     step 150 "bench lite+cdfusion 640x512" python3 -m stream_fusion.bench --presets lite,cdfusion --sizes 640x512 --iters 100 --budget 3 --runners engine,engine-no-graph,session,torch-compile --compile-precisions fp16 --json "$OUT/bench_lite_cdfusion.json"
-    # 6. Where base fp16's time goes now, and the earlier route check (the CUDA engine against the CPU engine).
+    # 6. Where base fp16's time goes now, and the earlier route check (the CUDA engine against the CPU engine), if
+    #    time is left.
     step 45 "profile base fp16" python3 -m stream_fusion.bench.profile_engine --model stream_fusion/weights/difffuse_base_fp16.onnx --provider cuda --json "$OUT/profile_base_fp16.json"
     step 90 "routes: the CUDA engine against the CPU engine" python3 scripts/check_routes.py --provider cuda --json "$OUT/routes.json"
+    # 7. torch.compile in fp32 for lite and cdfusion, for their fp32 rows' ratio (the engine rows are in step 5).
+    step 120 "torch.compile fp32, lite+cdfusion" python3 -m stream_fusion.bench --presets lite,cdfusion --sizes 640x512 --iters 100 --budget 3 --runners torch-compile --compile-precisions fp32 --json "$OUT/bench_lite_cdfusion_compile_fp32.json"
     # The tables for docs/engine.md and the README, from whatever the steps wrote (a few ms; outside the budget).
     timeout 30 python3 -m stream_fusion.bench.gpu_table "$OUT" --out "$OUT/tables.md"
     echo "=== done $(date -u +%H:%M:%S)"
