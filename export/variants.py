@@ -270,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     levels = parity(files, WEIGHTS_DIR / f"difffuse_{args.preset}.onnx", args.pairs)
     for row in rows:
         row["cpu_levels_vs_shipped_fp32"] = levels[row["file"]]
-        stand_in = " (its CUDA-only nodes written out for the CPU)" if row["variant"] in ("gn-contrib", "ort-unet") else ""
+        cuda_only = row["variant"] in ("gn-contrib", "ort-unet")
+        stand_in = " (its CUDA-only nodes written out for the CPU)" if cuda_only else ""
         print(f"{row['file']}: CPU against the shipped fp32 file{stand_in}: max {levels[row['file']]:.3f} grey levels")
     manifest = args.out / "manifest.json"
     manifest.write_text(json.dumps({"preset": args.preset, "frame": f"{FRAME[0]}x{FRAME[1]}",

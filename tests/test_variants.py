@@ -109,7 +109,8 @@ def test_the_cpu_equivalent_of_a_silu_groupnorm_applies_the_silu() -> None:
                                epsilon=1e-5, activation=1, channels_last=1)], "g",
         [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(x.shape))],
         [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
-        [onnx.numpy_helper.from_array(np.full(8, 2, np.float32), "g"), onnx.numpy_helper.from_array(np.ones(8, np.float32), "b")])
+        [onnx.numpy_helper.from_array(np.full(8, 2, np.float32), "g"),
+         onnx.numpy_helper.from_array(np.ones(8, np.float32), "b")])
     proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18),
                                                          onnx.helper.make_opsetid("com.microsoft", 1)])
     proto.ir_version = 10

@@ -89,7 +89,8 @@ def parity_table(report: dict[str, Any]) -> str:
     """Table 3: the fp16 engine's frames against the fp32 engine's."""
     device = report["device"]
     lines = [f"Measured: {device.get('gpu') or 'no GPU'}, onnxruntime {device['onnxruntime']}, "
-             f"{device['date'][:16].replace('T', ' ')} UTC; `scripts/check_fp16.py`: every pair as a colour and as a gray visible frame.", "",
+             f"{device['date'][:16].replace('T', ' ')} UTC; `scripts/check_fp16.py`: every pair as a colour and "
+             "as a gray visible frame.", "",
              "| network | provider | size | pairs | frames | within 2 levels | max levels | mean levels |",
              "|---|---|---|---|---|---|---|---|"]
     for name, s in report["networks"].items():

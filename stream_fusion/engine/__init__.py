@@ -132,9 +132,9 @@ def engine_from_config(
     engine_cfg: dict[str, Any], size: tuple[int, int] | None, ir_size: tuple[int, int] | None = None,
     reconnect_s: float = 10.0,
 ) -> FusionEngine:
-    """The engine of the ``engine:`` section (``model``, ``provider``, ``precision``, ``cuda_graph``), warmed up at the stream's frame
-    sizes when they are known (``ir_size``: the IR camera's, which the in-session calibration warp takes as it comes).
-    ``reconnect_s``: how long a remote engine retries a lost server (the stream's ``source.reconnect_s``).
+    """The engine of the ``engine:`` section (``model``, ``provider``, ``precision``, ``cuda_graph``), warmed up at the
+    stream's frame sizes when they are known (``ir_size``: the IR camera's, which the in-session calibration warp takes
+    as it comes). ``reconnect_s``: how long a remote engine retries a lost server (the stream's ``source.reconnect_s``).
     ``cuda_graph``: null (on under TensorRT / CUDA whenever the frame size is known), true or false. A CUDA graph is
     captured for one frame size, so without ``size`` there is none, said once by the engine (or here, when asked for
     explicitly)."""
