@@ -17,7 +17,7 @@ from pathlib import Path
 
 import onnx
 
-from stream_fusion.engine import SHIPPED_MODELS
+from stream_fusion.engine import SHIPPED_MODELS, shipped_models
 from stream_fusion.engine.graph import model_metadata, read_model, served_graph
 from stream_fusion.errors import StreamFusionError, run_cli
 
@@ -90,17 +90,6 @@ def write_model(out: Path, name: str, source: Path, fp16: bool) -> Path:
     return folder
 
 
-def parse_models(text: str) -> list[str]:
-    """``lite,base`` -> the names, each a shipped network whose file is there."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in SHIPPED_MODELS]
-    if not names or unknown:
-        raise StreamFusionError(f"--models {text!r}: choose among {', '.join(SHIPPED_MODELS)}")
-    missing = [str(SHIPPED_MODELS[name]) for name in names if not SHIPPED_MODELS[name].is_file()]
-    if missing:
-        raise StreamFusionError(f"missing network file(s) {', '.join(missing)}: export them with python -m export.network")
-    return names
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.triton", description=__doc__.split("\n\n")[0])
@@ -109,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fp16", action="store_true",
                         help="TensorRT builds in FP16 (as the local engine's TensorRT provider does); default FP32")
     args = parser.parse_args(argv)
-    names = parse_models(args.models)
+    names = shipped_models(args.models)
     if args.out.exists() and not args.out.is_dir():
         raise StreamFusionError(f"--out {args.out} exists and is not a folder")
     for name in names:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from stream_fusion.engine import SHIPPED_MODELS, check_provider
+from stream_fusion.engine import SHIPPED_MODELS, check_provider, shipped_models
 from stream_fusion.errors import StreamFusionError, run_cli
 
 MAX_BATCH = 16
@@ -55,17 +55,6 @@ def own_libpython_env() -> dict[str, str] | None:
         return None
     return {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join([libdir, *paths]), REEXEC_MARKER: "1"}
 
-
-def parse_models(text: str) -> list[str]:
-    """``lite,base`` -> the names; each must be a shipped network whose file is there."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in SHIPPED_MODELS]
-    if not names or unknown:
-        raise StreamFusionError(f"--models {text!r}: choose among {', '.join(SHIPPED_MODELS)}")
-    missing = [str(SHIPPED_MODELS[name]) for name in names if not SHIPPED_MODELS[name].is_file()]
-    if missing:
-        raise StreamFusionError(f"missing network file(s): {', '.join(missing)}")
-    return names
 
 
 def check_port_free(port: int, what: str) -> None:
@@ -128,7 +117,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    names = parse_models(args.models)
+    names = shipped_models(args.models)
     check_provider(args.provider)
     for port, what in ((args.grpc_port, "grpc"), (args.http_port, "http"), (args.metrics_port, "metrics")):
         check_port_free(port, what)

@@ -37,7 +37,7 @@ from stream_fusion.errors import StreamFusionError
 from stream_fusion.warp import IrWarp
 
 __all__ = ["DEFAULT_MODEL", "NO_RUNTIME", "PROVIDERS", "SHIPPED_MODELS", "FusionEngine", "check_provider",
-           "create_engine", "engine_from_config", "import_onnxruntime"]
+           "create_engine", "engine_from_config", "import_onnxruntime", "shipped_models"]
 
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 SHIPPED_MODELS = {name: WEIGHTS_DIR / f"difffuse_{name}.onnx" for name in ("lite", "base", "cdfusion")}
@@ -47,6 +47,18 @@ DEFAULT_MODEL = "lite"
 NO_RUNTIME = "ONNX Runtime is not installed: install stream-fusion[cpu] or stream-fusion[gpu]"
 
 log = logging.getLogger(__name__)
+
+
+def shipped_models(text: str) -> list[str]:
+    """``lite,base`` (a --models option) -> the names, each a shipped network whose file is there, else one line."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SHIPPED_MODELS]
+    if not names or unknown:
+        raise StreamFusionError(f"--models {text!r}: choose among {', '.join(SHIPPED_MODELS)}")
+    missing = [str(SHIPPED_MODELS[name]) for name in names if not SHIPPED_MODELS[name].is_file()]
+    if missing:
+        raise StreamFusionError(f"missing network file(s) {', '.join(missing)}: export them with python -m export.network")
+    return names
 
 
 @runtime_checkable
