@@ -148,3 +148,11 @@ def test_the_record_check_fp16_writes_is_the_one_auto_reads(tmp_path: Path, monk
     out.write_text(out.read_text().replace('"provider": "cpu"', '"provider": "cuda"'))
     assert fp16_verified("lite", out)
     assert provider_files("lite", "auto", out)["cuda"] == shipped_files("lite")["fp16"]
+
+
+def test_run_stream_says_which_export_runs() -> None:
+    done = subprocess.run([sys.executable, str(REPO / "run_stream.py"), "--no-display", "--zmq", "none",
+                           "--set", "engine.precision=fp16", "--set", "source.realtime=false"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "-> DiffFuseNet-lite (cpu, fp16), replay" in done.stderr.splitlines()[0]
