@@ -37,7 +37,8 @@ prepare() {
     # The wheel's files as one xz tarball: 203 MB against the wheel's 256 MB (zip), one device call fewer.
     if [ ! -f "/tmp/ortgpu/$PACK" ]; then
         rm -rf /tmp/ortgpu/unpacked && mkdir /tmp/ortgpu/unpacked
-        (cd /tmp/ortgpu/unpacked && unzip -q "../$WHEEL" && tar cf - . | xz -9 -T0 > "../$PACK.tmp")
+        "$python" -m zipfile -e "/tmp/ortgpu/$WHEEL" /tmp/ortgpu/unpacked
+        (cd /tmp/ortgpu/unpacked && tar cf - . | xz -9 -T0 > "../$PACK.tmp")
         mv "/tmp/ortgpu/$PACK.tmp" "/tmp/ortgpu/$PACK" && rm -rf /tmp/ortgpu/unpacked
     fi
     sha256sum "/tmp/ortgpu/$PACK" | cut -d' ' -f1 > "$ORT_SHA"

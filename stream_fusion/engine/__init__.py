@@ -133,11 +133,14 @@ def create_engine(
                 f"--checkpoint stream_fusion/weights/difffuse_{name}.pt --out {path}, or use --model classical"
             )
         return OnnxEngine(provider_files(name, precision), provider, **options)
-    engine = OnnxEngine(Path(name), provider, **options)
-    if precision != "auto" and engine.precision != precision:
-        raise StreamFusionError(f"{name} is an {engine.precision} export, not {precision}: drop the precision, or "
-                                f"export the network with{'' if precision == 'fp16' else 'out'} --fp16")
-    return engine
+    if precision != "auto":  # checked before a session is built: the file's own metadata says what it is
+        from stream_fusion.engine.graph import model_metadata, read_model
+
+        exported = model_metadata(read_model(Path(name))).get("precision", "fp32")
+        if exported != precision:
+            raise StreamFusionError(f"{name} is an {exported} export, not {precision}: drop the precision, or "
+                                    f"export the network with{'' if precision == 'fp16' else 'out'} --fp16")
+    return OnnxEngine(Path(name), provider, **options)
 
 
 def engine_from_config(
