@@ -475,17 +475,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --random-init: which network (default lite)")
     parser.add_argument("--fp16", action="store_true", help="fp16 weights and activations, fp32 inputs/outputs")
     parser.add_argument("--pairs", type=int, default=4, help="real evaluation pairs for the parity check (default 4)")
+    parser.add_argument("--groupnorm", choices=GROUPNORMS, default="twopass",
+                        help="how each GroupNorm is written (default twopass, as shipped; docs/engine.md)")
     args = parser.parse_args(argv)
     if args.out.suffix != ".onnx":
         raise StreamFusionError(f"--out must name an .onnx file, got {args.out}")
     model, metadata = load_network(args.checkpoint, args.preset)
-    proto = export_model(model, args.out, fp16=args.fp16, metadata=metadata)
+    proto = export_model(model, args.out, fp16=args.fp16, metadata=metadata, groupnorm=args.groupnorm)
     ops, problems = graph_report(proto)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB, opset {opset_version(proto)}, "
           f"{metadata['preset']}, {'fp16' if args.fp16 else 'fp32'}, size multiple {model.size_multiple})")
     print("ops: " + ", ".join(f"{op} {n}" for op, n in sorted(ops.items())), flush=True)
     if problems:
         raise StreamFusionError(f"{args.out} is not runtime-clean: {'; '.join(problems)}")
+    if args.groupnorm == "contrib":
+        print("parity skipped: com.microsoft.GroupNorm runs on CUDA only (python -m export.variants checks this "
+              "form's wiring on the CPU, python -m stream_fusion.bench.variants its frames on a GPU)")
+        print(gpu_placement(proto))
+        return 0
     precision = "fp16" if args.fp16 else "fp32"
     tolerance = TOLERANCE[precision]
     results = parity(model, args.out, eval_pairs(args.pairs), precision)

@@ -122,3 +122,15 @@ def test_the_cpu_equivalent_of_a_silu_groupnorm_applies_the_silu() -> None:
     normed = ((groups - groups.mean(axis=(1, 2, 4), keepdims=True))
               / np.sqrt(groups.var(axis=(1, 2, 4), keepdims=True) + 1e-5)).reshape(x.shape) * 2 + 1
     np.testing.assert_allclose(y, normed / (1 + np.exp(-normed)), atol=1e-5)
+
+
+def test_the_export_cli_writes_a_one_node_form_and_says_why_a_cuda_only_one_is_not_checked(tmp_path: Path,
+                                                                                           capsys) -> None:
+    from export import network
+
+    out = tmp_path / "contrib.onnx"
+    assert network.main(["--checkpoint", str(WEIGHTS_DIR / "difffuse_lite.pt"), "--out", str(out),
+                         "--groupnorm", "contrib"]) == 0
+    printed = capsys.readouterr().out
+    assert "GroupNorm 8" in printed and "parity skipped: com.microsoft.GroupNorm runs on CUDA only" in printed
+    assert {p.key: p.value for p in onnx.load(str(out)).metadata_props}["groupnorm"] == "contrib"
