@@ -192,8 +192,9 @@ def run(pipeline: Pipeline, publisher: Publisher | None, wait_subscriber_s: floa
         where = f"publishing on {publisher.endpoint}" + (" (CURVE)" if publisher.secure else "")
     depth = f" (16-bit, {pipeline.gain.description} gain)" if getattr(ir, "bits", 8) == 16 else ""
     steady = ", steady video" if pipeline.steady is not None else ""
-    print(f"stream_fusion: IR {ir.description}{depth} + visible {vis.description} -> {engine.name} ({engine.provider})"
-          f"{steady}, {'live' if pipeline.live else 'replay'}, {where}", file=sys.stderr, flush=True)
+    precision = f", {engine.precision}" if getattr(engine, "precision", None) else ""  # which export runs (fp16 on GPUs)
+    print(f"stream_fusion: IR {ir.description}{depth} + visible {vis.description} -> {engine.name} ({engine.provider}"
+          f"{precision}){steady}, {'live' if pipeline.live else 'replay'}, {where}", file=sys.stderr, flush=True)
     if publisher and wait_subscriber_s > 0:
         wait_for_subscriber(publisher, wait_subscriber_s, pipeline.stop_event)
     return pipeline.run()

@@ -31,6 +31,7 @@ import onnx.reference
 import torch
 
 import stream_fusion
+from export.groupnorm import one_node_groupnorms
 from stream_fusion import DATA_DIR
 from stream_fusion.engine.frames import pad_to_multiple, split_luma
 from stream_fusion.engine.graph import frame_dims, frame_graph, opset_version
@@ -127,25 +128,38 @@ class ConvBlurSkip(MultiScaleSkip):
         return torch.nn.functional.conv2d(rows, kernel.view(1, 1, 5, 1), dilation=(dilation, 1))
 
 
-def for_export(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``model`` with export-friendly equivalents of its layers (the original stays untouched)."""
+GROUPNORMS = ("twopass", "onnx", "contrib", "instancenorm")
+
+
+def for_export(model: torch.nn.Module, groupnorm: str = "twopass") -> torch.nn.Module:
+    """A copy of ``model`` with export-friendly equivalents of its layers (the original stays untouched);
+    ``groupnorm="instancenorm"`` leaves ``nn.GroupNorm`` to the exporter (InstanceNormalization over reshaped groups,
+    the pattern ONNX Runtime's transformer optimizer fuses)."""
     model = copy.deepcopy(model).eval()
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
-            if isinstance(child, torch.nn.GroupNorm):
+            if isinstance(child, torch.nn.GroupNorm) and groupnorm != "instancenorm":
                 setattr(module, child_name, TwoPassGroupNorm(child))
             elif type(child) is MultiScaleSkip:
                 setattr(module, child_name, ConvBlurSkip(child.levels))
     return model
 
 
-def export_model(model: torch.nn.Module, out: Path, *, fp16: bool = False, metadata: dict[str, str]) -> onnx.ModelProto:
-    """Trace ``model`` to ONNX, fold its constants, optionally convert to fp16, stamp metadata, check and save."""
+def export_model(model: torch.nn.Module, out: Path, *, fp16: bool = False, metadata: dict[str, str],
+                 groupnorm: str = "twopass") -> onnx.ModelProto:
+    """Trace ``model`` to ONNX, fold its constants, optionally convert to fp16, stamp metadata, check and save.
+
+    ``groupnorm``: how each GroupNorm is written: ``twopass`` (shipped: plain reductions, fp32 in the fp16 file),
+    ``onnx`` / ``contrib`` (one node each, :mod:`export.groupnorm`; in the fp16 file it takes fp16 and keeps its
+    statistics in fp32 itself), ``instancenorm`` (the exporter's own form, for ONNX Runtime's transformer optimizer).
+    """
+    if groupnorm not in GROUPNORMS:
+        raise StreamFusionError(f"unknown --groupnorm {groupnorm!r}: use {', '.join(GROUPNORMS)}")
     multiple = int(getattr(model, "size_multiple", 1))
     colour = getattr(model, "vis_channels", 1) == 3
     example = torch.rand(1, 1, 8 * multiple, 12 * multiple)
     example_vis = torch.rand(1, 3 if colour else 1, 8 * multiple, 12 * multiple)
-    exportable = for_export(model)
+    exportable = for_export(model, groupnorm)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript exporter: the dynamo one cannot trace the schedule's float() of a tensor (data-dependent).
@@ -157,13 +171,19 @@ def export_model(model: torch.nn.Module, out: Path, *, fp16: bool = False, metad
     # Folding only, by our own evaluator: onnxscript's optimizer (which also rewrites patterns) moved the trained
     # lite network's output by 3.9e-4 against PyTorch on a RoadScene pair, the plain export by 3e-7.
     proto = fold_constants(onnx.load_from_string(buffer.getvalue()))
+    norms = {scope_prefix(name): m for name, m in exportable.named_modules() if isinstance(m, TwoPassGroupNorm)}
+    if groupnorm in ("onnx", "contrib"):
+        proto = one_node_groupnorms(proto, {prefix: (m.groups, m.eps, m.weight.flatten().numpy(),
+                                                     m.bias.flatten().numpy()) for prefix, m in norms.items()},
+                                    groupnorm)
+        norms = {}  # one node computes its statistics in fp32 itself, also on fp16 input
     for value in [*proto.graph.input, *proto.graph.output]:  # the tracer leaves the output's channel symbolic
         dims = value.type.tensor_type.shape.dim
         dims[1].Clear()
         dims[1].dim_value = 3 if colour and value.name != "ir" else 1
     if fp16:
-        scopes = tuple(scope_prefix(name) for name, m in exportable.named_modules() if isinstance(m, TwoPassGroupNorm))
-        proto = to_fp16(proto, keep_fp32=[n.name for n in proto.graph.node if n.name.startswith(scopes)])
+        scopes = tuple(norms)
+        proto = to_fp16(proto, keep_fp32=[n.name for n in proto.graph.node if scopes and n.name.startswith(scopes)])
     proto.ir_version = IR_VERSION
     proto.producer_name = "stream_fusion export.network"
     name = "Dif-CDFusion" if colour else "DiffFuseNet"
@@ -182,6 +202,7 @@ def export_model(model: torch.nn.Module, out: Path, *, fp16: bool = False, metad
         "value_range": "0..1 (inputs and output)",
         "size_multiple": str(multiple),
         "precision": "fp16" if fp16 else "fp32",
+        "groupnorm": groupnorm,
         "exported_by": f"stream_fusion {stream_fusion.__version__}, torch {torch.__version__}, onnx {onnx.__version__}",
         **metadata,
     }
@@ -454,17 +475,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --random-init: which network (default lite)")
     parser.add_argument("--fp16", action="store_true", help="fp16 weights and activations, fp32 inputs/outputs")
     parser.add_argument("--pairs", type=int, default=4, help="real evaluation pairs for the parity check (default 4)")
+    parser.add_argument("--groupnorm", choices=GROUPNORMS, default="twopass",
+                        help="how each GroupNorm is written (default twopass, as shipped; docs/engine.md)")
     args = parser.parse_args(argv)
     if args.out.suffix != ".onnx":
         raise StreamFusionError(f"--out must name an .onnx file, got {args.out}")
     model, metadata = load_network(args.checkpoint, args.preset)
-    proto = export_model(model, args.out, fp16=args.fp16, metadata=metadata)
+    proto = export_model(model, args.out, fp16=args.fp16, metadata=metadata, groupnorm=args.groupnorm)
     ops, problems = graph_report(proto)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB, opset {opset_version(proto)}, "
           f"{metadata['preset']}, {'fp16' if args.fp16 else 'fp32'}, size multiple {model.size_multiple})")
     print("ops: " + ", ".join(f"{op} {n}" for op, n in sorted(ops.items())), flush=True)
     if problems:
         raise StreamFusionError(f"{args.out} is not runtime-clean: {'; '.join(problems)}")
+    if args.groupnorm == "contrib":
+        print("parity skipped: com.microsoft.GroupNorm runs on CUDA only (python -m export.variants checks this "
+              "form's wiring on the CPU, python -m stream_fusion.bench.variants its frames on a GPU)")
+        print(gpu_placement(proto))
+        return 0
     precision = "fp16" if args.fp16 else "fp32"
     tolerance = TOLERANCE[precision]
     results = parity(model, args.out, eval_pairs(args.pairs), precision)

@@ -23,3 +23,50 @@ def test_steps_keep_to_the_deadline_and_survive_failures() -> None:
 def test_without_a_command_it_says_how_to_use_it() -> None:
     done = subprocess.run(["bash", str(JOB)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "usage: bash stream_fusion/bench/gpu.sh prepare|run" in done.stderr
+
+
+def test_install_joins_checks_and_unpacks_the_parts(tmp_path: Path) -> None:
+    """The onnxruntime-gpu files travel as parts of one xz tarball (one device call each); the job joins them, refuses
+    a set that is not what prepare packed (a part missing, or left from another prepare), and unpacks it once."""
+    import tarfile
+
+    payload = tmp_path / "payload"
+    (payload / "onnxruntime" / "capi").mkdir(parents=True)
+    (payload / "onnxruntime" / "capi" / "lib.so").write_bytes(bytes(range(256)) * 4000)
+    packed = tmp_path / "packed.tar.xz"
+    with tarfile.open(packed, "w:xz") as tar:
+        tar.add(payload / "onnxruntime", arcname="onnxruntime")
+    data = packed.read_bytes()
+    parts, site, sha = tmp_path / "ortw", tmp_path / "site", tmp_path / "ort.sha256"
+    parts.mkdir()
+    sha.write_text(__import__("hashlib").sha256(data).hexdigest() + "\n")
+    half = len(data) // 2
+
+    def install() -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-c", f"ORTW={parts} SITE={site} ORT_SHA={sha}; source {JOB}; install_ort"],
+                              capture_output=True, text=True, timeout=60)
+
+    assert install().stdout.startswith("no onnxruntime-gpu parts in")
+    (parts / "part00").write_bytes(data[:half])
+    done = install()
+    assert done.returncode == 1 and "do not match what prepare packed" in done.stdout and not site.exists()
+    (parts / "part01").write_bytes(data[half:])
+    assert install().returncode == 0
+    assert (site / "onnxruntime" / "capi" / "lib.so").read_bytes() == bytes(range(256)) * 4000
+    (parts / "part01").write_bytes(b"stale")  # unpacked already: not joined again
+    assert install().returncode == 0
+
+
+def test_the_job_measures_issue_16_most_important_first() -> None:
+    """The order is the plan: the fp16 evidence, the graph's distinct frames (fp32 and fp16 files), base with
+    torch.compile, base's variants, lite and cdfusion; the tables come last, outside the steps' budget."""
+    text = JOB.read_text()
+    run = text[text.index("run() {"):]
+    order = [run.index(marker) for marker in (
+        'step 120 "fp16 vs fp32 frames', "--cuda-graph", 'step 170 "bench base 640x512"', "stream_fusion.bench.variants",
+        'step 150 "bench lite+cdfusion', "stream_fusion.bench.gpu_table")]
+    assert order == sorted(order)
+    assert "--record \"$OUT/fp16_verified.json\"" in run and "--runners engine,engine-no-graph,session,torch-compile" in run
+    routes = text.split("FP16_ROUTES=", 1)[1].splitlines()[0].split(",")
+    assert routes[:3] == ["lite", "base", "cdfusion"]
+    assert all((JOB.parents[2] / path).is_file() for path in routes[3:]) and len(routes) == 6

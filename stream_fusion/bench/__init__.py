@@ -7,7 +7,10 @@ They ship with the package, so a deployment box can measure itself; the figures 
 * ``python -m stream_fusion.bench.profile_engine``: where a frame's time goes inside the ONNX Runtime session;
 * ``python -m stream_fusion.bench.align``: cost and accuracy of the alignment check and the calibration (needs the
   eval pairs);
-* ``bash stream_fusion/bench/gpu.sh``: the GPU measurement as one prepared job (from a checkout).
+* ``python -m stream_fusion.bench.variants``: candidate exports of a network (``python -m export.variants``) through
+  the engine, for issue #16's base target;
+* ``bash stream_fusion/bench/gpu.sh``: the GPU measurement as one prepared job (from a checkout), and
+  ``python -m stream_fusion.bench.gpu_table``: its JSONs as the tables the docs carry.
 """
 from __future__ import annotations
 

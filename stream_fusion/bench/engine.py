@@ -11,8 +11,8 @@ where it compiles. Providers that do not load
 here are listed with the reason instead of timed. Weights: ``stream_fusion/weights/difffuse_<preset>.pt`` when present
 (exported to ONNX in a temporary folder so both runtimes run the same weights), else random init at the same
 cost, said in the output. A benchmark, so it may import torch; the runtime does not, and a deployment box (no torch)
-runs it too: it then times the shipped ONNX files on every provider and says that the torch rows (and the CUDA fp16
-file, which takes torch to export) were skipped.
+runs it too: it then times the shipped ONNX files (fp32, and fp16 under CUDA) on every provider and says that the
+torch rows were skipped.
 """
 from __future__ import annotations
 
@@ -37,8 +37,9 @@ from tqdm import tqdm
 
 from stream_fusion import DEMO_IR, WEIGHTS_DIR
 from stream_fusion.bench import cpu_name
-from stream_fusion.engine import PROVIDERS, SHIPPED_MODELS, create_engine, import_onnxruntime
+from stream_fusion.engine import PROVIDERS, create_engine, import_onnxruntime
 from stream_fusion.engine.graph import is_colour_model, model_metadata, read_model
+from stream_fusion.engine.precision import shipped_files
 from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.warp import IrWarp
 
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 
 # A calibration-like homography (rotation, scale, keystone of a few px) for the engine+warp runner.
 BENCH_WARP = np.array([[1.01, 0.012, -3.2], [-0.011, 0.99, 4.1], [2e-5, -1e-5, 1.0]])
-NO_TORCH = "torch is not installed (a deployment install): no torch rows, no CUDA fp16 file; pip install stream-fusion[train] for them"
+NO_TORCH = "torch is not installed (a deployment install): no torch rows; pip install stream-fusion[train] for them"
 
 
 def optional_torch() -> ModuleType | None:
@@ -172,12 +173,12 @@ def torch_step(model: torch.nn.Module, ir: np.ndarray, vis: np.ndarray, half: bo
 def prepare(preset: str, workdir: Path, torch: ModuleType | None) -> tuple[Any, dict[str, Path], int, bool, str]:
     """What one preset is timed with: the torch network (None without torch), its ONNX file per precision, the size
     multiple, whether it takes a colour visible frame, and where the weights came from. With torch the checkpoint is
-    exported here, so both runtimes run the same weights; without it the shipped ONNX file is timed (the export of the
-    same checkpoint, checked by the tests) and there is no fp16 file."""
+    exported here, so both runtimes run the same weights; without it the shipped ONNX files are timed (the exports of
+    the same checkpoint, checked by the tests)."""
     if torch is None:
-        path = SHIPPED_MODELS[preset]
-        meta = model_metadata(read_model(path))
-        return None, {"fp32": path}, int(meta["size_multiple"]), is_colour_model(meta), f"shipped {path.name}"
+        files = shipped_files(preset)
+        meta = model_metadata(read_model(files["fp32"]))
+        return None, files, int(meta["size_multiple"]), is_colour_model(meta), f"shipped {files['fp32'].name}"
     from export.network import export_model
 
     model, origin = load_weights(preset)
@@ -187,9 +188,16 @@ def prepare(preset: str, workdir: Path, torch: ModuleType | None) -> tuple[Any, 
     return model, paths, int(model.size_multiple), getattr(model, "vis_channels", 1) == 3, origin
 
 
-def run(presets: list[str], sizes: list[tuple[int, int]], iters: int, budget_s: float, compile_: bool,
-        workdir: Path, save: Callable[[dict[str, Any]], None] = lambda report: None) -> dict[str, Any]:
-    """Time every case; ``save`` gets the report so far after each result (a run cut short keeps what it timed)."""
+RUNNERS = ("engine", "engine-no-graph", "engine+warp", "session", "torch-eager", "torch-compile")
+
+
+def run(presets: list[str], sizes: list[tuple[int, int]], iters: int, budget_s: float, compile_: bool | list[str],
+        workdir: Path, save: Callable[[dict[str, Any]], None] = lambda report: None,
+        runners: tuple[str, ...] = RUNNERS) -> dict[str, Any]:
+    """Time every case; ``save`` gets the report so far after each result (a run cut short keeps what it timed).
+    ``compile_``: torch.compile for every precision (True), none (False), or the precisions listed (a GPU job
+    short of time compiles fp16 only); ``runners``: which rows to time (all by default)."""
+    compiled = (["fp32", "fp16"] if compile_ else []) if isinstance(compile_, bool) else compile_
     ort, torch = import_onnxruntime(), optional_torch()
     report: dict[str, Any] = {"machine": machine(ort, torch), "weights": {}, "unavailable": {}, "results": []}
     if torch is None:
@@ -211,6 +219,8 @@ def run(presets: list[str], sizes: list[tuple[int, int]], iters: int, budget_s: 
             vis = np.ascontiguousarray(vis_planes[None], np.float32) / 255
 
             def record(runner: str, provider: str, precision: str, step: Callable[[], object]) -> None:
+                if runner not in runners:
+                    return
                 try:
                     stats = timed(step, iters, budget_s)
                 except Exception as error:  # a runtime that fails here is a result to report, not a crash
@@ -221,7 +231,8 @@ def run(presets: list[str], sizes: list[tuple[int, int]], iters: int, budget_s: 
                 save(report)
 
             dead: set[str] = set()
-            for provider in providers:
+            onnx_rows = {"engine", "engine-no-graph", "engine+warp", "session"} & set(runners)
+            for provider in providers if onnx_rows else []:
                 # fp16 only where the provider computes in fp16: TensorRT builds fp16 from the fp32 file itself,
                 # CUDA runs an fp16 file; the CPU provider would insert casts around fp32 kernels.
                 precisions = {"tensorrt": ["fp16"], "cuda": ["fp32", "fp16"], "cpu": ["fp32"]}[provider]
@@ -246,16 +257,17 @@ def run(presets: list[str], sizes: list[tuple[int, int]], iters: int, budget_s: 
                         continue
                     # "engine" is the engine as shipped: on a GPU provider with a known size, a CUDA graph
                     record("engine", provider, precision, lambda e=engine: e.fuse(ir8, vis8))
-                    if provider != "cpu":  # the same launching one kernel per node, for the graph's gain
+                    if provider != "cpu" and "engine-no-graph" in runners:  # one kernel launch per node
                         plain = create_engine(path, provider, resolution=(width, height), cuda_graph=False)
                         record("engine-no-graph", provider, precision, lambda e=plain: e.fuse(ir8, vis8))
                     warp = IrWarp(BENCH_WARP, (width, height), (width, height))
                     record("engine+warp", provider, precision, lambda e=engine, w=warp: e.fuse(ir8, vis8, w))
-                    record("session", provider, precision, bare_session_step(path, provider, ir, vis))
+                    if "session" in runners:
+                        record("session", provider, precision, bare_session_step(path, provider, ir, vis))
             device = "cuda" if gpu_torch else "cpu"
             for precision in (["fp32", "fp16"] if gpu_torch else ["fp32"]) if model is not None else []:
                 record("torch-eager", device, precision, torch_step(model, ir, vis, precision == "fp16"))
-                if compile_:
+                if precision in compiled and "torch-compile" in runners:
                     record("torch-compile", device, precision,
                            torch_step(torch.compile(model), ir, vis, precision == "fp16"))
             if model is not None:
@@ -302,7 +314,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=20.0,
                         help="seconds per case after which fewer runs are kept (at least 3; default 20)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to compile on a CPU)")
+    parser.add_argument("--compile-precisions", default="fp32,fp16",
+                        help="precisions torch.compile runs in, where torch runs fp16 (default fp32,fp16)")
+    parser.add_argument("--runners", default=",".join(RUNNERS), help=f"rows to time (default all: {','.join(RUNNERS)})")
     args = parser.parse_args(argv)
+    runners = tuple(r.strip() for r in args.runners.split(",") if r.strip())
+    compiled = [p.strip() for p in args.compile_precisions.split(",") if p.strip()]
+    if not runners or set(runners) - set(RUNNERS):
+        raise StreamFusionError(f"--runners takes {', '.join(RUNNERS)}, got {args.runners!r}")
+    if set(compiled) - {"fp32", "fp16"}:
+        raise StreamFusionError(f"--compile-precisions takes fp32 and/or fp16, got {args.compile_precisions!r}")
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     unknown = sorted(set(presets) - {"lite", "base", "cdfusion"})
     if unknown or not presets:
@@ -315,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(report, indent=2) + "\n")
 
     with tempfile.TemporaryDirectory(prefix="stream_fusion_bench_") as workdir:
-        report = run(presets, parse_sizes(args.sizes), args.iters, args.budget, not args.no_compile, Path(workdir),
-                     save)
+        report = run(presets, parse_sizes(args.sizes), args.iters, args.budget, [] if args.no_compile else compiled,
+                     Path(workdir), save, runners)
     m = report["machine"]
     print(f"machine: {m['cpu']}, {m['cores']} cores, GPU {m['gpu'] or 'none'}, onnxruntime {m['onnxruntime']}, "
           f"torch {m['torch'] or 'not installed'}, load average {m['load_average_at_start']} -> {m['load_average_at_end']}")

@@ -1,45 +1,77 @@
 #!/usr/bin/env bash
-# The GPU engine's measurements (issue #4) as one prepared job, sized for a lent GPU machine's few minutes.
+# The GPU engine's measurements (issues #4 and #16) as one prepared job, sized for a lent GPU machine's few minutes.
 #
-#   bash stream_fusion/bench/gpu.sh prepare     # here, once: onnxruntime-gpu in parts under .gpu/ (git-ignored), eval pairs
+#   bash stream_fusion/bench/gpu.sh prepare     # here, once: onnxruntime-gpu in parts under .gpu/ (git-ignored), the
+#                                               # 75 eval pairs, base's candidate exports (python -m export.variants)
 #   bash stream_fusion/bench/gpu.sh run         # there, after the parts have been copied to /tmp/ortw: install, measure
 #
 # Why parts: the onnxruntime-gpu wheel (~256 MB, CUDA 13) is larger than what one call to the lent machine may carry
 # (64 MiB with the working tree), and that machine reaches no package index (../shared/docs/gpu.md). So `prepare`
-# splits it into .gpu/p0 ... .gpu/pN (50 MB each); each call to the machine carries one of them and copies it to
-# /tmp/ortw, back to back (the machine is handed back after ~30 s idle); the last call carries the last part and
-# .gpu/eval, and runs `bash stream_fusion/bench/gpu.sh run` (docs/engine.md, "Measuring on a GPU machine").
+# repacks its files as one xz tarball (203 MB) and splits it into .gpu/p0 ... .gpu/pN, each as large as a call may
+# carry beside the working tree; each call to the machine carries one of them and copies it to /tmp/ortw, back to
+# back (the machine is handed back after ~30 s idle); one more call carries .gpu/eval and .gpu/variants and runs
+# `bash stream_fusion/bench/gpu.sh run` (docs/engine.md, "Measuring on a GPU machine").
 #
-# `run` writes everything under $OUT (the device tool's folder that comes back; else runs/gpu): log.txt, the
-# benchmark JSONs and the kernel profiles. Each step has its own time limit, so a slow step costs its own numbers,
-# not the others'.
+# `run` writes everything under $OUT (the device tool's folder that comes back; else runs/gpu): log.txt, the JSONs,
+# fp16_verified.json (the record engine.precision auto reads) and tables.md (python -m stream_fusion.bench.gpu_table:
+# the tables docs/engine.md and the README carry). Each step has its own time limit, so a slow step costs its own
+# numbers, not the others'.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 WHEEL=onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl
+PACK=onnxruntime_gpu-1.31.1-cp312.tar.xz  # the wheel's files, xz-compressed (prepare)
+ORTW=${ORTW:-/tmp/ortw}                   # there: where the calls leave the parts
+SITE=${SITE:-/tmp/site}                   # there: where onnxruntime-gpu is unpacked
+ORT_SHA=${ORT_SHA:-.gpu/eval/ort.sha256}  # the packed file's checksum, written by prepare
 DATA=${STREAM_FUSION_DATA:-../shared/data}  # where stream_fusion.DATA_DIR looks
+# The distinct-frames check of a graph-replaying engine (issue #16 point 1) for every shipped file, fp32 and fp16.
+FP16_ROUTES=lite,base,cdfusion,stream_fusion/weights/difffuse_lite_fp16.onnx,stream_fusion/weights/difffuse_base_fp16.onnx,stream_fusion/weights/difffuse_cdfusion_fp16.onnx
 
 prepare() {
     set -e
-    grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+    local python=${PYTHON:-.venv/bin/python}
+    [ -x "$python" ] || python=python3
     rm -rf .gpu && mkdir -p .gpu/eval /tmp/ortgpu
-    [ -f "/tmp/ortgpu/$WHEEL" ] || python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    [ -f "/tmp/ortgpu/$WHEEL" ] || "$python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
         --implementation cp --platform manylinux_2_28_x86_64 -d /tmp/ortgpu onnxruntime-gpu==1.31.1
-    (cd /tmp/ortgpu && rm -f part* && split -b 50M -d "$WHEEL" part)
-    local n=0
-    for part in /tmp/ortgpu/part*; do mkdir -p ".gpu/p$n" && cp "$part" ".gpu/p$n/"; n=$((n + 1)); done
-    sha256sum "/tmp/ortgpu/$WHEEL" | cut -d' ' -f1 > .gpu/eval/wheel.sha256
-    # Two pairs of each eval split: the export's parity check reads $DATA/eval, which does not travel.
+    # The wheel's files as one xz tarball: 203 MB against the wheel's 256 MB (zip), one device call fewer.
+    if [ ! -f "/tmp/ortgpu/$PACK" ]; then
+        rm -rf /tmp/ortgpu/unpacked && mkdir /tmp/ortgpu/unpacked
+        "$python" -m zipfile -e "/tmp/ortgpu/$WHEEL" /tmp/ortgpu/unpacked
+        (cd /tmp/ortgpu/unpacked && tar cf - . | xz -9 -T0 > "../$PACK.tmp")
+        mv "/tmp/ortgpu/$PACK.tmp" "/tmp/ortgpu/$PACK" && rm -rf /tmp/ortgpu/unpacked
+    fi
+    sha256sum "/tmp/ortgpu/$PACK" | cut -d' ' -f1 > "$ORT_SHA"
+    # Every eval pair (25 TNO-25 + 50 RoadScene-50, 18 MB): the fp16 check's evidence is all of them, and
+    # $DATA/eval does not travel.
     for split in tno25 roadscene50; do
         for kind in ir vis; do
-            mkdir -p ".gpu/eval/$split/$kind"
-            ls "$DATA/eval/$split/$kind" | sort | head -2 | while read -r name; do
-                cp "$DATA/eval/$split/$kind/$name" ".gpu/eval/$split/$kind/"
-            done
+            mkdir -p ".gpu/eval/$split/$kind" && cp "$DATA/eval/$split/$kind"/*.png ".gpu/eval/$split/$kind/"
         done
     done
-    echo "prepared $n parts:"; du -sh .gpu/p* .gpu/eval
-    echo "calls: for each part K but the last: carry [\".gpu/pK\"], command: mkdir -p /tmp/ortw && cp .gpu/pK/* /tmp/ortw/"
-    echo "last:  carry [\".gpu/p$((n - 1))\", \".gpu/eval\"], command: mkdir -p /tmp/ortw && cp .gpu/p$((n - 1))/* /tmp/ortw/ && bash stream_fusion/bench/gpu.sh run"
+    # Base's candidate exports (issue #16 point 3; torch is here, not needed there): ~6 MB with their manifest.
+    "$python" -m export.variants --preset base --out .gpu/variants 2>&1 | grep -E '^(base_|wrote)'
+    # A call carries the working tree too: each part is what 62 MiB leaves beside it (2 MiB of margin under 64).
+    local tree part_bytes
+    tree=$(git ls-files -co --exclude-standard -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+    part_bytes=$(( 62 * 1048576 - tree ))
+    (cd /tmp/ortgpu && rm -f part* && split -b "$part_bytes" -d "$PACK" part)
+    local n=0
+    for part in /tmp/ortgpu/part*; do mkdir -p ".gpu/p$n" && cp "$part" ".gpu/p$n/"; n=$((n + 1)); done
+    echo "prepared $n parts of at most $((part_bytes / 1048576)) MiB beside a $((tree / 1048576)) MiB working tree:"
+    du -sh .gpu/p* .gpu/eval .gpu/variants
+    echo "calls, back to back: for K in 0..$((n - 1)): carry [\".gpu/pK\"], command: mkdir -p /tmp/ortw && cp .gpu/pK/* /tmp/ortw/"
+    echo "then: carry [\".gpu/eval\", \".gpu/variants\"], command: bash stream_fusion/bench/gpu.sh run"
+}
+
+install_ort() {  # the tarball from its parts in $ORTW, checked against prepare's checksum, into $SITE (once)
+    [ -d "$SITE/onnxruntime/capi" ] && return 0
+    cat "$ORTW"/part* > "$ORTW/$PACK" 2>/dev/null || { echo "no onnxruntime-gpu parts in $ORTW"; return 1; }
+    if [ "$(sha256sum "$ORTW/$PACK" | cut -d' ' -f1)" != "$(cat "$ORT_SHA")" ]; then
+        echo "the joined parts do not match what prepare packed: a part is missing or stale"; ls -la "$ORTW"; return 1
+    fi
+    mkdir -p "$SITE" && python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='data')" \
+        "$ORTW/$PACK" "$SITE" && rm "$ORTW/$PACK"
 }
 
 step() {  # step SECONDS NAME COMMAND...: one measurement, limited in time, its failure reported and survived
@@ -60,44 +92,34 @@ run() {
     mkdir -p "$OUT"
     exec > >(tee "$OUT/log.txt") 2>&1
     export PYTHONUNBUFFERED=1
-    if [ ! -d /tmp/site/onnxruntime/capi ]; then
-        cat /tmp/ortw/part* > "/tmp/ortw/$WHEEL" || { echo "no wheel parts in /tmp/ortw"; exit 1; }
-        if [ -f .gpu/eval/wheel.sha256 ] && [ "$(sha256sum "/tmp/ortw/$WHEEL" | cut -d' ' -f1)" != "$(cat .gpu/eval/wheel.sha256)" ]; then
-            echo "the joined wheel does not match the one prepared: a part is missing or stale"; ls -la /tmp/ortw; exit 1
-        fi
-        python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "/tmp/ortw/$WHEEL" || exit 1
-    fi
-    export PYTHONPATH="/tmp/site:$PWD"
+    install_ort || exit 1
+    export PYTHONPATH="$SITE:$PWD"
     if [ -d .gpu/eval ] && [ ! -e "$DATA/eval" ]; then
         mkdir -p "$DATA" && ln -s "$PWD/.gpu/eval" "$DATA/eval"
     fi
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
     python3 -c "import onnxruntime as ort, torch; ort.preload_dlls(); print('onnxruntime', ort.__version__, ort.get_available_providers(), '| torch', torch.__version__, torch.cuda.get_device_name(0))"
-    # 1. The target: base at 640x512 through the engine (CUDA fp32 and fp16, with and without a CUDA graph), next to
-    #    PyTorch eager and torch.compile, same weights, same run.
-    step 300 "bench base 640x512" python3 -m stream_fusion.bench --presets base --sizes 640x512 --iters 200 --budget 6 --json "$OUT/bench_base_640x512.json"
-    # 2. The same frames as the CPU engine? (the per-pixel work runs inside the session on a GPU provider)
+    # 1. Issue #16 point 2: the fp16 engine's frames against the fp32 engine's, every eval pair (75), colour and gray,
+    #    lite, base and cdfusion, at 640x512 with the CUDA graph. fp16_verified.json is the record engine.precision
+    #    auto reads: copied to stream_fusion/weights/ it makes fp16 the CUDA default for each network that passed.
+    step 120 "fp16 vs fp32 frames, every eval pair" python3 scripts/check_fp16.py --provider cuda --json "$OUT/fp16_parity.json" --record "$OUT/fp16_verified.json"
+    # 2. Point 1: new frames reach a graph-replaying engine (each pair, its mirror, the pair again), fp32 and fp16.
+    step 100 "routes: with a CUDA graph, new frames reach it" python3 scripts/check_routes.py --provider cuda --models "$FP16_ROUTES" --pairs 1 --cuda-graph --json "$OUT/routes_graph.json"
+    # 3. Points 3 and 5: base through the engine (CUDA fp32 and fp16, with and without the graph, the bare session)
+    #    next to torch.compile of the same weights in the same run.
+    step 170 "bench base 640x512" python3 -m stream_fusion.bench --presets base --sizes 640x512 --iters 100 --budget 3 --runners engine,engine-no-graph,session,torch-compile --json "$OUT/bench_base.json"
+    # 4. Point 3: base's candidate exports (python -m export.variants, built by prepare) and the channels-last session.
+    step 120 "variants of base" python3 -m stream_fusion.bench.variants --dir .gpu/variants --json "$OUT/variants.json"
+    # 5. Point 5: lite and cdfusion the same way, torch.compile in fp16 only (a compile costs ~a minute).
+    step 150 "bench lite+cdfusion 640x512" python3 -m stream_fusion.bench --presets lite,cdfusion --sizes 640x512 --iters 100 --budget 3 --runners engine,engine-no-graph,session,torch-compile --compile-precisions fp16 --json "$OUT/bench_lite_cdfusion.json"
+    # 6. Where base fp16's time goes now, and the earlier route check (the CUDA engine against the CPU engine), if
+    #    time is left.
+    step 45 "profile base fp16" python3 -m stream_fusion.bench.profile_engine --model stream_fusion/weights/difffuse_base_fp16.onnx --provider cuda --json "$OUT/profile_base_fp16.json"
     step 90 "routes: the CUDA engine against the CPU engine" python3 scripts/check_routes.py --provider cuda --json "$OUT/routes.json"
-    step 60 "routes: with a CUDA graph, new frames reach it" python3 scripts/check_routes.py --provider cuda --models lite,base --pairs 1 --cuda-graph --json "$OUT/routes_graph.json"
-    # 3. Every node on the GPU? (the export's placement check) And where the time goes: launch-bound or GPU-bound.
-    step 90 "export base fp32, placement" python3 -m export.network --checkpoint stream_fusion/weights/difffuse_base.pt --out /tmp/base.onnx --pairs 2
-    step 45 "profile base fp32" python3 -m stream_fusion.bench.profile_engine --model base --provider cuda --json "$OUT/profile_base_fp32.json"
-    step 90 "export base fp16, placement" python3 -m export.network --checkpoint stream_fusion/weights/difffuse_base.pt --out /tmp/base16.onnx --pairs 2 --fp16
-    step 45 "profile base fp16" python3 -m stream_fusion.bench.profile_engine --model /tmp/base16.onnx --provider cuda --json "$OUT/profile_base_fp16.json"
-    step 45 "routes: base fp16" python3 scripts/check_routes.py --provider cuda --models /tmp/base16.onnx --pairs 1 --json "$OUT/routes_fp16.json"
-    # 4. The rest of the grid, without torch.compile (a minute or more of compiling per case).
-    step 120 "bench lite 640x512 + 1280x1024" python3 -m stream_fusion.bench --presets lite --sizes 640x512,1280x1024 --iters 100 --budget 4 --no-compile --json "$OUT/bench_lite.json"
-    step 90 "bench base 1280x1024" python3 -m stream_fusion.bench --presets base --sizes 1280x1024 --iters 100 --budget 4 --no-compile --json "$OUT/bench_base_1280x1024.json"
-    # 5. Many camera pairs (issue #14): lite and base, 1-16 streams of 640x512 at 30 fps, each fused by its own engine
-    #    and all by one stream_fusion.serve on this GPU, with the network hop. Runs in the server's environment (it
-    #    has the client too); prepare does not build one yet (nvidia-pytriton's wheel is ~150 MB and wants numpy<2):
-    #    without it the step says so and the job goes on.
-    local serve_python=${SERVE_PYTHON:-.venv-serve/bin/python}
-    if "$serve_python" -c "import pytriton, tritonclient.grpc" 2>/dev/null; then
-        step 400 "streams lite+base 1-16" "$serve_python" -m stream_fusion.bench.streams --model lite,base --streams 1,2,4,8,16 --seconds 6 --fps 30 --hop --server-python "$serve_python" --json "$OUT/streams_gpu.json"
-    else
-        echo "=== streams lite+base 1-16: skipped, no server environment at $serve_python (nvidia-pytriton, tritonclient)"
-    fi
+    # 7. torch.compile in fp32 for lite and cdfusion, for their fp32 rows' ratio (the engine rows are in step 5).
+    step 120 "torch.compile fp32, lite+cdfusion" python3 -m stream_fusion.bench --presets lite,cdfusion --sizes 640x512 --iters 100 --budget 3 --runners torch-compile --compile-precisions fp32 --json "$OUT/bench_lite_cdfusion_compile_fp32.json"
+    # The tables for docs/engine.md and the README, from whatever the steps wrote (a few ms; outside the budget).
+    timeout 30 python3 -m stream_fusion.bench.gpu_table "$OUT" --out "$OUT/tables.md"
     echo "=== done $(date -u +%H:%M:%S)"
 }
 

@@ -11,6 +11,7 @@ The package, one job per module:
 * ``graph``: the model file as ONNX: reading and checking it, and the frame graph the session runs (shared with
   ``export/``);
 * ``sessions``: ONNX Runtime sessions: the provider chain, their options, fallbacks said in one line;
+* ``precision``: which file of a shipped network each provider runs (fp32, or fp16 where a GPU run verified it);
 * ``onnx_engine``: :class:`~stream_fusion.engine.onnx_engine.OnnxEngine`, the network with its device buffers;
 * ``remote``: :class:`~stream_fusion.engine.remote.RemoteEngine`, the network on a Triton server
   (``triton://HOST:PORT/NAME``).
@@ -30,6 +31,7 @@ import numpy as np
 
 from stream_fusion import WEIGHTS_DIR
 from stream_fusion.engine.classical import ClassicalEngine
+from stream_fusion.engine.precision import PRECISIONS, check_precision, provider_files
 from stream_fusion.config import require
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.warp import IrWarp
@@ -92,7 +94,8 @@ def check_provider(provider: str) -> None:
 
 
 def create_engine(
-    model: str | Path = "default", provider: str = "auto", *, reconnect_s: float = 10.0, **options: Any
+    model: str | Path = "default", provider: str = "auto", *, precision: str = "auto", reconnect_s: float = 10.0,
+    **options: Any
 ) -> FusionEngine:
     """The engine for a ``--model`` / ``--provider`` pair, as the config and CLIs spell them.
 
@@ -101,8 +104,14 @@ def create_engine(
     picks its own provider; ``reconnect_s``: how long a lost server is retried). ``options`` go to
     :class:`~stream_fusion.engine.onnx_engine.OnnxEngine` (``resolution=(w, h)``, ``cache_dir``, ``threads``,
     ``device_id``, ``cuda_graph``, ``warmup``); the remote engine takes ``resolution``, the classical engine none.
+
+    ``precision`` (``auto``, ``fp32``, ``fp16``): which export of a shipped network runs (``engine.precision``).
+    ``auto``: fp32 on the CPU and under TensorRT (which builds its own fp16 engine from it), fp16 under CUDA where a
+    GPU run verified the fp16 file's frames (:mod:`stream_fusion.engine.precision`). A path runs as it was exported;
+    ``fp32`` / ``fp16`` with a path only checks that it is that export.
     """
     check_provider(provider)
+    check_precision(precision)
     name = str(model)
     if name == "classical":
         return ClassicalEngine()
@@ -123,7 +132,14 @@ def create_engine(
                 f"the shipped {name} model {path} is missing: export it with python -m export.network "
                 f"--checkpoint stream_fusion/weights/difffuse_{name}.pt --out {path}, or use --model classical"
             )
-        return OnnxEngine(path, provider, **options)
+        return OnnxEngine(provider_files(name, precision), provider, **options)
+    if precision != "auto":  # checked before a session is built: the file's own metadata says what it is
+        from stream_fusion.engine.graph import model_metadata, read_model
+
+        exported = model_metadata(read_model(Path(name))).get("precision", "fp32")
+        if exported != precision:
+            raise StreamFusionError(f"{name} is an {exported} export, not {precision}: drop the precision, or "
+                                    f"export the network with{'' if precision == 'fp16' else 'out'} --fp16")
     return OnnxEngine(Path(name), provider, **options)
 
 
@@ -131,13 +147,16 @@ def engine_from_config(
     engine_cfg: dict[str, Any], size: tuple[int, int] | None, ir_size: tuple[int, int] | None = None,
     reconnect_s: float = 10.0,
 ) -> FusionEngine:
-    """The engine of the ``engine:`` section (``model``, ``provider``, ``cuda_graph``), warmed up at the stream's frame
-    sizes when they are known (``ir_size``: the IR camera's, which the in-session calibration warp takes as it comes).
-    ``reconnect_s``: how long a remote engine retries a lost server (the stream's ``source.reconnect_s``).
+    """The engine of the ``engine:`` section (``model``, ``provider``, ``precision``, ``cuda_graph``), warmed up at the
+    stream's frame sizes when they are known (``ir_size``: the IR camera's, which the in-session calibration warp takes
+    as it comes). ``reconnect_s``: how long a remote engine retries a lost server (the stream's ``source.reconnect_s``).
     ``cuda_graph``: null (on under TensorRT / CUDA whenever the frame size is known), true or false. A CUDA graph is
     captured for one frame size, so without ``size`` there is none, said once by the engine (or here, when asked for
     explicitly)."""
     graph = engine_cfg["cuda_graph"]
+    precision = engine_cfg.get("precision", "auto")
+    require(precision in PRECISIONS, "engine.precision", precision, "auto, fp32 or fp16 (auto: fp16 under CUDA "
+            "where a GPU run verified the fp16 file, else fp32)")
     require(graph in (None, True, False), "engine.cuda_graph", graph, "true, false or null (null: on under TensorRT "
             "and CUDA whenever the frame size is known)")
     options: dict[str, Any] = {"resolution": size} if size else {}
@@ -152,4 +171,6 @@ def engine_from_config(
         elif graph and not size:
             log.warning("engine.cuda_graph: the visible source does not report its frame size, so no CUDA graph")
             options["cuda_graph"] = False
+    if not remote and engine_cfg["model"] != "classical":
+        options["precision"] = precision
     return create_engine(engine_cfg["model"], engine_cfg["provider"], reconnect_s=reconnect_s, **options)

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from stream_fusion.engine import check_provider, import_onnxruntime
+from stream_fusion.engine import PROVIDERS, check_provider, import_onnxruntime
 from stream_fusion.engine.frames import fuse_colour, fuse_luma, pad_to_multiple
 from stream_fusion.engine.graph import frame_dims, frame_graph, is_colour_model, model_metadata, read_model
 from stream_fusion.engine.sessions import default_cache_dir, file_digest, open_session
@@ -51,11 +52,16 @@ class OnnxEngine:
     captured for one frame size; without it a GPU engine says once that it runs without one. ``True`` without
     ``resolution`` is refused; ``False`` turns it off. The CPU provider has no graphs. Why it is on by default, and
     what it gains: docs/engine.md (*CUDA graphs*).
+
+    ``path``: the model file, or one file per provider short name (``tensorrt``, ``cuda``, ``cpu``: exports of the
+    same network, such as a shipped network's fp32 and fp16 files, :mod:`stream_fusion.engine.precision`); the
+    attributes that describe the model (``path``, ``precision``, ``metadata``...) are those of the file that runs;
+    ``files`` says which file each provider would run.
     """
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | Mapping[str, str | Path],
         provider: str = "auto",
         *,
         resolution: tuple[int, int] | None = None,
@@ -72,23 +78,25 @@ class OnnxEngine:
         if cuda_graph and resolution is None:
             raise StreamFusionError("cuda_graph needs resolution=(width, height): a CUDA graph is captured for one "
                                     "frame size")
-        self.path = Path(path)
-        proto = read_model(self.path)
-        self.metadata = model_metadata(proto)
-        self.size_multiple = int(self.metadata["size_multiple"])
-        self.preset = self.metadata["preset"]
-        self.precision = self.metadata.get("precision", "fp32")
-        self.name = f"{self.metadata['model_name']}-{self.preset}"
-        self.colour = is_colour_model(self.metadata)
+        self.files = {name: Path(path[name] if isinstance(path, Mapping) else path) for name in PROVIDERS}
+        protos = {file: read_model(file) for file in set(self.files.values())}
+        self._metadata = {file: model_metadata(proto) for file, proto in protos.items()}
+        kinds = {(m["model_name"], m["preset"], m["size_multiple"], m.get("vis_channels"))
+                 for m in self._metadata.values()}
+        if len(kinds) > 1:
+            raise StreamFusionError(f"the files {', '.join(map(str, protos))} are not exports of one network")
+        self._use("tensorrt" if provider == "auto" else provider)
         self.device_id = device_id
         graphed = resolution is not None if cuda_graph is None else cuda_graph
         self._requested = (in_session, fixed_size)
-        self._graph = lambda name: frame_graph(proto, self._placement(name).in_session).SerializeToString()
+        self._graph = lambda name: frame_graph(protos[self.files[name]],
+                                               self._placement(name).in_session).SerializeToString()
+        trt_file = self.files["tensorrt"]
         self._options = {
             # ONNX Runtime names a cached TensorRT engine after the model path, or (for an in-memory model, as here)
             # its graph, never its weights (ORT maintainers in triton-inference-server/onnxruntime_backend#126): one
             # folder per file content, so re-exported weights never run a stale engine.
-            "cache_dir": Path(cache_dir or default_cache_dir()) / f"{self.path.stem}-{file_digest(self.path)}",
+            "cache_dir": Path(cache_dir or default_cache_dir()) / f"{trt_file.stem}-{file_digest(trt_file)}",
             "threads": threads,
             "device_id": device_id,
             "cuda_graph": graphed,
@@ -100,6 +108,16 @@ class OnnxEngine:
                         "(give resolution=(w, h) to capture one)", self.name, self.provider.upper())
         if warmup:
             self._warmup_or_ungraph(resolution or DEFAULT_RESOLUTION, asked=cuda_graph)
+
+    def _use(self, provider: str) -> None:
+        """Describe the engine by the file that ``provider`` runs."""
+        self.path = self.files[provider]
+        self.metadata = self._metadata[self.path]
+        self.size_multiple = int(self.metadata["size_multiple"])
+        self.preset = self.metadata["preset"]
+        self.precision = self.metadata.get("precision", "fp32")
+        self.name = f"{self.metadata['model_name']}-{self.preset}"
+        self.colour = is_colour_model(self.metadata)
 
     def _warmup_or_ungraph(self, size: tuple[int, int], asked: bool | None) -> None:
         """Warm up; the warm-up runs are where a provider captures its CUDA graph. A graph that was not asked for
@@ -133,6 +151,7 @@ class OnnxEngine:
             self._graph, provider, shapes=self._profile,
             dims=lambda name: dims if self._placement(name).fixed_size else None, **self._options,
         )
+        self._use(self.provider)
         self.in_session, fixed = self._placement(self.provider)
         self.fixed_size = fixed and dims is not None
         self._profile = self._shapes(resolution, ir_resolution)
