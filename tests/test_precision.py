@@ -155,4 +155,4 @@ def test_run_stream_says_which_export_runs() -> None:
                            "--set", "engine.precision=fp16", "--set", "source.realtime=false"],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr
-    assert "-> DiffFuseNet-lite (cpu, fp16), replay" in done.stderr.splitlines()[0]
+    assert "-> DiffFuseNet-lite (cpu, fp16), steady video, replay" in done.stderr.splitlines()[0]
