@@ -31,23 +31,8 @@ from stream_fusion import DATA_DIR  # noqa: E402
 from stream_fusion.engine import create_engine, import_onnxruntime  # noqa: E402
 from stream_fusion.engine.precision import GPU_PROVIDERS, MAX_LEVELS, sha256, shipped_files  # noqa: E402
 from stream_fusion.errors import StreamFusionError, run_cli  # noqa: E402
+from scripts.check_routes import pairs  # noqa: E402  (the same eval pairs the route check reads)
 
-SPLITS = ("tno25", "roadscene50")
-
-
-def pairs(count: int | None) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """The first ``count`` pairs of each eval split by name (all without a count), as (name, IR gray, visible BGR)."""
-    found = []
-    for split in SPLITS:
-        for path in sorted((DATA_DIR / "eval" / split / "ir").glob("*.png"))[:count]:
-            ir = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-            vis = cv2.imread(str(DATA_DIR / "eval" / split / "vis" / path.name), cv2.IMREAD_COLOR)
-            if ir is None or vis is None:
-                raise StreamFusionError(f"cannot read the pair {split}/{path.name}")
-            found.append((f"{split}/{path.name}", ir, vis))
-    if not found:
-        raise StreamFusionError(f"no evaluation pairs under {(DATA_DIR / 'eval').resolve()}")
-    return found
 
 
 def compare(name: str, provider: str, size: tuple[int, int] | None,

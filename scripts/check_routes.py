@@ -31,8 +31,8 @@ DATA = DATA_DIR / "eval"
 TOLERANCE = {"lite": 2, "base": 2, "cdfusion": 1}  # grey levels; fp16 files get 4 more (fp16 rounding)
 
 
-def pairs(count: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """``count`` pairs of each eval split (first by name), as (name, IR gray, visible BGR)."""
+def pairs(count: int | None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``count`` pairs of each eval split (first by name; all without a count), as (name, IR gray, visible BGR)."""
     found = []
     for split in ("tno25", "roadscene50"):
         for path in sorted((DATA / split / "ir").glob("*.png"))[:count]:
