@@ -266,6 +266,27 @@ def test_colour_crops_are_the_colour_pairs_with_the_files_pixels(colour_crops: P
         assert found, f"crop {k} of {name} is not a window of the file"
 
 
+def test_gray_visible_pairs_join_the_colour_crops_as_three_equal_channels() -> None:
+    """``gray=True``: every training pair, the gray-visible ones as the runtime feeds a gray camera to the colour
+    network (three equal channels)."""
+    crops = PairCrops(TRAIN, crop=32, colour=True, gray=True)
+    assert len(crops) == 205 and crops.skipped_gray == 0
+    gray_index = next(i for i, name in enumerate(crops.names) if not name.startswith("FLIR_"))
+    name = crops.names[gray_index]
+    _, vis = crops.batch(np.array([gray_index]), np.random.default_rng(0))
+    assert vis.shape == (1, 3, 32, 32)
+    assert torch.equal(vis[0, 0], vis[0, 1]) and torch.equal(vis[0, 1], vis[0, 2])
+    file_gray = cv2.imread(str(TRAIN / "vis" / name), cv2.IMREAD_GRAYSCALE)
+    crop = np.rint(vis[0, 0].numpy() * 255).astype(np.uint8)
+    found = False
+    for flips in [(), (0,), (1,), (0, 1)]:  # the crop may be flipped: undo each candidate and look for it
+        candidate = np.ascontiguousarray(np.flip(crop, flips) if flips else crop)
+        scores = cv2.matchTemplate(file_gray, candidate, cv2.TM_SQDIFF)  # float32 sums: ~0 at the match
+        y, x = np.unravel_index(np.argmin(scores), scores.shape)
+        found = found or np.array_equal(file_gray[y : y + 32, x : x + 32], candidate)
+    assert found, f"the crop of {name} is not a window of the file"
+
+
 def tiny_steps(model: torch.nn.Module, ir: torch.Tensor, vis: torch.Tensor, stage: int, steps: int, lr: float,
                weights: dict[str, float] | None = None) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -329,6 +350,9 @@ def test_training_script_trains_cdfusion_on_the_colour_pairs_from_a_luma_checkpo
     meta = torch.load(final, weights_only=True)["meta"]
     assert isinstance(model, CDFusionNet) and loaded_preset == CD_TINY
     assert meta["pairs"] == 3 and meta["init"]["epochs"] == 1
+    cfg["gray_visible"], cfg["epochs"], cfg["out"] = True, 1, str(tmp_path / "gray")
+    gray_run = torch.load(train(cfg, progress=False), weights_only=True)["meta"]
+    assert gray_run["pairs"] == 4  # the gray pair too, as three equal channels
 
 
 def d2fe_keys(model: torch.nn.Module) -> list[str]:
@@ -441,6 +465,23 @@ def test_chroma_loss_never_trains_lightness() -> None:
     assert all(p.grad is None or p.grad.abs().max() < 1e-7 for p in lightness_only)
     assert model.colour_head[2].weight.grad.abs().max() > 0
     assert model.decoder[2].weight.grad.abs().max() > 0
+
+
+def test_the_daylight_term_reads_the_output_luma_and_trains_lightness() -> None:
+    """Issue 15 for the colour network: by day (a bright visible frame, a dark flat IR one) the daylight term sees
+    the colour output's luma fall short of the visible luma, and its gradient reaches the layers that set lightness
+    (the weight map); the temporal term runs on the colour frames. Both are off unless weighted."""
+    torch.manual_seed(5)
+    model = randomized(build_model(CD_TINY), scale=0.02).train()
+    ir, vis = pairs(2, 32, 32, seed=5)
+    ir, vis = 0.05 + 0.1 * ir, 0.7 + 0.2 * vis  # daylight: the untrained low band blends the two, dimming the scene
+    torch.manual_seed(0)
+    losses = model.training_losses(ir, vis, stage=2, weights={"daylight": 5.0, "temporal": 0.5})
+    assert {"daylight", "temporal"} <= set(losses) and torch.isfinite(losses["total"])
+    assert losses["daylight"].item() > 0.1  # the fused luma (~0.45) is far below 0.9 x the visible luma (~0.72)
+    losses["daylight"].backward()
+    assert model.weight_map[3].weight.grad.abs().max() > 0
+    assert not {"daylight", "temporal"} & set(model.training_losses(ir, vis, stage=2, weights={}))
 
 
 def test_lab_prior_keeps_the_visible_colour_at_the_fused_lightness() -> None:

@@ -3,7 +3,9 @@
 All pairs are loaded once into memory (a few hundred MB at most): with 2 CPU cores, a worker pool re-decoding PNGs
 every epoch would steal time from training. For the luminance networks, colour visible images contribute their Y
 channel (YCrCb, exactly as the runtime engine splits them). The colour network (``colour=True``) trains on the pairs
-whose visible image is colour, as BGR: a gray visible image says nothing about keeping colour.
+whose visible image is colour, as BGR: a gray visible image says nothing about keeping colour. With ``gray=True`` it
+also trains on the gray-visible pairs, as three equal channels: that is how the runtime feeds it a gray camera
+(``engine.frames.fuse_colour``), and their brightness and detail are still the fusion's job.
 """
 from __future__ import annotations
 
@@ -59,12 +61,13 @@ def read_bgr(path: Path) -> np.ndarray | None:
 class PairCrops:
     """Every pair in memory; serves batches of aligned random crops with random flips.
 
-    ``colour=False``: IR and visible luma, N x 1 each. ``colour=True``: only the colour pairs, visible N x 3 (BGR).
+    ``colour=False``: IR and visible luma, N x 1 each. ``colour=True``: only the colour pairs, visible N x 3 (BGR);
+    with ``gray=True`` the gray-visible pairs too, as three equal channels.
     ``names``: only these pairs (file names; the training side of a validation split). ``augment``: probabilities
     of the camera transforms (``stream_fusion.training.augment``), applied to each crop after the flips."""
 
     def __init__(self, root: str | Path, crop: int, colour: bool = False, names: set[str] | None = None,
-                 augment: dict[str, float] | None = None) -> None:
+                 augment: dict[str, float] | None = None, gray: bool = False) -> None:
         self.root = Path(root)
         self.crop = crop
         self.colour = colour
@@ -77,6 +80,8 @@ class PairCrops:
                 continue
             ir = read_luma(ir_path)
             vis = read_bgr(vis_path) if colour else read_luma(vis_path)
+            if vis is None and gray:
+                vis = cv2.cvtColor(read_luma(vis_path), cv2.COLOR_GRAY2BGR)
             if vis is None:
                 self.skipped_gray += 1
                 continue

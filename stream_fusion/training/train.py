@@ -96,13 +96,17 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> P
     colour = getattr(model, "vis_channels", 1) == 3
     try:
         train_names, _ = split_scenes([ir.name for ir, _ in list_pairs(data_dir)], cfg["val_fraction"])
-        data = PairCrops(data_dir, cfg["crop"], colour=colour, names=set(train_names), augment=cfg["augment"])
+        data = PairCrops(data_dir, cfg["crop"], colour=colour, names=set(train_names), augment=cfg["augment"],
+                         gray=cfg["gray_visible"])
     except ValueError as error:
         raise StreamFusionError(str(error)) from None
-    val_pairs = validation_pairs(data_dir, cfg["val_fraction"], colour_only=colour) if cfg["val_fraction"] else []
+    colour_only = colour and not cfg["gray_visible"]  # validate on the kinds of pair the network trains on
+    val_pairs = validation_pairs(data_dir, cfg["val_fraction"], colour_only=colour_only) if cfg["val_fraction"] else []
     if val_pairs and progress:
         print(f"validation: {len(val_pairs)} pairs of scenes held out of training ({len(data)} pairs train)")
-    if data.skipped_gray and progress:
+    if colour and cfg["gray_visible"] and progress:
+        print(f"colour model: training on the {len(data)} pairs, gray-visible ones as three equal channels")
+    elif data.skipped_gray and progress:
         print(f"colour model: training on the {len(data)} colour pairs ({data.skipped_gray} gray-visible pairs skipped)")
     if cfg["crop"] % model.size_multiple:
         raise StreamFusionError(

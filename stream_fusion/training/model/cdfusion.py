@@ -151,8 +151,11 @@ class CDFusionNet(D2FENet):
     ) -> dict[str, torch.Tensor]:
         """Stage 1: per-channel D²FE (noise prediction on all four sources, IR-visible consistency, reconstruction);
         stage 2: the luminance fusion losses on the output's luma, the Lab chroma loss against the visible image,
-        and the D²FE losses as a regulariser."""
-        from stream_fusion.training.losses import DEFAULT_WEIGHTS, chroma_loss, fusion_losses, weighted_total
+        the D²FE losses as a regulariser, and (where weighted) the daylight term on the luma and the temporal term
+        on the colour frames."""
+        from stream_fusion.training.losses import (
+            DEFAULT_WEIGHTS, chroma_loss, daylight_loss, fusion_losses, temporal_loss, weighted_total,
+        )
 
         wts = {**DEFAULT_WEIGHTS, **(weights or {})}
         n = ir.shape[0]
@@ -172,9 +175,14 @@ class CDFusionNet(D2FENet):
             # RoadScene-50) instead of correcting colour. Lightness answers to the fusion losses alone.
             y = self.luma(fused)
             losses["chroma"] = chroma_loss(fused - y + y.detach(), vis)
+            extra = {}
+            if wts["daylight"]:  # on the luma, as the evaluation's daylight measure reads a colour output
+                extra["daylight"] = losses["daylight"] = daylight_loss(y, ir, self.luma(vis))
+            if wts["temporal"]:  # the colour frames themselves: flicker in any channel shows
+                extra["temporal"] = losses["temporal"] = temporal_loss(self, fused, ir, vis)
             losses["total"] = weighted_total(
                 wts, intensity=losses["intensity"], gradient=losses["gradient"], ssim=losses["ssim"],
-                chroma=losses["chroma"], diffusion=diffusion, consistency=losses["consistency"],
+                chroma=losses["chroma"], diffusion=diffusion, consistency=losses["consistency"], **extra,
             )
         else:
             raise ValueError(f"stage must be 1 or 2, got {stage}")
