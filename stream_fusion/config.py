@@ -111,6 +111,18 @@ def require(ok: bool, key: str, value: Any, rule: str) -> None:
         raise StreamFusionError(f"config key {key!r} must be {rule}, got {value!r}")
 
 
+def positive_number(text: str) -> float:
+    """An argparse type for seconds, rates and budgets: a finite number above 0. ``float`` alone takes inf and nan,
+    which pass every "> 0" rule and then run a benchmark forever or drop every frame."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text!r}")
+    return value
+
+
 def parse_override(text: str) -> dict[str, Any]:
     """``"engine.provider=cpu"`` -> ``{"engine": {"provider": "cpu"}}``; the value is read as YAML (1, true, null)."""
     if "=" not in text:

@@ -40,6 +40,7 @@ from stream_fusion.bench import cpu_name
 from stream_fusion.engine import PROVIDERS, create_engine, import_onnxruntime
 from stream_fusion.engine.graph import is_colour_model, model_metadata, read_model
 from stream_fusion.engine.precision import shipped_files
+from stream_fusion.config import positive_number
 from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.warp import IrWarp
 
@@ -311,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", default="lite,base",
                         help="comma list of lite, base, cdfusion (default lite,base)")
     parser.add_argument("--iters", type=int, default=50, help="timed runs per case (default 50)")
-    parser.add_argument("--budget", type=float, default=20.0,
+    parser.add_argument("--budget", type=positive_number, default=20.0,
                         help="seconds per case after which fewer runs are kept (at least 3; default 20)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to compile on a CPU)")
     parser.add_argument("--compile-precisions", default="fp32,fp16",

@@ -29,7 +29,7 @@ from stream_fusion import DEMO_IR, DEMO_VIS
 from stream_fusion.align import AlignmentMonitor
 from stream_fusion.bench import cpu_name
 from stream_fusion.capture import SourcePair, open_source
-from stream_fusion.config import load_config
+from stream_fusion.config import load_config, positive_number
 from stream_fusion.engine import FusionEngine, create_engine
 from stream_fusion.errors import StreamFusionError
 from stream_fusion.pipeline import Pipeline
@@ -132,8 +132,8 @@ def main() -> None:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", help="engine(s) to measure (default: classical and default)")
     parser.add_argument("--frames", type=int, default=320, help="replay throughput: frames to fuse (looped clip)")
-    parser.add_argument("--fps", type=float, default=30.0, help="latency: live source rate")
-    parser.add_argument("--seconds", type=float, default=10.0, help="latency: stream duration")
+    parser.add_argument("--fps", type=positive_number, default=30.0, help="latency: live source rate")
+    parser.add_argument("--seconds", type=positive_number, default=10.0, help="latency: stream duration")
     parser.add_argument("--out", type=Path, help="also write the results (machine, command, numbers) here as JSON")
     args = parser.parse_args()
     models = args.model or ["classical", "default"]

@@ -30,6 +30,7 @@ from stream_fusion.bench.pipeline import write_scaled_clip
 from stream_fusion.bench.server import SERVE_PYTHON, ServerProcess
 from stream_fusion.engine import SHIPPED_MODELS, create_engine
 from stream_fusion.engine.sessions import usable_cores
+from stream_fusion.config import positive_number
 from stream_fusion.errors import StreamFusionError, run_cli
 
 SIZE = (640, 512)
@@ -155,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stream_fusion.bench.streams", description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", default="1,2,4,8", help="stream counts to run (default 1,2,4,8)")
     parser.add_argument("--model", default="lite", help="network(s), comma-separated (default lite)")
-    parser.add_argument("--fps", type=float, default=30.0, help="each camera pair's frame rate (default 30)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each run (default 10)")
+    parser.add_argument("--fps", type=positive_number, default=30.0, help="each camera pair's frame rate (default 30)")
+    parser.add_argument("--seconds", type=positive_number, default=10.0, help="duration of each run (default 10)")
     parser.add_argument("--modes", default="local,server", help="local, server or both (default)")
     parser.add_argument("--server", metavar="HOST:PORT", help="a running fusion server to use instead of starting one")
     parser.add_argument("--server-python", type=Path, default=SERVE_PYTHON,

@@ -25,6 +25,7 @@ import numpy as np
 from stream_fusion import DATA_DIR
 from stream_fusion.bench.engine import machine, one_line, optional_torch, timed
 from stream_fusion.engine import create_engine, import_onnxruntime
+from stream_fusion.config import positive_number
 from stream_fusion.errors import StreamFusionError, run_cli
 
 
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--provider", default="cuda", choices=["tensorrt", "cuda", "cpu"])
     parser.add_argument("--size", default="640x512", help="WIDTHxHEIGHT (default 640x512)")
     parser.add_argument("--iters", type=int, default=100, help="timed frames per case (default 100)")
-    parser.add_argument("--budget", type=float, default=3.0, help="seconds per case before fewer frames are kept")
+    parser.add_argument("--budget", type=positive_number, default=3.0, help="seconds per case before fewer frames are kept")
     parser.add_argument("--pairs", type=int, default=4, help="real pairs the frames are compared on (default 4)")
     parser.add_argument("--json", type=Path, help="write the report here (after every file)")
     args = parser.parse_args(argv)
