@@ -20,7 +20,10 @@ from stream_fusion.training.losses import daylight_loss, temporal_loss
 from stream_fusion.training.model import build_model
 from stream_fusion.training.split import family_of, scene_of, scenes, split_scenes
 from stream_fusion.training.train import parse_args, train
-from stream_fusion.training.validate import baseline_scores, score_fusions, validation_pairs
+from stream_fusion.engine.frames import to_gray
+from stream_fusion.evaluate.stability import visible_is_brighter
+from stream_fusion.training.validate import (baseline_scores, day_ir_copies, day_ir_copy, score_fusions,
+                                             validation_pairs)
 from tiny_network import TINY, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 TRAIN = DATA_DIR / "train"
@@ -140,6 +143,24 @@ def test_validation_scores_match_the_evaluation_and_rank_baselines() -> None:
     assert dim["day_kept"] == 0.0 and dim["day_min"] == pytest.approx(0.5, abs=0.01)
 
 
+def test_day_ir_copies_are_fixed_dark_flat_ir_days_counted_in_the_daylight_share_only() -> None:
+    pairs = validation_pairs(TRAIN, 0.2, colour_only=True)
+    copies = day_ir_copies(pairs)
+    days = [p for p in pairs if visible_is_brighter(p[1], to_gray(p[2]))]
+    assert 0 < len(copies) == len(days) < len(pairs)  # night pairs get no copy
+    again = day_ir_copy(days[0])
+    assert copies[0][0] == days[0][0] + "+day_ir" and all(np.array_equal(a, b) for a, b in zip(copies[0][1:], again[1:]))
+    for (_, ir, vis), (_, dir_, dvis) in zip(days, copies):
+        assert dir_.dtype == np.uint8 and dvis.shape == vis.shape
+        assert abs(dir_.mean() - 0.3 * 255) < 0.05 * 255 and dir_.std() < 0.2 * ir.std() + 1  # dark, flat IR
+        assert dvis.mean() > vis.mean()  # the visible frame brightened (gamma 0.9)
+    average = lambda ir, vis: ((ir.astype(np.float32) + to_gray(vis)) / 2).astype(np.uint8)  # noqa: E731
+    real = score_fusions(days[:4], average)
+    both = score_fusions(days[:4], average, copies[:4])
+    assert both["VIF"] == real["VIF"] and both["SSIM"] == real["SSIM"]  # copies only enter the daylight share
+    assert both["day_min"] < real["day_min"] and both["day_kept"] < 1.0 and both["score"] < real["score"]
+
+
 def test_a_run_with_a_validation_split_selects_best_pt(tmp_path: Path) -> None:
     root = tmp_path / "data"
     chosen = ["FLIR_04929.png", "FLIR_04932.png", "FLIR_06065.png", "FLIR_06099.png", "tank.png",
@@ -154,14 +175,14 @@ def test_a_run_with_a_validation_split_selects_best_pt(tmp_path: Path) -> None:
     cfg, _ = parse_args(["--preset", str(preset), "--data", str(root), "--out", str(out), "--epochs", "3",
                          "--set", "crop=32", "--set", "batch_size=2", "--set", "threads=1",
                          "--set", "val_fraction=0.3", "--set", "val_every=2", "--set", "augment.day_ir=0.5",
-                         "--set", "loss.daylight=1", "--set", "loss.temporal=0.1"])
+                         "--set", "loss.daylight=1", "--set", "loss.temporal=0.1", "--set", "val_day_ir=true"])
     train(cfg, progress=False)
     rows = list(csv.DictReader((out / "log.csv").open()))
     assert [bool(r["val_score"]) for r in rows] == [False, True, True]  # epoch 2 (every 2) and the last
     assert float(rows[2]["daylight"]) >= 0 and float(rows[2]["temporal"]) >= 0
     best = torch.load(out / "best.pt", weights_only=True)["meta"]
     scored = {int(r["epoch"]): float(r["val_score"]) for r in rows if r["val_score"]}
-    assert best["validation"]["epoch"] == max(scored, key=scored.get)
+    assert best["validation"]["epoch"] == max(scored, key=scored.get) and best["config"]["val_day_ir"] is True
     held = set(split_scenes(sorted(chosen), 0.3)[1])
     assert held and best["pairs"] == len(chosen) - len(held)
     with pytest.raises(StreamFusionError, match="unknown augment key|unknown config key"):

@@ -31,7 +31,7 @@ from stream_fusion import DATA_DIR, PACKAGE_DIR
 from stream_fusion.config import CONFIG_DIR, Option, add_config_options, config_from_args
 from stream_fusion.training.data import PairCrops, list_pairs
 from stream_fusion.training.split import split_scenes
-from stream_fusion.training.validate import score_model, validation_pairs
+from stream_fusion.training.validate import day_ir_copies, score_model, validation_pairs
 from stream_fusion.errors import StreamFusionError, run_cli
 from stream_fusion.training.model import build_model, load_preset, save_checkpoint
 from stream_fusion.training.model.checkpoint import read_checkpoint
@@ -102,8 +102,10 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> P
         raise StreamFusionError(str(error)) from None
     colour_only = colour and not cfg["gray_visible"]  # validate on the kinds of pair the network trains on
     val_pairs = validation_pairs(data_dir, cfg["val_fraction"], colour_only=colour_only) if cfg["val_fraction"] else []
+    day_pairs = day_ir_copies(val_pairs) if cfg["val_day_ir"] else []
     if val_pairs and progress:
-        print(f"validation: {len(val_pairs)} pairs of scenes held out of training ({len(data)} pairs train)")
+        print(f"validation: {len(val_pairs)} pairs of scenes held out of training ({len(data)} pairs train)"
+              + (f", {len(day_pairs)} day_ir copies in the daylight share" if day_pairs else ""))
     if colour and cfg["gray_visible"] and progress:
         print(f"colour model: training on the {len(data)} pairs, gray-visible ones as three equal channels")
     elif data.skipped_gray and progress:
@@ -162,7 +164,7 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> P
         row = {"epoch": epoch + 1, "stage": stage, "lr": f"{lr:.3g}", "seconds": f"{wall:.1f}"}
         row.update({name: f"{total / len(data):.5f}" for name, total in sorted(sums.items())})
         if val_pairs and ((epoch + 1) % cfg["val_every"] == 0 or epoch + 1 == cfg["epochs"]):
-            scores = score_model(model, val_pairs)
+            scores = score_model(model, val_pairs, day_pairs)
             row.update({f"val_{k}": f"{v:.4f}" for k, v in scores.items()})
             if not best or scores["score"] > best["score"]:  # model selection on held-out scenes only
                 best = {**scores, "epoch": epoch + 1}

@@ -7,6 +7,13 @@ measure (``stream_fusion.evaluate``), next to the two classical baselines on the
 bar it must clear beside it. The selection score is ``VIF + Qabf - (1 - daylight kept)``: the two metrics the bars
 rank by, less the share of validation pairs whose daylight the fusion dims below 0.8x (each such pair costs about
 as much as losing all of a good network's lead in VIF over the Laplacian pyramid).
+
+With ``day_ir`` (training config ``val_day_ir``, CLI ``--day-ir``), each validation pair whose visible frame is the
+brighter source also gets a "dark flat IR by day" copy (:func:`day_ir_copy`: the training augmentation's transform at
+its mildest setting, not drawn at random), counted in the daylight share only. Why: the held-out scenes have no day
+as hard as a hazy visible frame over dark, high-contrast IR, so no checkpoint dims a real validation pair below 0.8x
+and the score cannot tell a network that keeps daylight from one that does not; the copies give it such days without
+looking at the evaluation sets.
 """
 from __future__ import annotations
 
@@ -28,6 +35,10 @@ from stream_fusion.training.split import split_scenes
 
 Pair = tuple[str, np.ndarray, np.ndarray]  # name, IR gray, visible as stored (gray or BGR)
 COLUMNS = ("VIF", "Qabf", "SSIM", "day_min", "day_kept", "score")
+# day_ir's ranges (augment.py) at their mildest: the flattest IR (gain 0.15) around its brightest mean (0.3), the
+# visible frame brightened least (gamma 0.9). The mildest, because at the ranges' middle or hardest corner every
+# cdfusion checkpoint dimmed every copy below 0.8x, so the share could not rank them (docs/model.md, "Issue 15 point 6").
+DAY_IR_GAIN, DAY_IR_MEAN, DAY_IR_GAMMA = 0.15, 0.3, 0.9
 
 
 def validation_pairs(root: Path, fraction: float, colour_only: bool = False) -> list[Pair]:
@@ -39,15 +50,36 @@ def validation_pairs(root: Path, fraction: float, colour_only: bool = False) -> 
     return [p for p in pairs if p[2].ndim == 3] if colour_only else pairs
 
 
-def score_fusions(pairs: Sequence[Pair], fuse) -> dict[str, float]:
+def day_ir_copy(pair: Pair) -> Pair:
+    """``augment.day_ir`` with fixed parameters (:data:`DAY_IR_GAIN`, ...) on a stored pair: IR flattened around a
+    dark mean, visible brightened; uint8 like the frames the runtime gets."""
+    name, ir, vis = pair
+    ir_f = ir.astype(np.float32) / 255.0
+    ir_f = (ir_f - float(ir_f.mean())) * DAY_IR_GAIN + DAY_IR_MEAN
+    vis_f = np.power(vis.astype(np.float32) / 255.0, DAY_IR_GAMMA)
+    ir_u8, vis_u8 = (np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8) for x in (ir_f, vis_f))
+    return f"{name}+day_ir", ir_u8, vis_u8
+
+
+def day_ir_copies(pairs: Sequence[Pair]) -> list[Pair]:
+    """The day_ir copies of the pairs whose visible frame is the brighter source (the daylight scenes)."""
+    return [day_ir_copy(p) for p in pairs if visible_is_brighter(p[1], to_gray(p[2]))]
+
+
+def score_fusions(pairs: Sequence[Pair], fuse, day_pairs: Sequence[Pair] = ()) -> dict[str, float]:
     """Means of VIF, Qabf and SSIM of ``fuse(ir, vis)`` over the pairs, the daylight measure (worst ratio and the
-    share of visible-brighter pairs at or above 0.8x) and the selection score."""
+    share of visible-brighter pairs at or above 0.8x, ``day_pairs`` counted there and only there) and the
+    selection score."""
     rows, day = [], []
     for _, ir, vis in pairs:
         fused, vis_y = to_gray(fuse(ir, vis)), to_gray(vis)
         rows.append((vif(fused, ir, vis_y), qabf(fused, ir, vis_y), ssim(fused, ir, vis_y)))
         if visible_is_brighter(ir, vis_y):
             day.append(luma_ratio(fused, vis_y))
+    for _, ir, vis in day_pairs:
+        vis_y = to_gray(vis)
+        if visible_is_brighter(ir, vis_y):
+            day.append(luma_ratio(to_gray(fuse(ir, vis)), vis_y))
     means = np.mean(rows, axis=0)
     kept = float(np.mean(np.asarray(day) >= DAYLIGHT_BAR)) if day else 1.0
     return {"VIF": float(means[0]), "Qabf": float(means[1]), "SSIM": float(means[2]),
@@ -55,19 +87,19 @@ def score_fusions(pairs: Sequence[Pair], fuse) -> dict[str, float]:
             "score": float(means[0] + means[1] - (1.0 - kept))}
 
 
-def baseline_scores(pairs: Sequence[Pair]) -> dict[str, dict[str, float]]:
+def baseline_scores(pairs: Sequence[Pair], day_pairs: Sequence[Pair] = ()) -> dict[str, dict[str, float]]:
     """The plain average's and the Laplacian pyramid's scores on the pairs (the bars' references)."""
-    return {name: score_fusions(pairs, cls().fuse) for name, cls in BASELINES.items()}
+    return {name: score_fusions(pairs, cls().fuse, day_pairs) for name, cls in BASELINES.items()}
 
 
-def score_model(model, pairs: Sequence[Pair]) -> dict[str, float]:
+def score_model(model, pairs: Sequence[Pair], day_pairs: Sequence[Pair] = ()) -> dict[str, float]:
     """A network in memory (eval mode is set and restored) scored as the runtime would run it."""
     from stream_fusion.training.model.torch_engine import TorchEngine
 
     was_training = model.training
     model.eval()
     try:
-        return score_fusions(pairs, TorchEngine(model).fuse)
+        return score_fusions(pairs, TorchEngine(model).fuse, day_pairs)
     finally:
         model.train(was_training)
 
@@ -83,15 +115,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", nargs="+", required=True, type=Path, help="checkpoints (.pt) to score")
     parser.add_argument("--data", type=Path, default=DATA_DIR / "train", help="training folder the split is carved from")
     parser.add_argument("--val-fraction", type=float, default=0.2, help="share of each family's pairs (default 0.2)")
+    parser.add_argument("--colour-only", action="store_true", help="only the colour pairs (the colour network's split)")
+    parser.add_argument("--day-ir", action="store_true",
+                        help="also count day_ir copies of the daylight pairs in the daylight share (day_ir_copy)")
     args = parser.parse_args(argv)
     from stream_fusion.training.model import load_checkpoint
 
-    pairs = validation_pairs(args.data, args.val_fraction)
-    rows = [(name, scores) for name, scores in baseline_scores(pairs).items()]
+    pairs = validation_pairs(args.data, args.val_fraction, colour_only=args.colour_only)
+    day_pairs = day_ir_copies(pairs) if args.day_ir else []
+    rows = [(name, scores) for name, scores in baseline_scores(pairs, day_pairs).items()]
     for path in args.checkpoint:
         model, _ = load_checkpoint(path)
-        rows.append((str(path), score_model(model, pairs)))
-    print(f"{len(pairs)} validation pairs (scene-disjoint, {args.val_fraction:g} of {args.data})")
+        rows.append((str(path), score_model(model, pairs, day_pairs)))
+    print(f"{len(pairs)} validation pairs (scene-disjoint, {args.val_fraction:g} of {args.data})"
+          + (f", {len(day_pairs)} day_ir copies in the daylight share" if day_pairs else ""))
     print(table(rows))
     return 0
 
