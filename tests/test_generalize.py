@@ -22,8 +22,8 @@ from stream_fusion.training.split import family_of, scene_of, scenes, split_scen
 from stream_fusion.training.train import parse_args, train
 from stream_fusion.engine.frames import to_gray
 from stream_fusion.evaluate.stability import visible_is_brighter
-from stream_fusion.training.validate import (baseline_scores, day_ir_copies, day_ir_copy, score_fusions,
-                                             validation_pairs)
+from stream_fusion.training.validate import (baseline_scores, choose, day_ir_copies, day_ir_copy, main as validate,
+                                             score_fusions, validation_pairs)
 from tiny_network import TINY, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 TRAIN = DATA_DIR / "train"
@@ -159,6 +159,25 @@ def test_day_ir_copies_are_fixed_dark_flat_ir_days_counted_in_the_daylight_share
     both = score_fusions(days[:4], average, copies[:4])
     assert both["VIF"] == real["VIF"] and both["SSIM"] == real["SSIM"]  # copies only enter the daylight share
     assert both["day_min"] < real["day_min"] and both["day_kept"] < 1.0 and both["score"] < real["score"]
+
+
+def test_the_choice_across_runs_is_the_best_score_above_the_vif_floor(tmp_path: Path) -> None:
+    few = validation_pairs(TRAIN, 0.2, colour_only=True)[::5]
+    base = baseline_scores(few)
+    visible = score_fusions(few, lambda ir, vis: vis)  # keeps every daylight pair; VIF of the visible frame alone
+    lap, avg = base["laplacian"], base["average"]
+    assert lap["VIF"] > avg["VIF"] and lap["score"] > avg["score"]
+    candidates = [("average", avg), ("laplacian", lap), ("visible", visible)]
+    best_overall = max(candidates, key=lambda row: row[1]["score"])[0]
+    assert choose(candidates, lap["VIF"], floor=min(s["VIF"] for _, s in candidates) / lap["VIF"]) == (best_overall, [])
+    best, below = choose(candidates, lap["VIF"], floor=1.0)  # only what reaches the Laplacian pyramid's VIF
+    above = [(label, s) for label, s in candidates if s["VIF"] >= lap["VIF"]]
+    assert best == max(above, key=lambda row: row[1]["score"])[0] and "average" in below
+    assert sorted(below + [label for label, _ in above]) == ["average", "laplacian", "visible"]
+    assert choose(candidates, 10.0, floor=0.95) == (None, ["average", "laplacian", "visible"])
+    with pytest.raises(SystemExit) as stop:
+        validate(["--checkpoint", str(tmp_path / "missing.pt")])
+    assert stop.value.code == 2
 
 
 def test_a_run_with_a_validation_split_selects_best_pt(tmp_path: Path) -> None:

@@ -14,6 +14,11 @@ its mildest setting, not drawn at random), counted in the daylight share only. W
 as hard as a hazy visible frame over dark, high-contrast IR, so no checkpoint dims a real validation pair below 0.8x
 and the score cannot tell a network that keeps daylight from one that does not; the copies give it such days without
 looking at the evaluation sets.
+
+Comparing runs (``--reference``, ``--vif-floor``): a product bar is a floor, not a trade. The colour network must keep
+its VIF at 0.95x base's (docs/evaluation.md, issue 6), so a checkpoint whose validation VIF is below ``--vif-floor``
+times the reference network's is not eligible, however well it keeps daylight; the choice is the best score among the
+rest. Without the floor the day_ir share outweighs a few per cent of VIF and picks a run that misses that bar.
 """
 from __future__ import annotations
 
@@ -104,6 +109,17 @@ def score_model(model, pairs: Sequence[Pair], day_pairs: Sequence[Pair] = ()) ->
         model.train(was_training)
 
 
+def choose(candidates: Sequence[tuple[str, dict[str, float]]], reference_vif: float,
+           floor: float) -> tuple[str | None, list[str]]:
+    """The candidate with the best score among those whose VIF is at least ``floor * reference_vif``, and the labels
+    of those below it (``None`` when every candidate is below)."""
+    bar = floor * reference_vif
+    eligible = [(label, s) for label, s in candidates if s["VIF"] >= bar]
+    below = [label for label, s in candidates if s["VIF"] < bar]
+    best = max(eligible, key=lambda row: row[1]["score"])[0] if eligible else None
+    return best, below
+
+
 def table(rows: Sequence[tuple[str, dict[str, float]]]) -> str:
     lines = ["| method | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     lines += [f"| {label} | " + " | ".join(f"{s[c]:.3f}" for c in COLUMNS) + " |" for label, s in rows]
@@ -118,18 +134,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--colour-only", action="store_true", help="only the colour pairs (the colour network's split)")
     parser.add_argument("--day-ir", action="store_true",
                         help="also count day_ir copies of the daylight pairs in the daylight share (day_ir_copy)")
+    parser.add_argument("--reference", type=Path,
+                        help="checkpoint whose validation VIF sets the floor; prints the choice among --checkpoint")
+    parser.add_argument("--vif-floor", type=float, default=0.95,
+                        help="eligible: VIF >= this times the reference's (default 0.95, issue 6's bar)")
     args = parser.parse_args(argv)
+    if not 0.0 < args.vif_floor <= 1.0:
+        parser.error(f"--vif-floor must be in (0, 1], got {args.vif_floor}")
+    missing = [str(p) for p in [*args.checkpoint, *([args.reference] if args.reference else [])] if not p.is_file()]
+    if missing:
+        parser.error(f"checkpoint not found: {', '.join(missing)}")
     from stream_fusion.training.model import load_checkpoint
 
     pairs = validation_pairs(args.data, args.val_fraction, colour_only=args.colour_only)
     day_pairs = day_ir_copies(pairs) if args.day_ir else []
     rows = [(name, scores) for name, scores in baseline_scores(pairs, day_pairs).items()]
-    for path in args.checkpoint:
-        model, _ = load_checkpoint(path)
-        rows.append((str(path), score_model(model, pairs, day_pairs)))
+
+    def scored(path: Path, label: str) -> tuple[str, dict[str, float]]:
+        return label, score_model(load_checkpoint(path)[0], pairs, day_pairs)
+
+    candidates = [scored(path, str(path)) for path in args.checkpoint]
+    reference = scored(args.reference, f"{args.reference} (reference)") if args.reference else None
     print(f"{len(pairs)} validation pairs (scene-disjoint, {args.val_fraction:g} of {args.data})"
           + (f", {len(day_pairs)} day_ir copies in the daylight share" if day_pairs else ""))
-    print(table(rows))
+    print(table(rows + ([reference] if reference else []) + candidates))
+    if reference:
+        vif_bar = args.vif_floor * reference[1]["VIF"]
+        best, below = choose(candidates, reference[1]["VIF"], args.vif_floor)
+        print(f"VIF floor {args.vif_floor:g} x {reference[1]['VIF']:.3f} = {vif_bar:.3f}; below it: "
+              + (", ".join(below) or "none"))
+        print(f"chosen: {best}" if best else "chosen: none (every checkpoint is below the VIF floor)")
     return 0
 
 
