@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 JOB = Path(__file__).resolve().parents[1] / "stream_fusion" / "bench" / "gpu.sh"
+STREAMS_JOB = JOB.with_name("gpu_streams.sh")
 
 
 def test_steps_keep_to_the_deadline_and_survive_failures() -> None:
@@ -70,3 +71,17 @@ def test_the_job_measures_issue_16_most_important_first() -> None:
     routes = text.split("FP16_ROUTES=", 1)[1].splitlines()[0].split(",")
     assert routes[:3] == ["lite", "base", "cdfusion"]
     assert all((JOB.parents[2] / path).is_file() for path in routes[3:]) and len(routes) == 6
+
+
+def test_the_streams_job_installs_into_a_venv_and_stops_at_a_missing_part(tmp_path: Path) -> None:
+    """Issue #14's GPU job: both packs go into one venv over the machine's python3 (pytriton finds its tritonserver
+    libraries only from a site-packages); without the parts it says which are missing, in one line, and stops."""
+    done = subprocess.run(["bash", str(STREAMS_JOB)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "usage: bash stream_fusion/bench/gpu_streams.sh prepare|run" in done.stderr
+    env = f"SERVE_VENV={tmp_path}/venv ORTW={tmp_path}/ortw OUT={tmp_path}/out"
+    done = subprocess.run(["bash", "-c", f"{env} bash {STREAMS_JOB} run"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and f"no onnxruntime-gpu parts in {tmp_path}/ortw" in done.stdout
+    assert (tmp_path / "venv" / "bin" / "python").exists() and "no onnxruntime-gpu parts" in (tmp_path / "out" / "log.txt").read_text()
+    run = STREAMS_JOB.read_text().split("run_streams() {", 1)[1]
+    assert '--model lite,base' in run and '"${STREAMS:-1,2,4,8,16}"' in run and "--hop" in run
+    assert '--server-python "$python"' in run and '--provider "${PROVIDER:-cuda}"' in run

@@ -51,27 +51,37 @@ prepare() {
     done
     # Base's candidate exports (issue #16 point 3; torch is here, not needed there): ~6 MB with their manifest.
     "$python" -m export.variants --preset base --out .gpu/variants 2>&1 | grep -E '^(base_|wrote)'
-    # A call carries the working tree too: each part is what 62 MiB leaves beside it (2 MiB of margin under 64).
-    local tree part_bytes
-    tree=$(git ls-files -co --exclude-standard -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
-    part_bytes=$(( 62 * 1048576 - tree ))
-    (cd /tmp/ortgpu && rm -f part* && split -b "$part_bytes" -d "$PACK" part)
-    local n=0
-    for part in /tmp/ortgpu/part*; do mkdir -p ".gpu/p$n" && cp "$part" ".gpu/p$n/"; n=$((n + 1)); done
-    echo "prepared $n parts of at most $((part_bytes / 1048576)) MiB beside a $((tree / 1048576)) MiB working tree:"
+    split_parts "/tmp/ortgpu/$PACK" .gpu/p
     du -sh .gpu/p* .gpu/eval .gpu/variants
-    echo "calls, back to back: for K in 0..$((n - 1)): carry [\".gpu/pK\"], command: mkdir -p /tmp/ortw && cp .gpu/pK/* /tmp/ortw/"
+    echo "calls, back to back: for K in 0..$(( $(ls -d .gpu/p* | wc -l) - 1 )): carry [\".gpu/pK\"], command: mkdir -p /tmp/ortw && cp .gpu/pK/* /tmp/ortw/"
     echo "then: carry [\".gpu/eval\", \".gpu/variants\"], command: bash stream_fusion/bench/gpu.sh run"
 }
 
-install_ort() {  # the tarball from its parts in $ORTW, checked against prepare's checksum, into $SITE (once)
-    [ -d "$SITE/onnxruntime/capi" ] && return 0
-    cat "$ORTW"/part* > "$ORTW/$PACK" 2>/dev/null || { echo "no onnxruntime-gpu parts in $ORTW"; return 1; }
-    if [ "$(sha256sum "$ORTW/$PACK" | cut -d' ' -f1)" != "$(cat "$ORT_SHA")" ]; then
-        echo "the joined parts do not match what prepare packed: a part is missing or stale"; ls -la "$ORTW"; return 1
+split_parts() {  # split_parts FILE PREFIX: FILE as PREFIX0/part00, PREFIX1/part01, ..., each what one call may carry
+    # A call carries the working tree too: each part is what 62 MiB leaves beside it (2 MiB of margin under 64).
+    local tree part_bytes n=0 tmp
+    tree=$(git ls-files -co --exclude-standard -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+    part_bytes=$(( 62 * 1048576 - tree ))
+    tmp=$(mktemp -d)
+    split -b "$part_bytes" -d "$1" "$tmp/part"
+    for part in "$tmp"/part*; do mkdir -p "$2$n" && mv "$part" "$2$n/"; n=$((n + 1)); done
+    rmdir "$tmp"
+    echo "prepared $n parts of at most $((part_bytes / 1048576)) MiB beside a $((tree / 1048576)) MiB working tree:"
+}
+
+install_pack() {  # install_pack NAME PARTS PACK SHA SITE CHECK: the tarball from its parts, checked, into SITE (once)
+    local name=$1 parts=$2 pack=$3 sha=$4 site=$5 check=$6
+    [ -e "$site/$check" ] && return 0
+    cat "$parts"/part* > "$parts/$pack" 2>/dev/null || { echo "no $name parts in $parts"; return 1; }
+    if [ "$(sha256sum "$parts/$pack" | cut -d' ' -f1)" != "$(cat "$sha")" ]; then
+        echo "the joined parts do not match what prepare packed: a part is missing or stale"; ls -la "$parts"; return 1
     fi
-    mkdir -p "$SITE" && python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='data')" \
-        "$ORTW/$PACK" "$SITE" && rm "$ORTW/$PACK"
+    mkdir -p "$site" && python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='data')" \
+        "$parts/$pack" "$site" && rm "$parts/$pack"
+}
+
+install_ort() {  # onnxruntime-gpu from its parts in $ORTW into $SITE
+    install_pack onnxruntime-gpu "$ORTW" "$PACK" "$ORT_SHA" "$SITE" onnxruntime/capi
 }
 
 step() {  # step SECONDS NAME COMMAND...: one measurement, limited in time, its failure reported and survived
