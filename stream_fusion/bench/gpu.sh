@@ -95,13 +95,17 @@ step() {  # step SECONDS NAME COMMAND...: one measurement, limited in time, its 
     [ $status -eq 0 ] || echo "=== $name: exit status $status$([ $status -eq 124 ] && echo ' (time limit)')"
 }
 
-run() {
-    OUT=${OUT:-runs/gpu}
+start_job() {  # start_job DEFAULT_OUT: $OUT, the deadline, and everything the job prints also in $OUT/log.txt
+    OUT=${OUT:-$1}
     # The whole job ends within BUDGET seconds (default 540: a device call may run 600), most important step first.
     DEADLINE=$((SECONDS + ${BUDGET:-540}))
     mkdir -p "$OUT"
     exec > >(tee "$OUT/log.txt") 2>&1
     export PYTHONUNBUFFERED=1
+}
+
+run() {
+    start_job runs/gpu
     install_ort || exit 1
     export PYTHONPATH="$SITE:$PWD"
     if [ -d .gpu/eval ] && [ ! -e "$DATA/eval" ]; then

@@ -20,7 +20,7 @@
 # change what it runs: with PROVIDER=cpu and a CPU onnxruntime in the venv it runs on any x86-64 Linux with CPython
 # 3.12 (docs/serving.md, "Streams per GPU", says how it was checked).
 set -uo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/gpu.sh"  # install_pack, install_ort, split_parts, step; cds to the repo root
+source "$(dirname "${BASH_SOURCE[0]}")/gpu.sh"  # install_pack, install_ort, split_parts, start_job, step; cds to the repo root
 SERVEW=${SERVEW:-/tmp/servew}                 # there: where the calls leave the parts
 SERVE_VENV=${SERVE_VENV:-/tmp/venv-serve}     # there: a venv over the machine's python3, both packs unpacked into it
 SERVE_PACK=serve-cp312.tar.xz
@@ -49,11 +49,7 @@ prepare_serve() {
 }
 
 run_streams() {
-    OUT=${OUT:-runs/gpu_streams}
-    DEADLINE=$((SECONDS + ${BUDGET:-540}))
-    mkdir -p "$OUT"
-    exec > >(tee "$OUT/log.txt") 2>&1
-    export PYTHONUNBUFFERED=1
+    start_job runs/gpu_streams
     [ -x "$SERVE_VENV/bin/python" ] || python3 -m venv --system-site-packages --without-pip "$SERVE_VENV" || exit 1
     local python=$SERVE_VENV/bin/python site
     site=$("$python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
