@@ -25,12 +25,20 @@ KEYS = ("day_ir", "night_vis", "glare", "gain_gamma", "misregister", "colour_cas
 DEFAULTS = dict.fromkeys(KEYS, 0.0)
 
 
+# day_ir's ranges: IR gain and new mean, visible gamma (the validation's fixed copies take their mildest ends).
+DAY_IR_GAIN, DAY_IR_MEAN, DAY_IR_GAMMA = (0.15, 0.5), (0.1, 0.3), (0.6, 0.9)
+
+
+def dark_flat_ir(ir: np.ndarray, vis: np.ndarray, gain: float, mean: float,
+                 gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """``day_ir`` at given settings (frames 0..1): IR contrast times ``gain`` around a new ``mean``; visible ** gamma."""
+    ir = (ir - float(ir.mean())) * gain + mean
+    return np.clip(ir, 0, 1), np.power(np.clip(vis, 0, 1), gamma)
+
+
 def day_ir(ir: np.ndarray, vis: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """IR to a dark, low-contrast frame (gain 0.15-0.5 around a mean of 0.1-0.3); visible brightened (gamma 0.6-0.9)."""
-    mean = float(ir.mean())
-    ir = (ir - mean) * rng.uniform(0.15, 0.5) + rng.uniform(0.1, 0.3)
-    vis = np.power(np.clip(vis, 0, 1), rng.uniform(0.6, 0.9))
-    return np.clip(ir, 0, 1), vis
+    return dark_flat_ir(ir, vis, rng.uniform(*DAY_IR_GAIN), rng.uniform(*DAY_IR_MEAN), rng.uniform(*DAY_IR_GAMMA))
 
 
 def night_vis(ir: np.ndarray, vis: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -35,6 +35,7 @@ from stream_fusion.engine.frames import to_gray
 from stream_fusion.errors import run_cli
 from stream_fusion.evaluate.metrics import qabf, ssim, vif
 from stream_fusion.evaluate.stability import DAYLIGHT_BAR, luma_ratio, visible_is_brighter
+from stream_fusion.training.augment import DAY_IR_GAIN, DAY_IR_GAMMA, DAY_IR_MEAN, dark_flat_ir
 from stream_fusion.training.data import list_pairs
 from stream_fusion.training.split import split_scenes
 
@@ -43,7 +44,7 @@ COLUMNS = ("VIF", "Qabf", "SSIM", "day_min", "day_kept", "score")
 # day_ir's ranges (augment.py) at their mildest: the flattest IR (gain 0.15) around its brightest mean (0.3), the
 # visible frame brightened least (gamma 0.9). The mildest, because at the ranges' middle or hardest corner every
 # cdfusion checkpoint dimmed every copy below 0.8x, so the share could not rank them (docs/model.md, "Issue 15 point 6").
-DAY_IR_GAIN, DAY_IR_MEAN, DAY_IR_GAMMA = 0.15, 0.3, 0.9
+DAY_IR_SETTING = {"gain": DAY_IR_GAIN[0], "mean": DAY_IR_MEAN[1], "gamma": DAY_IR_GAMMA[1]}
 
 
 def validation_pairs(root: Path, fraction: float, colour_only: bool = False) -> list[Pair]:
@@ -56,12 +57,10 @@ def validation_pairs(root: Path, fraction: float, colour_only: bool = False) -> 
 
 
 def day_ir_copy(pair: Pair) -> Pair:
-    """``augment.day_ir`` with fixed parameters (:data:`DAY_IR_GAIN`, ...) on a stored pair: IR flattened around a
-    dark mean, visible brightened; uint8 like the frames the runtime gets."""
+    """``augment.day_ir`` at :data:`DAY_IR_SETTING` on a stored pair: IR flattened around a dark mean, visible
+    brightened; uint8 like the frames the runtime gets."""
     name, ir, vis = pair
-    ir_f = ir.astype(np.float32) / 255.0
-    ir_f = (ir_f - float(ir_f.mean())) * DAY_IR_GAIN + DAY_IR_MEAN
-    vis_f = np.power(vis.astype(np.float32) / 255.0, DAY_IR_GAMMA)
+    ir_f, vis_f = dark_flat_ir(ir.astype(np.float32) / 255.0, vis.astype(np.float32) / 255.0, **DAY_IR_SETTING)
     ir_u8, vis_u8 = (np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8) for x in (ir_f, vis_f))
     return f"{name}+day_ir", ir_u8, vis_u8
 
